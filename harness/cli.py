@@ -1,0 +1,48 @@
+"""The `pipenem` command. Bad input -> one message naming the field, exit status 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from testbed.cli import doctor_cmd, topo_app
+from testbed.errors import ConfigError, UnsupportedError
+
+app = typer.Typer(help="pipenem: network-emulation testbed and harness for compressed pipeline-parallel training.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.command("doctor")(doctor_cmd)
+app.add_typer(topo_app, name="topo")
+
+err_console = Console(stderr=True)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except (ConfigError, UnsupportedError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; everything this run created was removed")
+        sys.exit(130)
+    except BaseException as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if type(exc).__name__ == "_Terminated":
+            err_console.print("terminated; everything this run created was removed")
+            sys.exit(143)
+        raise
+
+
+if __name__ == "__main__":
+    main()

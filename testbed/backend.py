@@ -1,0 +1,191 @@
+"""What every backend (netns, docker) gives the harness: hosts, links, a schedule, cleanup.
+
+Use it as a context manager; ``down()`` runs on normal exit, exceptions, SIGINT
+and SIGTERM. SIGKILL leaves a registry record that ``pipenem topo clean`` uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from testbed.registry import RunRecord, new_run_id, state_dir
+from testbed.schedule import RateEvent, Schedule
+from testbed.topology import Topology
+
+
+@dataclass(frozen=True)
+class LinkEnd:
+    host: str  # namespace (or container) name
+    ifname: str
+    address: str  # IPv4 without prefix length
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """Pipeline link ``index`` joins stage ``index`` (end ``a``) and ``index + 1`` (end ``b``)."""
+
+    index: int
+    a: LinkEnd
+    b: LinkEnd
+    bottleneck: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.index}-{self.index + 1}"
+
+    def end(self, direction: str) -> tuple[LinkEnd, LinkEnd]:
+        """(sender, receiver) for a direction: forward goes from stage i to i+1."""
+        return (self.a, self.b) if direction == "forward" else (self.b, self.a)
+
+
+class _Terminated(BaseException):
+    """SIGTERM/SIGHUP turned into an exception so ``finally`` blocks run."""
+
+
+class Backend(ABC):
+    kind: str = "base"
+
+    def __init__(self, topology: Topology, run_id: str | None = None, detached: bool = False) -> None:
+        self.topology = topology
+        self.run_id = run_id or new_run_id()
+        self.schedule = Schedule(topology)
+        self.record = RunRecord(run_id=self.run_id, topology=topology.name, backend=self.kind, detached=detached)
+        self.hosts: list[str] = []
+        self.links: list[LinkInfo] = []
+        self.t0: float | None = None
+        self._scheduler: subprocess.Popen | None = None
+        self._old_handlers: dict[int, Any] = {}
+        self._is_up = False
+
+    # -------------------------------------------------------------- interface
+    @abstractmethod
+    def _create(self) -> None:
+        """Create hosts and shaped links (window 0), recording each resource first."""
+
+    @abstractmethod
+    def _destroy(self) -> None:
+        """Remove what this run created (idempotent)."""
+
+    @abstractmethod
+    def exec_argv(self, stage: int, argv: list[str]) -> list[str]:
+        """An argv that runs ``argv`` inside the host of ``stage``."""
+
+    def scheduler_config(self) -> dict:
+        """What the scheduler process needs to apply changes (backend specific)."""
+        return {}
+
+    # -------------------------------------------------------------- lifecycle
+    def up(self) -> Backend:
+        self.preflight()
+        self._guard_signals()
+        try:
+            self.record.save()
+            self._create()
+            self.t0 = time.time()
+            self._is_up = True
+            if not self.record.detached:
+                self._start_scheduler()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def preflight(self) -> None:
+        """Refuse what this machine cannot emulate before anything is created."""
+
+    def down(self) -> None:
+        try:
+            self._stop_scheduler()
+            self._destroy()
+            self.record.forget()
+            self._applied_path.unlink(missing_ok=True)
+            self._config_path.unlink(missing_ok=True)
+        finally:
+            self._is_up = False
+            self._restore_signals()
+
+    def __enter__(self) -> Backend:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -------------------------------------------------------------- schedule
+    @property
+    def _applied_path(self) -> Path:
+        return state_dir() / f"{self.run_id}.applied.jsonl"
+
+    @property
+    def _config_path(self) -> Path:
+        return state_dir() / f"{self.run_id}.schedule.json"
+
+    def _needs_scheduler(self) -> bool:
+        return any(len(Schedule.change_times(c, 3600.0)) > 1 for _, c in self.schedule.channels)
+
+    def _start_scheduler(self) -> None:
+        initial = [{**e.row(), "applied_at": self.t0} for e in self.schedule.initial()]
+        self._applied_path.write_text("".join(json.dumps(r) + "\n" for r in initial))
+        if not self._needs_scheduler():
+            return
+        cfg = {"run_id": self.run_id, "t0": self.t0, "backend": self.kind, "shaper": self.topology.shaper,
+               "topology": self.topology.model_dump(mode="json"), "applied": str(self._applied_path),
+               "with_netem": bool(self.topology.needs_netem()), **self.scheduler_config()}
+        self._config_path.write_text(json.dumps(cfg))
+        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.scheduler", str(self._config_path)])
+        self.record.add("process", str(self._scheduler.pid))
+
+    def _stop_scheduler(self) -> None:
+        if self._scheduler is not None and self._scheduler.poll() is None:
+            self._scheduler.terminate()
+            try:
+                self._scheduler.wait(5)
+            except subprocess.TimeoutExpired:
+                self._scheduler.kill()
+                self._scheduler.wait()
+        self._scheduler = None
+
+    def applied(self) -> list[dict]:
+        """Every state actually applied so far: window 0 at bring-up, then the scheduler's."""
+        if not self._applied_path.exists():
+            return [{**e.row(), "applied_at": self.t0} for e in self.schedule.initial()]
+        return [json.loads(line) for line in self._applied_path.read_text().splitlines() if line.strip()]
+
+    def expected(self, until: float) -> list[RateEvent]:
+        return self.schedule.events(until)
+
+    # -------------------------------------------------------------- signals
+    def _guard_signals(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        owner = os.getpid()
+
+        def _raise(signum: int, frame: FrameType | None) -> None:
+            if os.getpid() != owner:
+                # A forked helper (pyroute2 forks to open netns sockets) inherits this
+                # handler; it must die as by default, never tear down the owner's run.
+                os._exit(128 + signum)
+            raise _Terminated(f"signal {signum}")
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            self._old_handlers[sig] = signal.signal(sig, _raise)
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers.clear()
+
+    def link(self, index: int) -> LinkInfo:
+        return self.links[index]

@@ -1,0 +1,42 @@
+"""Choosing a backend by name, and destroying any backend's recorded run."""
+
+from __future__ import annotations
+
+from testbed.backend import Backend
+from testbed.errors import ConfigError
+from testbed.registry import RunRecord
+from testbed.topology import Topology
+
+BACKENDS = ("netns", "docker")
+
+
+def make_backend(name: str, topology: Topology, detached: bool = False, run_id: str | None = None) -> Backend:
+    if name == "netns":
+        from testbed.netns import NetnsBackend
+
+        return NetnsBackend(topology, run_id=run_id, detached=detached)
+    if name == "docker":
+        try:
+            from testbed.docker import DockerBackend
+        except ImportError:
+            raise ConfigError("backend", "the docker backend is not available in this version") from None
+        return DockerBackend(topology, run_id=run_id, detached=detached)
+    raise ConfigError("backend", f"unknown backend {name!r}; one of {', '.join(BACKENDS)}")
+
+
+def destroy_record(record: RunRecord) -> list[str]:
+    """Remove exactly the resources a run recorded, then its record."""
+    from testbed.netns import destroy_resources
+
+    removed = []
+    if any(r["kind"] == "container" for r in record.resources):
+        from testbed.docker import destroy_containers
+
+        removed += destroy_containers(record.resources)
+    removed += destroy_resources(record.resources)
+    record.forget()
+    from testbed.registry import state_dir
+
+    for suffix in (".applied.jsonl", ".schedule.json"):
+        (state_dir() / f"{record.run_id}{suffix}").unlink(missing_ok=True)
+    return removed

@@ -1,0 +1,238 @@
+"""`pipenem doctor` and `pipenem topo ...` (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from testbed.capabilities import doctor as run_doctor
+from testbed.registry import all_records
+from testbed.topology import Topology, load_topology
+from testbed.units import format_rate
+
+console = Console()
+topo_app = typer.Typer(help="Validate, inspect, bring up, probe and clean emulated topologies.", no_args_is_help=True)
+
+FileArg = Annotated[Path, typer.Argument(help="topology YAML file")]
+
+
+def _dist_text(d: object) -> str:
+    if d is None:
+        return "-"
+    fields = {k: v for k, v in d.model_dump().items() if k not in ("times", "values") and v is not None}
+    kind = fields.pop("dist")
+    unit = fields.pop("unit", "")
+    if kind == "fixed":
+        return f"{fields['value']:g} {unit}"
+    if kind == "trace":
+        return f"trace {fields['file']} ({unit})"
+    if kind == "uniform":
+        return f"U({fields['low']:g}, {fields['high']:g}) {unit}"
+    bounds = f" in [{fields.get('min', float('-inf')):g}, {fields.get('max', float('inf')):g}]"
+    return f"N({fields['mean']:g}, {fields['std']:g}){bounds} {unit}"
+
+
+def doctor_cmd(json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """What this machine can emulate (root? netns? tbf? htb? netem? docker?)."""
+    checks = run_doctor()
+    if json_out:
+        print(json.dumps([c.__dict__ for c in checks], indent=1))
+        return
+    table = Table(title="pipenem doctor")
+    for col in ("check", "status", "detail", "what it means"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, "[green]yes[/]" if c.ok else "[red]no[/]", c.detail, c.meaning)
+    console.print(table)
+
+
+@topo_app.command("validate")
+def validate(file: FileArg) -> None:
+    """Check a topology file; prints a one-line summary or the first problem (exit 2)."""
+    topo = load_topology(file)
+    console.print(f"[green]ok[/] {file}: {topo.name}, {topo.stages} stages, {topo.stages - 1} links, "
+                  f"shaper {topo.shaper}, seed {topo.seed}"
+                  + (f", {len(topo.bottlenecks)} shared bottleneck(s)" if topo.bottlenecks else "")
+                  + (f"; needs netem for: {', '.join(topo.needs_netem())}" if topo.needs_netem() else ""))
+
+
+@topo_app.command("show")
+def show(file: FileArg,
+         windows: Annotated[int, typer.Option(help="how many schedule windows of each link to list")] = 3,
+         json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The resolved links and the first values the seeded schedule will apply."""
+    from testbed.schedule import Schedule
+
+    topo = load_topology(file)
+    sched = Schedule(topo)
+    rows = []
+    for label, ch in sched.channels:
+        times = Schedule.change_times(ch, until=1e6)[:windows]
+        rows.append({"link": label, "direction": ch.direction, "bandwidth": _dist_text(ch.params.bandwidth),
+                     "delay": _dist_text(ch.params.delay), "loss": _dist_text(ch.params.loss),
+                     "resample_every_s": ch.params.resample_every,
+                     "windows": [{"t": t, "rate_bps": sched.state(ch, w, t).rate_bps} for w, t in enumerate(times)]})
+    if json_out:
+        print(json.dumps({"name": topo.name, "seed": topo.seed, "stages": topo.stages, "links": rows}, indent=1))
+        return
+    table = Table(title=f"{topo.name}: {topo.stages} stages, seed {topo.seed}, shaper {topo.shaper}")
+    for col in ("link", "dir", "bandwidth", "delay", "loss", "resample", f"first {windows} windows (t: rate)"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["link"], r["direction"], r["bandwidth"], r["delay"], r["loss"],
+                      f"{r['resample_every_s']:g}s" if r["resample_every_s"] else "-",
+                      ", ".join(f"{w['t']:g}s: {format_rate(w['rate_bps'])}" for w in r["windows"]))
+    console.print(table)
+
+
+def _backend(topo: Topology, detached: bool = False, backend: str = "netns"):  # noqa: ANN202
+    from testbed.backends import make_backend
+
+    return make_backend(backend, topo, detached=detached)
+
+
+def _print_hosts(b) -> None:  # noqa: ANN001
+    table = Table(title=f"run {b.run_id} ({b.kind}): {b.topology.name}")
+    for col in ("link", "stage a", "address a", "stage b", "address b", "shared bottleneck"):
+        table.add_column(col)
+    for link in b.links:
+        table.add_row(link.label, link.a.host, link.a.address, link.b.host, link.b.address, link.bottleneck or "-")
+    console.print(table)
+
+
+@topo_app.command("up")
+def up(file: FileArg,
+       detach: Annotated[bool, typer.Option(help="leave it up and return (no re-sampling); remove with `topo down`")] = False,
+       seconds: Annotated[float, typer.Option("--for", help="stay up this long, then tear down (default: until Ctrl-C)")] = 0.0,
+       backend: Annotated[str, typer.Option(help="netns or docker")] = "netns") -> None:
+    """Bring a topology up. In the foreground it applies the schedule until Ctrl-C/SIGTERM."""
+    topo = load_topology(file)
+    b = _backend(topo, detached=detach, backend=backend)
+    b.up()
+    if detach:
+        _print_hosts(b)
+        console.print(f"[yellow]detached[/]: run {b.run_id} stays up with window-0 rates; `pipenem topo down {b.run_id}` removes it")
+        return
+    try:
+        _print_hosts(b)
+        console.print("up; applying the schedule. Ctrl-C tears it down." if not seconds else f"up for {seconds:g}s")
+        deadline = time.time() + seconds if seconds else float("inf")
+        while time.time() < deadline:
+            time.sleep(min(0.5, max(deadline - time.time(), 0)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.down()
+        console.print(f"run {b.run_id} removed")
+
+
+@topo_app.command("down")
+def down(target: Annotated[str, typer.Argument(help="a run id, or a topology file / name: its detached runs")]) -> None:
+    """Remove a detached run (or every detached run of a topology)."""
+    from testbed.backends import destroy_record
+
+    name = target
+    if Path(target).is_file():
+        name = load_topology(target).name
+    records = [r for r in all_records() if r.run_id == target or (r.topology == name and r.detached)]
+    if not records:
+        console.print(f"no detached run matches {target!r} (see `pipenem topo list`)")
+        raise typer.Exit(1)
+    for rec in records:
+        removed = destroy_record(rec)
+        console.print(f"run {rec.run_id}: removed {len(removed)} resource(s)")
+
+
+@topo_app.command("list")
+def list_runs() -> None:
+    """Runs pipenem has recorded on this machine."""
+    table = Table(title="pipenem runs")
+    for col in ("run", "topology", "backend", "owner", "detached", "resources"):
+        table.add_column(col)
+    for r in all_records():
+        table.add_row(r.run_id, r.topology, r.backend, f"{r.owner_pid} ({'alive' if r.owner_alive() else 'gone'})",
+                      str(r.detached), str(len(r.resources)))
+    console.print(table)
+
+
+@topo_app.command("clean")
+def clean(file: Annotated[Path | None, typer.Argument(help="only runs of this topology")] = None,
+          all_runs: Annotated[bool, typer.Option("--all", help="also detached runs and runs whose owner is alive")] = False,
+          dry_run: Annotated[bool, typer.Option(help="list what would be removed")] = False) -> None:
+    """Remove leftovers of earlier runs (owner killed): exactly what their records name."""
+    from testbed.backends import destroy_record
+
+    name = load_topology(file).name if file else None
+    total = 0
+    for rec in all_records():
+        if name and rec.topology != name:
+            continue
+        if not all_runs and (rec.detached or rec.owner_alive()):
+            continue
+        if dry_run:
+            console.print(f"would remove run {rec.run_id} ({rec.topology}): " + ", ".join(f"{r['kind']} {r['name']}" for r in rec.resources))
+            continue
+        removed = destroy_record(rec)
+        total += 1
+        console.print(f"run {rec.run_id} ({rec.topology}): removed " + (", ".join(removed) or "nothing (already gone)"))
+    if not total and not dry_run:
+        console.print("nothing to clean")
+
+
+@topo_app.command("probe")
+def probe_cmd(file: FileArg,
+              seconds: Annotated[float, typer.Option(help="length of each transfer")] = 2.0,
+              interval: Annotated[float, typer.Option(help="timeline resolution")] = 0.5,
+              link: Annotated[str | None, typer.Option(help="only this link, e.g. 1-2")] = None,
+              direction: Annotated[str | None, typer.Option(help="forward or backward (default both)")] = None,
+              timeline: Annotated[bool, typer.Option(help="print achieved vs configured per interval")] = False,
+              backend: Annotated[str, typer.Option(help="netns or docker")] = "netns",
+              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Bring up, measure every link's TCP goodput both ways, tear down."""
+    from testbed.probe import probe
+
+    topo = load_topology(file)
+    if link is not None and link not in {f"{i}-{i + 1}" for i in range(topo.stages - 1)}:
+        from testbed.errors import ConfigError
+
+        raise ConfigError("--link", f"{link!r} is not a link of {topo.name} (links are 0-1 .. {topo.stages - 2}-{topo.stages - 1})")
+    if direction not in (None, "forward", "backward"):
+        from testbed.errors import ConfigError
+
+        raise ConfigError("--direction", "must be forward or backward")
+    results = []
+    with _backend(topo, backend=backend) as b:
+        targets = [(i, d) for i in range(topo.stages - 1) for d in ("forward", "backward")
+                   if (link is None or f"{i}-{i + 1}" == link) and (direction is None or d == direction)]
+        with console.status("probing") as status:
+            for i, d in targets:
+                status.update(f"probing link {i}-{i + 1} {d} ({seconds:g}s)")
+                results.append(probe(b, i, d, seconds=seconds, interval=interval))
+    if json_out:
+        print(json.dumps({"topology": topo.name, "seed": topo.seed, "backend": backend, "shaper": topo.shaper,
+                          "results": [r.row() for r in results]}, indent=1))
+        return
+    table = Table(title=f"{topo.name}: TCP goodput per link ({backend} backend, {topo.shaper}, seed {topo.seed}, "
+                        f"{seconds:g}s transfers, first {0.3:g}s excluded)")
+    for col in ("link", "direction", "configured", "achieved", "ratio"):
+        table.add_column(col, justify="right")
+    for r in results:
+        colour = "green" if r.ratio >= 0.93 else "red"
+        table.add_row(r.link, r.direction, format_rate(r.configured_bps), format_rate(r.achieved_bps), f"[{colour}]{r.ratio:.3f}[/]")
+    console.print(table)
+    console.print("ratio ceiling ≈ 0.956: TCP payload per Ethernet frame (1448 of 1514 bytes); the shaper counts frames.")
+    if timeline:
+        for r in results:
+            t = Table(title=f"link {r.link} {r.direction}: timeline")
+            for col in ("t (s)", "configured", "achieved", "ratio"):
+                t.add_column(col, justify="right")
+            for row in r.timeline:
+                t.add_row(f"{row['t']:.1f}", format_rate(row["configured_bps"]), format_rate(row["achieved_bps"]),
+                          f"{row['achieved_bps'] / row['configured_bps']:.3f}")
+            console.print(t)

@@ -1,0 +1,183 @@
+"""The embedded default backend: one Linux network namespace per stage, a veth pair per link.
+
+Addresses come from 198.18.0.0/15, the range reserved for network benchmarks
+(RFC 2544): link ``i`` is 198.18.i.1 (stage i) and 198.18.i.2 (stage i+1).
+A link inside a shared bottleneck is routed through two router namespaces
+joined by a trunk veth shaped to the bottleneck's rate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import ExitStack
+from typing import Any
+
+from pyroute2 import IPRoute, NetlinkError, netns
+
+from testbed import shaping
+from testbed.backend import Backend, LinkEnd, LinkInfo
+from testbed.capabilities import require_for
+from testbed.schedule import LinkState
+from testbed.topology import Topology
+
+
+def ns_name(run_id: str, stage: int) -> str:
+    return f"{run_id}-s{stage}"
+
+
+class NetnsBackend(Backend):
+    kind = "netns"
+
+    def __init__(self, topology: Topology, run_id: str | None = None, detached: bool = False) -> None:
+        super().__init__(topology, run_id, detached)
+        self._with_netem = bool(topology.needs_netem())
+        # (netns, ifname, channel label, direction) for every shaped egress
+        self.shaped: list[tuple[str, str, str, str]] = []
+
+    def preflight(self) -> None:
+        require_for(self.topology)
+
+    # ------------------------------------------------------------------ create
+    def _create(self) -> None:
+        topo = self.topology
+        initial = {(e.link, e.direction): e.state for e in self.schedule.initial()}
+        self.hosts = [ns_name(self.run_id, i) for i in range(topo.stages)]
+        bottleneck_of = {link: bn for bn in topo.bottlenecks for link in bn.links}
+        routers = {bn.name: (f"{self.run_id}-{bn.name}a", f"{self.run_id}-{bn.name}b") for bn in topo.bottlenecks}
+        for name in self.hosts + [r for pair in routers.values() for r in pair]:
+            self.record.add("netns", name)
+            netns.create(name)
+        with ExitStack() as stack:
+            ipr = {name: stack.enter_context(IPRoute(netns=name, flags=0)) for name in self.hosts + [r for p in routers.values() for r in p]}
+            root = stack.enter_context(IPRoute())
+            for name, handle in ipr.items():
+                handle.link("set", index=handle.link_lookup(ifname="lo")[0], state="up")
+            for k, (ra, rb) in enumerate(routers.values()):
+                _enable_forwarding(ra)
+                _enable_forwarding(rb)
+                bn_name = topo.bottlenecks[k].name
+                ta, tb = f"{self.run_id}t{k}a", f"{self.run_id}t{k}b"
+                self._veth(root, ipr, ta, ra, f"198.20.{k}.1", tb, rb, f"198.20.{k}.2", prefix=30)
+                self._shape(ipr, ra, ta, f"bn:{bn_name}", "forward", initial)
+                self._shape(ipr, rb, tb, f"bn:{bn_name}", "backward", initial)
+            for i in range(topo.stages - 1):
+                a_ns, b_ns = self.hosts[i], self.hosts[i + 1]
+                a_if, b_if = f"{self.run_id}l{i}a", f"{self.run_id}l{i}b"
+                bn = bottleneck_of.get((i, i + 1))
+                if bn is None:
+                    a_ip, b_ip = f"198.18.{i}.1", f"198.18.{i}.2"
+                    self._veth(root, ipr, a_if, a_ns, a_ip, b_if, b_ns, b_ip)
+                else:
+                    # stage i -- router A ==trunk== router B -- stage i+1
+                    ra, rb = routers[bn.name]
+                    k = list(routers).index(bn.name)
+                    a_ip, b_ip = f"198.18.{i}.1", f"198.19.{i}.2"
+                    self._veth(root, ipr, a_if, a_ns, a_ip, f"{self.run_id}l{i}x", ra, f"198.18.{i}.254")
+                    self._veth(root, ipr, f"{self.run_id}l{i}y", rb, f"198.19.{i}.254", b_if, b_ns, b_ip)
+                    _route(ipr[a_ns], f"198.19.{i}.0/24", f"198.18.{i}.254")
+                    _route(ipr[b_ns], f"198.18.{i}.0/24", f"198.19.{i}.254")
+                    _route(ipr[ra], f"198.19.{i}.0/24", f"198.20.{k}.2")
+                    _route(ipr[rb], f"198.18.{i}.0/24", f"198.20.{k}.1")
+                label = f"{i}-{i + 1}"
+                self._shape(ipr, a_ns, a_if, label, "forward", initial)
+                self._shape(ipr, b_ns, b_if, label, "backward", initial)
+                self.links.append(LinkInfo(i, LinkEnd(a_ns, a_if, a_ip), LinkEnd(b_ns, b_if, b_ip), bn.name if bn else None))
+
+    def _veth(self, root: IPRoute, ipr: dict[str, IPRoute], a_if: str, a_ns: str, a_ip: str,
+              b_if: str, b_ns: str, b_ip: str, prefix: int = 24) -> None:
+        # Recorded before creation; created in the root ns, then each end moved into its host.
+        self.record.add("veth", a_if)
+        self.record.add("veth", b_if)
+        root.link("add", ifname=a_if, kind="veth", peer=b_if)
+        for ifname, ns in ((a_if, a_ns), (b_if, b_ns)):
+            root.link("set", index=root.link_lookup(ifname=ifname)[0], net_ns_fd=ns)
+        for ifname, ns, ip in ((a_if, a_ns, a_ip), (b_if, b_ns, b_ip)):
+            h = ipr[ns]
+            idx = h.link_lookup(ifname=ifname)[0]
+            h.addr("add", index=idx, address=ip, prefixlen=prefix)
+            h.link("set", index=idx, state="up")
+
+    def _shape(self, ipr: dict[str, IPRoute], ns: str, ifname: str, label: str, direction: str,
+               initial: dict[tuple[str, str], LinkState]) -> None:
+        h = ipr[ns]
+        shaping.install(h, h.link_lookup(ifname=ifname)[0], self.topology.shaper, initial[(label, direction)], self._with_netem)
+        self.shaped.append((ns, ifname, label, direction))
+
+    def scheduler_config(self) -> dict:
+        return {"shaped": self.shaped}
+
+    # ------------------------------------------------------------------ destroy
+    def _destroy(self) -> None:
+        destroy_resources(self.record.resources)
+
+    def exec_argv(self, stage: int, argv: list[str]) -> list[str]:
+        return [sys.executable, "-m", "testbed.nsenter", self.hosts[stage], "--", *argv]
+
+
+def _enable_forwarding(ns: str) -> None:
+    # /proc/sys/net is per namespace: write it from a child that entered the router's ns.
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            netns.setns(ns, flags=0)
+            with open("/proc/sys/net/ipv4/ip_forward", "w") as fh:
+                fh.write("1")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"could not enable forwarding in {ns}")
+
+
+def _route(h: IPRoute, dst: str, gateway: str) -> None:
+    h.route("add", dst=dst, gateway=gateway)
+
+
+def destroy_resources(resources: list[dict[str, Any]]) -> list[str]:
+    """Remove recorded resources that still exist; returns what was removed.
+
+    Only names from a run's record are touched. Deleting a namespace deletes the
+    veth ends inside it (and their peers); veths still in the root namespace
+    (a crash between create and move) are deleted by name.
+    """
+    removed = []
+    for res in reversed(resources):
+        if res["kind"] == "process":
+            removed += _kill_pid(int(res["name"]))
+    present = set(netns.listnetns())
+    for res in reversed(resources):
+        if res["kind"] == "netns" and res["name"] in present:
+            try:
+                netns.remove(res["name"])
+                removed.append(f"netns {res['name']}")
+            except OSError:
+                pass
+    veths = [r["name"] for r in resources if r["kind"] == "veth"]
+    if veths:
+        with IPRoute() as root:
+            for name in veths:
+                for idx in root.link_lookup(ifname=name):
+                    try:
+                        root.link("del", index=idx)
+                        removed.append(f"veth {name}")
+                    except NetlinkError:
+                        pass  # its peer's deletion took it already
+    return removed
+
+
+def _kill_pid(pid: int) -> list[str]:
+    """Kill a pipenem helper process we started (only if it still runs our module)."""
+    try:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        return []
+    if not any(part.startswith(b"testbed.") or part.startswith(b"harness.") for part in cmdline):
+        return []
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        return []
+    return [f"process {pid}"]

@@ -1,0 +1,98 @@
+"""The seeded, time-varying link schedule.
+
+Given a topology, the sequence of (time, window, link, direction, state) is fully
+determined by its seed: each value is drawn from a generator seeded with
+``(seed, channel key, window)``, so it does not depend on the order of queries,
+on how far the schedule was read, or on which other links exist.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from testbed.topology import PARAM_KINDS, Channel, Topology, Trace, base_value
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What one direction of a link is shaped to during a window (base units)."""
+
+    rate_bps: float
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    loss_pct: float = 0.0
+
+
+@dataclass(frozen=True)
+class RateEvent:
+    """From ``t`` seconds after bring-up, ``channel`` is shaped to ``state``."""
+
+    t: float
+    window: int
+    link: str  # "1-2", or "bn:NAME" for a shared bottleneck
+    direction: str
+    state: LinkState
+
+    def row(self) -> dict:
+        return {"t": self.t, "window": self.window, "link": self.link, "direction": self.direction, **asdict(self.state)}
+
+
+class Schedule:
+    """Every channel's state at every window, reproducible from the topology's seed."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self.channels: list[tuple[str, Channel]] = [(c.label, c) for c in topology.channels()]
+        self.channels += [(f"bn:{bn.name}", c) for bn, c in zip(
+            [b for b in topology.bottlenecks for _ in range(2)], topology.bottleneck_channels(), strict=True)]
+
+    def state(self, channel: Channel, window: int, t: float) -> LinkState:
+        values = {}
+        for idx, kind in enumerate(PARAM_KINDS):
+            dist = getattr(channel.params, kind)
+            if dist is None:
+                values[kind] = 0.0
+                continue
+            rng = np.random.default_rng([self.topology.seed, channel.key, idx, window])
+            values[kind] = base_value(kind, dist, dist.sample(rng, t))
+        return LinkState(
+            rate_bps=values["bandwidth"],
+            delay_s=values["delay"],
+            jitter_s=values["jitter"],
+            loss_pct=values["loss"],
+        )
+
+    @staticmethod
+    def change_times(channel: Channel, until: float) -> list[float]:
+        """Times in [0, until) at which this channel's state may change."""
+        times = {0.0}
+        p = channel.params
+        for kind in PARAM_KINDS:
+            dist = getattr(p, kind)
+            if isinstance(dist, Trace):
+                times.update(dist.change_points(until))
+        if p.resample_every:
+            times.update(k * p.resample_every for k in range(math.ceil(until / p.resample_every)))
+        return sorted(t for t in times if t < until)
+
+    def initial(self) -> list[RateEvent]:
+        return [e for e in self.events(until=1e-9)]
+
+    def events(self, until: float) -> list[RateEvent]:
+        """Every state change in [0, until), sorted by time (window 0 = bring-up)."""
+        out = []
+        for label, ch in self.channels:
+            for w, t in enumerate(self.change_times(ch, until)):
+                out.append(RateEvent(t=t, window=w, link=label, direction=ch.direction, state=self.state(ch, w, t)))
+        out.sort(key=lambda e: (e.t, e.link, e.direction))
+        return out
+
+    def at(self, t: float) -> dict[tuple[str, str], LinkState]:
+        """The state of every channel at time ``t``."""
+        current: dict[tuple[str, str], LinkState] = {}
+        for e in self.events(until=t + 1e-9):
+            current[(e.link, e.direction)] = e.state
+        return current

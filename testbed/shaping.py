@@ -1,0 +1,112 @@
+"""Egress shaping of one link end with netlink (pyroute2), tbf or htb, netem when asked.
+
+Sizing (measured, see topologies/README.md and benchmarks/shaping_burst.py):
+the token bucket holds ``BURST_TIME`` worth of bytes at the link rate, but at
+least ``MIN_BURST``. Too small a bucket cannot hold a 64 KiB GSO segment and
+caps goodput at high rates; too large a bucket lets the first moment of a
+transfer through unshaped. The queue holds ``QUEUE_TIME`` of traffic.
+
+Rates change with ``change`` (a full replace of the parameters, done in place),
+never delete + add, so queued packets survive a re-sample.
+
+pyroute2 pitfalls handled here: an *int* rate is bytes/s; netem times are µs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from testbed.schedule import LinkState
+
+BURST_TIME = 0.004  # seconds of traffic the bucket may release at once
+MIN_BURST = 64 * 1024 + 1514  # one full GSO super-packet plus a frame
+QUEUE_TIME = 0.1  # seconds of traffic the queue may hold
+MIN_QUEUE = 256 * 1024
+
+ROOT = 0x10000  # 1:0
+HTB_CLASS = 0x10010  # 1:10, also the htb default class: unclassified traffic is shaped too
+NETEM_UNDER_HTB = 0x100000  # 10:0
+TBF_UNDER_NETEM = 0x100000  # 10:0, child of netem's class 1:1
+NETEM_CLASS = 0x10001  # 1:1
+
+Shaper = Literal["tbf", "htb"]
+
+
+@dataclass(frozen=True)
+class BucketParams:
+    rate: int  # bytes/s (pyroute2 reads an int as bytes/s)
+    burst: int  # bytes
+    limit: int  # bytes of queue
+
+
+def bucket(rate_bps: float) -> BucketParams:
+    """Token-bucket sizing derived from the rate (bit/s)."""
+    rate = max(int(rate_bps / 8), 1)
+    burst = max(int(rate * BURST_TIME), MIN_BURST)
+    limit = max(int(rate * QUEUE_TIME), MIN_QUEUE) + burst
+    return BucketParams(rate=rate, burst=burst, limit=limit)
+
+
+def netem_args(state: LinkState) -> dict[str, Any]:
+    return {
+        "delay": int(round(state.delay_s * 1e6)),
+        "jitter": int(round(state.jitter_s * 1e6)),
+        "loss": state.loss_pct,
+        "limit": 100_000,
+    }
+
+
+def _tbf(ipr: Any, verb: str, index: int, handle: int, b: BucketParams, **kw: Any) -> None:
+    ipr.tc(verb, "tbf", index, handle, rate=b.rate, burst=b.burst, limit=b.limit, **kw)
+
+
+def _htb_class(ipr: Any, verb: str, index: int, b: BucketParams) -> None:
+    quantum = min(max(b.rate // 10, 1514), 200_000)  # silences "quantum is big" and stays fair
+    ipr.tc(verb, "htb", index, HTB_CLASS, parent=ROOT, rate=b.rate, ceil=b.rate,
+           burst=b.burst, cburst=b.burst, quantum=quantum)
+
+
+def install(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: bool) -> None:
+    """Create the qdisc tree on interface ``index`` (egress)."""
+    b = bucket(state.rate_bps)
+    if shaper == "tbf":
+        if with_netem:
+            ipr.tc("add", "netem", index, ROOT, **netem_args(state))
+            _tbf(ipr, "add", index, TBF_UNDER_NETEM, b, parent=NETEM_CLASS)
+        else:
+            _tbf(ipr, "add", index, ROOT, b)
+    else:
+        ipr.tc("add", "htb", index, ROOT, default=HTB_CLASS & 0xFFFF)
+        _htb_class(ipr, "add-class", index, b)
+        if with_netem:
+            ipr.tc("add", "netem", index, NETEM_UNDER_HTB, parent=HTB_CLASS, **netem_args(state))
+
+
+def change(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: bool) -> None:
+    """Apply a new state in place (``change`` keeps the queue)."""
+    b = bucket(state.rate_bps)
+    if shaper == "tbf":
+        if with_netem:
+            ipr.tc("change", "netem", index, ROOT, **netem_args(state))
+            _tbf(ipr, "change", index, TBF_UNDER_NETEM, b, parent=NETEM_CLASS)
+        else:
+            _tbf(ipr, "change", index, ROOT, b)
+    else:
+        _htb_class(ipr, "change-class", index, b)
+        if with_netem:
+            ipr.tc("change", "netem", index, NETEM_UNDER_HTB, parent=HTB_CLASS, **netem_args(state))
+
+
+def applied_rate(ipr: Any, index: int, shaper: Shaper) -> int | None:
+    """The rate (bytes/s) the kernel reports for this interface's shaper, for checks."""
+    if shaper == "htb":
+        for msg in ipr.get_classes(index=index):
+            if msg["handle"] == HTB_CLASS:
+                parms = msg.get_attr("TCA_OPTIONS").get_attr("TCA_HTB_PARMS")
+                return parms["rate"]
+        return None
+    for msg in ipr.get_qdiscs(index=index):
+        if msg.get_attr("TCA_KIND") == "tbf":
+            return msg.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")["rate"]
+    return None
