@@ -141,8 +141,13 @@ class Backend(ABC):
                "topology": self.topology.model_dump(mode="json"), "applied": str(self._applied_path),
                "with_netem": bool(self.topology.needs_netem()), **self.scheduler_config()}
         self._config_path.write_text(json.dumps(cfg))
-        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.scheduler", str(self._config_path)])
+        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.scheduler", str(self._config_path)],
+                                           stdout=subprocess.PIPE, text=True)
         self.record.add("process", str(self._scheduler.pid))
+        # Wait until it holds its netlink handles: a scheduler that cannot start is an error, not silence.
+        if self._scheduler.stdout.readline().strip() != "READY":
+            code = self._scheduler.wait()
+            raise RuntimeError(f"the link scheduler failed to start (exit {code}); see its error above")
 
     def _stop_scheduler(self) -> None:
         if self._scheduler is not None and self._scheduler.poll() is None:

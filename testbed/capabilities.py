@@ -68,10 +68,13 @@ def kernel_features() -> dict[str, str | None]:
                                ("htb", {"default": 0x10}),
                                ("netem", {"delay": 1000})):
                 try:
-                    ipr.tc("replace", kind, lo, 0x10000, **args)
+                    ipr.tc("add", kind, lo, 0x10000, **args)
+                    ipr.tc("del", index=lo, handle=0x10000, root=True)
                     feats[kind] = None
                 except NetlinkError as exc:
-                    feats[kind] = exc.args[1] if len(exc.args) > 1 else str(exc)
+                    code = exc.args[0] if exc.args else None
+                    feats[kind] = ("the kernel does not know this qdisc kind (no sch_%s)" % kind if code == 2
+                                   else (exc.args[1] if len(exc.args) > 1 else str(exc)))
     finally:
         netns.remove(name)
         rec.forget()

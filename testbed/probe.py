@@ -126,7 +126,7 @@ def probe(backend: Backend, link_index: int, direction: str, seconds: float = 2.
     skip = int(round(WARMUP / iv)) if len(bins) > 2 else 0
     full = bins[skip:-1] if len(bins) > skip + 1 else bins  # the last bin is partial
     achieved = sum(full) * 8 / (len(full) * iv) if full else 0.0
-    timeline = [{"t": k * iv, "achieved_bps": b * 8 / iv,
+    timeline = [{"t": k * iv, "wall": start + k * iv, "achieved_bps": b * 8 / iv,
                  "configured_bps": path_rate(backend, applied, link_index, direction, start + (k + 0.5) * iv)}
                 for k, b in enumerate(bins[:-1])]
     measured = timeline[skip:] or timeline

@@ -40,6 +40,7 @@ def main(config_path: str) -> None:
         h = handles[ns]
         targets.setdefault((label, direction), []).append((h, h.link_lookup(ifname=ifname)[0]))
 
+    print("READY", flush=True)
     base = 0.0
     with open(cfg["applied"], "a") as log:
         while True:

@@ -276,7 +276,7 @@ class LinkSpec(LinkParams):
         if isinstance(data, dict) and data.get("trace") is not None:
             if data.get("bandwidth") is not None:
                 raise ValueError("give either 'trace' or 'bandwidth', not both")
-            data = {**data, "bandwidth": {"trace": data["trace"], "unit": data.get("trace_unit", "Mbit")}}
+            data = {**data, "bandwidth": {"trace": data["trace"], "unit": data.get("trace_unit", "Mbit")}, "trace": None}
             data.pop("trace_unit", None)
         return data
 

@@ -1,0 +1,60 @@
+"""Shared fixtures. Integration tests need root + netns; they skip with the reason elsewhere,
+but on this project's machines and CI (root) they run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGIES = ROOT / "topologies"
+
+
+def _netns_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN) to create network namespaces"
+    try:
+        from testbed.capabilities import kernel_features
+
+        feats = kernel_features()
+    except Exception as exc:  # noqa: BLE001
+        return f"cannot probe kernel features: {exc}"
+    for key in ("netns", "veth", "tbf"):
+        if feats.get(key):
+            return f"kernel lacks {key}: {feats[key]}"
+    return None
+
+
+NETNS_REASON = _netns_reason()
+needs_netns = pytest.mark.skipif(NETNS_REASON is not None, reason=NETNS_REASON or "")
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own run registry (inherited by the CLI subprocesses it starts)."""
+    d = tmp_path / "state"
+    monkeypatch.setenv("PIPENEM_STATE_DIR", str(d))
+    return d
+
+
+def pipenem(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=kw.pop("cwd", ROOT), **kw)
+
+
+def netns_names() -> set[str]:
+    from pyroute2 import netns
+
+    return set(netns.listnetns())
+
+
+def link_names() -> set[str]:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
