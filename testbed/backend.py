@@ -48,6 +48,9 @@ class LinkInfo:
         return (self.a, self.b) if direction == "forward" else (self.b, self.a)
 
 
+SCHEDULER_HORIZON = 600.0  # seconds of events sent precomputed to the scheduler process
+
+
 class _Terminated(BaseException):
     """SIGTERM/SIGHUP turned into an exception so ``finally`` blocks run."""
 
@@ -90,6 +93,8 @@ class Backend(ABC):
         self._guard_signals()
         try:
             self.record.save()
+            if not self.record.detached and self._needs_scheduler():
+                self._spawn_scheduler()  # it imports while we build the network
             self._create()
             self.t0 = time.time()
             self._is_up = True
@@ -100,7 +105,7 @@ class Backend(ABC):
             raise
         return self
 
-    def preflight(self) -> None:
+    def preflight(self) -> None:  # noqa: B027 - optional hook
         """Refuse what this machine cannot emulate before anything is created."""
 
     def down(self) -> None:
@@ -109,7 +114,6 @@ class Backend(ABC):
             self._destroy()
             self.record.forget()
             self._applied_path.unlink(missing_ok=True)
-            self._config_path.unlink(missing_ok=True)
         finally:
             self._is_up = False
             self._restore_signals()
@@ -125,42 +129,44 @@ class Backend(ABC):
     def _applied_path(self) -> Path:
         return state_dir() / f"{self.run_id}.applied.jsonl"
 
-    @property
-    def _config_path(self) -> Path:
-        return state_dir() / f"{self.run_id}.schedule.json"
-
     def _needs_scheduler(self) -> bool:
         return any(len(Schedule.change_times(c, 3600.0)) > 1 for _, c in self.schedule.channels)
+
+    def _spawn_scheduler(self) -> None:
+        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.scheduler"],
+                                           stdin=subprocess.PIPE, text=True)
+        self.record.add("process", str(self._scheduler.pid))
 
     def _start_scheduler(self) -> None:
         initial = [{**e.row(), "applied_at": self.t0} for e in self.schedule.initial()]
         self._applied_path.write_text("".join(json.dumps(r) + "\n" for r in initial))
-        if not self._needs_scheduler():
+        if self._scheduler is None:
             return
         cfg = {"run_id": self.run_id, "t0": self.t0, "backend": self.kind, "shaper": self.topology.shaper,
                "topology": self.topology.model_dump(mode="json"), "applied": str(self._applied_path),
-               "with_netem": bool(self.topology.needs_netem()), **self.scheduler_config()}
-        self._config_path.write_text(json.dumps(cfg))
-        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.scheduler", str(self._config_path)],
-                                           stdout=subprocess.PIPE, text=True)
-        self.record.add("process", str(self._scheduler.pid))
-        # Wait until it holds its netlink handles: a scheduler that cannot start is an error, not silence.
-        if self._scheduler.stdout.readline().strip() != "READY":
-            code = self._scheduler.wait()
-            raise RuntimeError(f"the link scheduler failed to start (exit {code}); see its error above")
+               "with_netem": bool(self.topology.needs_netem()), "horizon": SCHEDULER_HORIZON,
+               "events": [e.row() for e in self.schedule.events(SCHEDULER_HORIZON)], **self.scheduler_config()}
+        self._scheduler.stdin.write(json.dumps(cfg) + "\n")
+        self._scheduler.stdin.close()
+        # Not waited for here (its imports take a few hundred ms and window 1 is seconds away);
+        # check_scheduler() turns a dead scheduler into an error instead of silence.
+
+    def check_scheduler(self) -> None:
+        """Raise if the schedule process died: its links would silently stop changing."""
+        if self._scheduler is not None and self._scheduler.poll() not in (None, 0):
+            raise RuntimeError(f"the link scheduler of run {self.run_id} exited with status "
+                               f"{self._scheduler.returncode}; bandwidth changes stopped (see its error above)")
 
     def _stop_scheduler(self) -> None:
+        # SIGKILL is fine: it holds no state, and its log is flushed line by line.
         if self._scheduler is not None and self._scheduler.poll() is None:
-            self._scheduler.terminate()
-            try:
-                self._scheduler.wait(5)
-            except subprocess.TimeoutExpired:
-                self._scheduler.kill()
-                self._scheduler.wait()
+            self._scheduler.kill()
+            self._scheduler.wait()
         self._scheduler = None
 
     def applied(self) -> list[dict]:
         """Every state actually applied so far: window 0 at bring-up, then the scheduler's."""
+        self.check_scheduler()
         if not self._applied_path.exists():
             return [{**e.row(), "applied_at": self.t0} for e in self.schedule.initial()]
         return [json.loads(line) for line in self._applied_path.read_text().splitlines() if line.strip()]

@@ -37,6 +37,5 @@ def destroy_record(record: RunRecord) -> list[str]:
     record.forget()
     from testbed.registry import state_dir
 
-    for suffix in (".applied.jsonl", ".schedule.json"):
-        (state_dir() / f"{record.run_id}{suffix}").unlink(missing_ok=True)
+    (state_dir() / f"{record.run_id}.applied.jsonl").unlink(missing_ok=True)
     return removed

@@ -73,7 +73,7 @@ def kernel_features() -> dict[str, str | None]:
                     feats[kind] = None
                 except NetlinkError as exc:
                     code = exc.args[0] if exc.args else None
-                    feats[kind] = ("the kernel does not know this qdisc kind (no sch_%s)" % kind if code == 2
+                    feats[kind] = (f"the kernel does not know this qdisc kind (no sch_{kind})" if code == 2
                                    else (exc.args[1] if len(exc.args) > 1 else str(exc)))
     finally:
         netns.remove(name)

@@ -109,7 +109,7 @@ def _print_hosts(b) -> None:  # noqa: ANN001
 @topo_app.command("up")
 def up(file: FileArg,
        detach: Annotated[bool, typer.Option(help="leave it up and return (no re-sampling); remove with `topo down`")] = False,
-       seconds: Annotated[float, typer.Option("--for", help="stay up this long, then tear down (default: until Ctrl-C)")] = 0.0,
+       seconds: Annotated[float | None, typer.Option("--for", help="stay up this long, then tear down (default: until Ctrl-C)")] = None,
        backend: Annotated[str, typer.Option(help="netns or docker")] = "netns") -> None:
     """Bring a topology up. In the foreground it applies the schedule until Ctrl-C/SIGTERM."""
     topo = load_topology(file)
@@ -121,8 +121,8 @@ def up(file: FileArg,
         return
     try:
         _print_hosts(b)
-        console.print("up; applying the schedule. Ctrl-C tears it down." if not seconds else f"up for {seconds:g}s")
-        deadline = time.time() + seconds if seconds else float("inf")
+        console.print("up; applying the schedule. Ctrl-C tears it down." if seconds is None else f"up for {seconds:g}s")
+        deadline = time.time() + seconds if seconds is not None else float("inf")
         while time.time() < deadline:
             time.sleep(min(0.5, max(deadline - time.time(), 0)))
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from pyroute2 import IPRoute, NetlinkError, netns
 from testbed import shaping
 from testbed.backend import Backend, LinkEnd, LinkInfo
 from testbed.capabilities import require_for
-from testbed.schedule import LinkState
+from testbed.linkstate import LinkState
 from testbed.topology import Topology
 
 
@@ -51,7 +51,7 @@ class NetnsBackend(Backend):
         with ExitStack() as stack:
             ipr = {name: stack.enter_context(IPRoute(netns=name, flags=0)) for name in self.hosts + [r for p in routers.values() for r in p]}
             root = stack.enter_context(IPRoute())
-            for name, handle in ipr.items():
+            for handle in ipr.values():
                 handle.link("set", index=handle.link_lookup(ifname="lo")[0], state="up")
             for k, (ra, rb) in enumerate(routers.values()):
                 _enable_forwarding(ra)

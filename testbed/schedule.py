@@ -13,17 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from testbed.linkstate import LinkState
 from testbed.topology import PARAM_KINDS, Channel, Topology, Trace, base_value
-
-
-@dataclass(frozen=True)
-class LinkState:
-    """What one direction of a link is shaped to during a window (base units)."""
-
-    rate_bps: float
-    delay_s: float = 0.0
-    jitter_s: float = 0.0
-    loss_pct: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""The schedule applier: ``python -m testbed.scheduler CONFIG.json``.
+"""The schedule applier: ``python -m testbed.scheduler`` (reads its config as JSON on stdin).
 
 A separate process (pyroute2 netns sockets are not thread-safe, and a stalled
 harness must not stall the link changes). At each window boundary it applies the
 new state with ``change`` and appends what it applied to a JSON-lines file.
-It exits when its owner goes away or on SIGTERM.
+The owner sends the first ``horizon`` seconds of events precomputed, so this
+process starts without importing pydantic/numpy; later windows are computed
+here from the same seeded schedule. It exits when its owner goes away or on SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,19 +15,29 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 from testbed import shaping
-from testbed.schedule import Schedule
-from testbed.topology import Topology
-
-HORIZON = 600.0  # seconds of schedule computed at a time
+from testbed.linkstate import LinkState
 
 
-def main(config_path: str) -> None:
-    cfg = json.loads(Path(config_path).read_text())
-    topology = Topology.model_validate(cfg["topology"])
-    schedule = Schedule(topology)
+def _events(cfg: dict) -> Iterator[dict]:
+    yield from cfg["events"]
+    from testbed.schedule import Schedule  # only for runs longer than the horizon
+    from testbed.topology import Topology
+
+    schedule = Schedule(Topology.model_validate(cfg["topology"]))
+    base = cfg["horizon"]
+    while True:
+        yield from (e.row() for e in schedule.events(base + 600.0) if e.t >= base)
+        base += 600.0
+
+
+def main() -> None:
+    line = sys.stdin.readline()
+    if not line:
+        return  # the owner gave up before the network was built
+    cfg = json.loads(line)
     t0 = cfg["t0"]
     parent = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -40,23 +52,21 @@ def main(config_path: str) -> None:
         h = handles[ns]
         targets.setdefault((label, direction), []).append((h, h.link_lookup(ifname=ifname)[0]))
 
-    print("READY", flush=True)
-    base = 0.0
     with open(cfg["applied"], "a") as log:
-        while True:
-            events = [e for e in schedule.events(base + HORIZON) if e.t >= max(base, 1e-9)]
-            for e in events:
-                delay = t0 + e.t - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                if os.getppid() != parent:
-                    return  # owner died (SIGKILL): stop touching links; `topo clean` removes them
-                for h, idx in targets.get((e.link, e.direction), []):
-                    shaping.change(h, idx, cfg["shaper"], e.state, cfg["with_netem"])
-                log.write(json.dumps({**e.row(), "applied_at": time.time()}) + "\n")
-                log.flush()
-            base += HORIZON
+        for e in _events(cfg):
+            if e["t"] <= 0:
+                continue  # window 0 was installed at bring-up
+            delay = t0 + e["t"] - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            if os.getppid() != parent:
+                return  # owner died (SIGKILL): stop touching links; `topo clean` removes them
+            state = LinkState(e["rate_bps"], e["delay_s"], e["jitter_s"], e["loss_pct"])
+            for h, idx in targets.get((e["link"], e["direction"]), []):
+                shaping.change(h, idx, cfg["shaper"], state, cfg["with_netem"])
+            log.write(json.dumps({**e, "applied_at": time.time()}) + "\n")
+            log.flush()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from testbed.schedule import LinkState
+from testbed.linkstate import LinkState
 
 BURST_TIME = 0.004  # seconds of traffic the bucket may release at once
 MIN_BURST = 64 * 1024 + 1514  # one full GSO super-packet plus a frame

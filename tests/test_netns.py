@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from testbed.netns import NetnsBackend
 from testbed.probe import probe
 from testbed.registry import all_records
 from testbed.topology import Topology, build_topology, load_topology
-from tests.conftest import ROOT, TOPOLOGIES, link_names, netns_names, needs_netns, pipenem
+from tests.conftest import ROOT, TOPOLOGIES, link_names, needs_netns, netns_names, pipenem
 
 pytestmark = [needs_netns, pytest.mark.netns]
 

@@ -1,0 +1,15 @@
+"""The state one direction of a link is shaped to (no heavy imports: the scheduler uses it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What one direction of a link is shaped to during a window (base units)."""
+
+    rate_bps: float
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    loss_pct: float = 0.0
