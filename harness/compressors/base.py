@@ -1,0 +1,175 @@
+"""The compressor protocol, its configuration, and the registry.
+
+A compressor is configured by name + parameters (``{name: column, rate: 0.9}``)
+and turns a tensor (b×n×d, any float dtype) into a :class:`Payload` — exactly
+what crosses the wire — and back. State (error feedback, warm starts) is never
+hidden in the compressor: it lives in a :class:`State` dict the caller keeps per
+(boundary, direction, side) and passes in; ``receiver_state`` says whether the
+receiving side must hold matching state (then both sides see the same payloads
+in the same order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from harness.compressors.wire import Payload, dense_bytes
+from testbed.errors import ConfigError
+
+
+@dataclass
+class Context:
+    """Where a tensor is being compressed. ``state`` is this side's state for (boundary, direction)."""
+
+    boundary: int = 0
+    direction: str = "forward"
+    step: int = 0
+    seed: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        """A generator both sides derive identically (for seeded index choices and projections)."""
+        # A stable digest, not hash(): str hashes differ between processes (PYTHONHASHSEED).
+        digest = hashlib.blake2b(repr((self.seed, self.boundary, self.direction, self.step, salt)).encode(), digest_size=8)
+        g = torch.Generator()
+        g.manual_seed(int.from_bytes(digest.digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF)
+        return g
+
+
+class Compressor(ABC):
+    """Subclass, set ``name``, declare parameters as keyword-only ``__init__`` args, register."""
+
+    name: ClassVar[str] = ""
+    stateful: ClassVar[bool] = False
+    receiver_state: ClassVar[bool] = False
+    cost_note: ClassVar[str] = ""  # honest word on its encode/decode cost, shown in tables
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor, ctx: Context) -> Payload: ...
+
+    @abstractmethod
+    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor: ...
+
+    # ---- descriptive
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def describe(self) -> str:
+        ps = ", ".join(f"{k}={v}" for k, v in self.params().items() if not isinstance(v, Compressor))
+        inner = [v.describe() for v in self.params().values() if isinstance(v, Compressor)]
+        return f"{self.name}({', '.join(filter(None, [ps, *inner]))})"
+
+    @property
+    def rate(self) -> float:
+        """Nominal fraction removed (entries, columns, rows, rank share); 0 for dense."""
+        return float(getattr(self, "_rate", 0.0))
+
+    def check_shape(self, shape: torch.Size | tuple[int, ...]) -> None:
+        """Raise ConfigError if this configuration cannot compress tensors of this shape."""
+
+    def roundtrip(self, x: torch.Tensor, ctx: Context | None = None) -> tuple[torch.Tensor, Payload]:
+        """encode -> bytes -> decode, as on a real link (for tests and fidelity tables)."""
+        send_ctx = ctx or Context()
+        recv_ctx = Context(send_ctx.boundary, send_ctx.direction, send_ctx.step, send_ctx.seed,
+                           state=send_ctx.state if not self.receiver_state else send_ctx.state.setdefault("_peer", {}))
+        p = self.encode(x, send_ctx)
+        back = Payload.from_bytes(p.to_bytes())
+        return self.decode(back, recv_ctx), p
+
+
+def wire_ratio(x: torch.Tensor, payload: Payload) -> float:
+    """Dense bytes / bytes actually sent."""
+    return dense_bytes(x.shape, x.dtype) / payload.nbytes
+
+
+def check_rate(rate: Any, field_name: str = "rate") -> float:
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not (0 < rate < 1) or math.isnan(rate):
+        raise ConfigError(field_name, f"must be a fraction removed in (0, 1), got {rate!r}")
+    return float(rate)
+
+
+def kept(rate: float, total: int) -> int:
+    """⌈(1 − x)·total⌉, at least 1."""
+    return max(1, min(total, math.ceil((1.0 - rate) * total - 1e-9)))
+
+
+def as_3d(x: torch.Tensor) -> torch.Tensor:
+    """View any tensor as (b, n, d): 2-D is one instance, higher ranks fold leading dims into b."""
+    if x.dim() == 2:
+        return x.unsqueeze(0)
+    if x.dim() == 1:
+        return x.view(1, 1, -1)
+    return x.reshape(-1, x.shape[-2], x.shape[-1])
+
+
+DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+CODE_DTYPE = {v: k for k, v in DTYPE_CODE.items()}
+
+
+# ------------------------------------------------------------------ registry
+
+REGISTRY: dict[str, type[Compressor]] = {}
+
+
+def register(cls: type[Compressor]) -> type[Compressor]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="pipenem.compressors")}
+
+
+def resolve(name: str) -> type[Compressor]:
+    """A registered name, a ``pipenem.compressors`` entry point, or ``pkg.mod:Class``."""
+    import harness.compressors  # noqa: F401  (registers the built-ins)
+
+    if name in REGISTRY:
+        return REGISTRY[name]
+    eps = _entry_points()
+    if name in eps:
+        return eps[name].load()
+    if ":" in name:
+        mod_name, _, attr = name.partition(":")
+        try:
+            obj = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError("name", f"cannot import {name!r}: {exc}") from None
+        if not (isinstance(obj, type) and issubclass(obj, Compressor)):
+            raise ConfigError("name", f"{name!r} is not a Compressor subclass")
+        return obj
+    known = sorted(REGISTRY) + sorted(eps)
+    raise ConfigError("name", f"unknown compressor {name!r}; known: {', '.join(known)} (or 'package.module:Class')")
+
+
+def build(spec: str | dict[str, Any] | Compressor | None, field_name: str = "compressor") -> Compressor:
+    """``'none'``, ``{name: column, rate: 0.9}``, ``{name: ef, inner: {...}}`` -> a Compressor."""
+    if isinstance(spec, Compressor):
+        return spec
+    if spec is None:
+        spec = "none"
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(field_name, "a compressor is a name or a mapping with 'name' and its parameters")
+    params = dict(spec)
+    name = params.pop("name")
+    try:
+        cls = resolve(str(name))
+    except ConfigError as exc:
+        raise ConfigError(f"{field_name}.{exc.field}", exc.message) from None
+    try:
+        return cls(**params)
+    except ConfigError as exc:
+        raise ConfigError(f"{field_name}.{exc.field}", exc.message) from None
+    except TypeError as exc:
+        raise ConfigError(field_name, f"{name}: {exc}".replace("__init__() ", "")) from None

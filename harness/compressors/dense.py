@@ -1,0 +1,52 @@
+"""Baselines: dense (``none``) and plain casts (``fp16``, ``bf16``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from harness.compressors.base import Compressor, Context, register
+from harness.compressors.shapes import read_shape, shape_header
+from harness.compressors.wire import Payload
+
+
+@register
+class NoCompression(Compressor):
+    """Sends the tensor as it is: bit-exact."""
+
+    name = "none"
+
+    def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
+        return Payload([x.detach().contiguous().view(-1)], shape_header(x))
+
+    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        dtype, shape, _ = read_shape(payload.header)
+        return payload.parts[0].view(dtype).view(shape)
+
+
+class _Cast(Compressor):
+    target: ClassVar[torch.dtype]
+
+    def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
+        return Payload([x.detach().to(self.target).contiguous().view(-1)], shape_header(x))
+
+    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        dtype, shape, _ = read_shape(payload.header)
+        return payload.parts[0].view(self.target).to(dtype).view(shape)
+
+    @property
+    def rate(self) -> float:
+        return 0.5
+
+
+@register
+class Fp16(_Cast):
+    name = "fp16"
+    target = torch.float16
+
+
+@register
+class Bf16(_Cast):
+    name = "bf16"
+    target = torch.bfloat16

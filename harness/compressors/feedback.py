@@ -1,0 +1,81 @@
+"""Error-feedback wrappers around any compressor.
+
+- ``ef`` (classic error feedback, sender-only state):  v = x + e;  c = C(v);  e ← v − D(c).
+- ``ef21`` (Richtárik et al.; both sides keep the estimate g):  c = C(x − g);  g ← g + D(c);
+  the receiver applies the same update and outputs its g, so ``receiver_state`` is true.
+State resets when the tensor shape changes (e.g. a last, smaller batch) — on both sides alike.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.compressors.base import Compressor, Context, build, register
+from harness.compressors.shapes import read_shape
+from harness.compressors.wire import Payload
+
+
+def _sub(ctx: Context, key: str) -> Context:
+    return Context(ctx.boundary, ctx.direction, ctx.step, ctx.seed, state=ctx.state.setdefault(key, {}))
+
+
+class _Wrapper(Compressor):
+    stateful = True
+
+    def __init__(self, *, inner: object) -> None:
+        self.inner = build(inner, field_name="inner")
+
+    def params(self) -> dict:
+        return {"inner": self.inner}
+
+    @property
+    def rate(self) -> float:
+        return self.inner.rate
+
+    def check_shape(self, shape: torch.Size | tuple[int, ...]) -> None:
+        self.inner.check_shape(shape)
+
+
+@register
+class ErrorFeedback(_Wrapper):
+    name = "ef"
+
+    @property
+    def receiver_state(self) -> bool:  # type: ignore[override]
+        return self.inner.receiver_state
+
+    def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
+        e = ctx.state.get("e")
+        v = x.detach() + e if e is not None and e.shape == x.shape else x.detach()
+        p = self.inner.encode(v, _sub(ctx, "inner"))
+        # the sender decodes its own payload to know exactly what the receiver sees
+        ctx.state["e"] = v - self.inner.decode(p, _sub(ctx, "inner_mirror"))
+        return p
+
+    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        return self.inner.decode(payload, _sub(ctx, "inner"))
+
+
+@register
+class EF21(_Wrapper):
+    name = "ef21"
+    receiver_state = True
+
+    @staticmethod
+    def _estimate(ctx: Context, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        g = ctx.state.get("g")
+        if g is None or tuple(g.shape) != tuple(shape):
+            g = torch.zeros(shape, dtype=dtype)
+        return g
+
+    def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
+        g = self._estimate(ctx, tuple(x.shape), x.dtype)
+        p = self.inner.encode(x.detach() - g, _sub(ctx, "inner"))
+        ctx.state["g"] = g + self.inner.decode(p, _sub(ctx, "inner_mirror"))
+        return p
+
+    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        dtype, shape, _ = read_shape(payload.header)
+        g = self._estimate(ctx, shape, dtype) + self.inner.decode(payload, _sub(ctx, "inner"))
+        ctx.state["g"] = g
+        return g.clone()

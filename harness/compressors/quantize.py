@@ -1,0 +1,48 @@
+"""``quantize``: 2/4/8-bit codes with a per-column (per instance) scale and offset, bit-packed."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.compressors.base import Compressor, Context, as_3d, register
+from harness.compressors.shapes import fold, read_shape, shape_header
+from harness.compressors.wire import Payload, pack_uint, unpack_uint
+from testbed.errors import ConfigError
+
+
+@register
+class Quantize(Compressor):
+    """Uniform quantization per column: codes in [0, 2^bits − 1], offset = column min,
+    step = (max − min)/(2^bits − 1), both fp32. Error ≤ step/2 (round to nearest) or < step
+    (``stochastic: true``, unbiased, seeded)."""
+
+    name = "quantize"
+
+    def __init__(self, *, bits: int = 8, stochastic: bool = False) -> None:
+        if bits not in (2, 4, 8) or isinstance(bits, bool):
+            raise ConfigError("bits", f"must be 2, 4 or 8, got {bits!r}")
+        self.bits = bits
+        self.stochastic = bool(stochastic)
+
+    @property
+    def rate(self) -> float:
+        return 1.0 - self.bits / 32.0  # nominal, against fp32
+
+    def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
+        g = as_3d(x.detach()).float()
+        lo = g.amin(1, keepdim=True)
+        step = (g.amax(1, keepdim=True) - lo) / (2**self.bits - 1)
+        step = torch.where(step > 0, step, torch.ones_like(step))  # constant column: any step is exact
+        scaled = (g - lo) / step
+        if self.stochastic:
+            scaled = scaled + torch.rand(scaled.shape, generator=ctx.generator(salt=2)) - 0.5
+        codes = scaled.round_().clamp_(0, 2**self.bits - 1).to(torch.uint8)
+        return Payload([pack_uint(codes, self.bits), lo.view(-1), step.view(-1)], shape_header(x))
+
+    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        dtype, shape, _ = read_shape(payload.header)
+        b, n, d = fold(shape)
+        codes = unpack_uint(payload.parts[0], b * n * d, self.bits).view(b, n, d).float()
+        lo = payload.parts[1].view(torch.float32).view(b, 1, d)
+        step = payload.parts[2].view(torch.float32).view(b, 1, d)
+        return (codes * step + lo).to(dtype).view(shape)

@@ -1,0 +1,29 @@
+"""The few header ints every payload carries to rebuild its tensor: dtype and shape."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.compressors.base import CODE_DTYPE, DTYPE_CODE
+
+
+def shape_header(x: torch.Tensor) -> tuple[int, ...]:
+    return (DTYPE_CODE[x.dtype], x.dim(), *x.shape)
+
+
+def read_shape(header: tuple[int, ...]) -> tuple[torch.dtype, tuple[int, ...], tuple[int, ...]]:
+    """(dtype, shape, the rest of the header)."""
+    ndim = header[1]
+    return CODE_DTYPE[header[0]], tuple(header[2:2 + ndim]), header[2 + ndim:]
+
+
+def fold(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The (b, n, d) view of a shape, as :func:`as_3d` makes it."""
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    if len(shape) == 2:
+        return 1, shape[0], shape[1]
+    b = 1
+    for s in shape[:-2]:
+        b *= s
+    return b, shape[-2], shape[-1]

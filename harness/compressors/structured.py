@@ -1,0 +1,63 @@
+"""Structured sparsification (the paper's): keep whole columns (features) or rows (tokens).
+
+Per instance G ∈ R^{n×d}: ``column`` keeps the ⌈(1−x)·d⌉ columns with the largest ℓ2
+norm and sends their values and indices; ``row`` does the same over the n tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept, register
+from harness.compressors.shapes import fold, read_shape, shape_header
+from harness.compressors.wire import Payload, decode_positions, encode_positions
+
+
+class _AxisMask(Compressor):
+    axis: int  # 2: columns (features), 1: rows (tokens) of the (b, n, d) view
+
+    def __init__(self, *, rate: float) -> None:
+        self._rate = check_rate(rate)
+
+    def params(self) -> dict:
+        return {"rate": self._rate}
+
+    def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
+        g = as_3d(x.detach())
+        b, n, d = g.shape
+        size = g.shape[self.axis]
+        k = kept(self._rate, size)
+        other = 3 - self.axis  # the axis summed over for the norms
+        norms = g.float().square().sum(other)  # (b, size)
+        idx = norms.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
+        if self.axis == 2:
+            vals = g.gather(2, idx.unsqueeze(1).expand(b, n, k))
+        else:
+            vals = g.gather(1, idx.unsqueeze(2).expand(b, k, d))
+        pos, mode = encode_positions(idx, size)
+        return Payload([vals.contiguous().view(-1), pos], shape_header(x) + (mode, k))
+
+    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        dtype, shape, (mode, k) = read_shape(payload.header)
+        b, n, d = fold(shape)
+        size = (b, n, d)[self.axis]
+        idx = decode_positions(payload.parts[1], mode, b, k, size)
+        out = torch.zeros(b, n, d, dtype=dtype)
+        vals = payload.parts[0].view(dtype)
+        if self.axis == 2:
+            out.scatter_(2, idx.unsqueeze(1).expand(b, n, k), vals.view(b, n, k))
+        else:
+            out.scatter_(1, idx.unsqueeze(2).expand(b, k, d), vals.view(b, k, d))
+        return out.view(shape)
+
+
+@register
+class ColumnMask(_AxisMask):
+    name = "column"
+    axis = 2
+
+
+@register
+class RowMask(_AxisMask):
+    name = "row"
+    axis = 1

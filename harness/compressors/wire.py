@@ -1,0 +1,171 @@
+"""Payloads: exactly what crosses the wire, and their exact size in bytes.
+
+Wire layout of a payload (little-endian)::
+
+    u8  n_header   u8 n_parts
+    i64 header[n_header]                 small ints the decoder needs (shapes, k, ...)
+    per part: u8 dtype code, u32 numel
+    zero padding to a multiple of 8
+    part bytes, each padded to a multiple of 8 (so the receiver views them in place)
+
+``Payload.nbytes`` is ``len(Payload.to_bytes())`` computed without copying:
+values, indices, masks, scales and this header are all counted.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import torch
+
+DTYPES: list[torch.dtype] = [torch.float32, torch.float16, torch.bfloat16, torch.uint8, torch.int16,
+                             torch.int32, torch.int64, torch.float64, torch.int8, torch.bool]
+_CODE = {dt: i for i, dt in enumerate(DTYPES)}
+
+
+@dataclass
+class Payload:
+    parts: list[torch.Tensor]  # 1-D, contiguous, CPU
+    header: tuple[int, ...] = ()
+
+    @property
+    def header_bytes(self) -> int:
+        return _align(2 + 8 * len(self.header) + 5 * len(self.parts))
+
+    @property
+    def nbytes(self) -> int:
+        return self.header_bytes + sum(_align(p.numel() * p.element_size()) for p in self.parts)
+
+    def to_bytes(self) -> torch.Tensor:
+        """One uint8 tensor, ready for a send; ``len == nbytes``."""
+        head = struct.pack(f"<BB{len(self.header)}q", len(self.header), len(self.parts), *self.header)
+        head += b"".join(struct.pack("<BI", _CODE[p.dtype], p.numel()) for p in self.parts)
+        out = torch.zeros(self.nbytes, dtype=torch.uint8)
+        out[:len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
+        off = self.header_bytes
+        for p in self.parts:
+            raw = p.contiguous().reshape(-1)
+            raw = raw.to(torch.uint8) if p.dtype == torch.bool else raw.view(torch.uint8)
+            out[off:off + raw.numel()] = raw
+            off += _align(raw.numel())
+        return out
+
+    @classmethod
+    def from_bytes(cls, buf: torch.Tensor) -> Payload:
+        n_header, n_parts = int(buf[0]), int(buf[1])
+        view = buf[: 2 + 8 * n_header + 5 * n_parts].numpy().tobytes()
+        header = struct.unpack_from(f"<{n_header}q", view, 2)
+        off = 2 + 8 * n_header
+        specs = []
+        for _ in range(n_parts):
+            code, numel = struct.unpack_from("<BI", view, off)
+            specs.append((DTYPES[code], numel))
+            off += 5
+        parts = []
+        off = _align(off)
+        for dtype, numel in specs:
+            size = numel * torch.empty((), dtype=dtype).element_size()
+            chunk = buf[off:off + size]
+            parts.append(chunk.bool() if dtype == torch.bool else chunk.view(dtype))
+            off += _align(size)
+        return cls(parts=parts, header=tuple(header))
+
+
+def _align(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def dense_bytes(shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n * torch.empty((), dtype=dtype).element_size()
+
+
+# ------------------------------------------------------------------ bit packing
+
+_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """A bool tensor -> uint8, 8 bits per byte (little-endian within a byte)."""
+    flat = bits.reshape(-1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return (flat.view(-1, 8).to(torch.uint8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
+    return ((packed.unsqueeze(1) & _BIT_WEIGHTS) != 0).reshape(-1)[:n]
+
+
+def pack_uint(values: torch.Tensor, width: int) -> torch.Tensor:
+    """Non-negative ints < 2**width, each stored in exactly ``width`` bits."""
+    if width in (8, 16, 32):
+        return values.to({8: torch.uint8, 16: torch.int16, 32: torch.int32}[width]).reshape(-1).view(torch.uint8)
+    if 8 % width == 0:  # 1, 2, 4 bits: several values per byte, no bit expansion needed
+        per = 8 // width
+        v = values.reshape(-1).to(torch.uint8)
+        pad = (-v.numel()) % per
+        if pad:
+            v = torch.cat([v, v.new_zeros(pad)])
+        v = v.view(-1, per)
+        shifts = torch.arange(per, dtype=torch.uint8) * width
+        return (v << shifts).sum(1, dtype=torch.uint8)
+    shifts = torch.arange(width, dtype=torch.int64)
+    bits = (values.reshape(-1, 1).to(torch.int64) >> shifts) & 1
+    return pack_bits(bits.bool())
+
+
+def unpack_uint(packed: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    if width in (8, 16, 32):
+        dt = {8: torch.uint8, 16: torch.int16, 32: torch.int32}[width]
+        out = packed.view(dt)[:n].to(torch.int64)
+        return out & 0xFFFF if width == 16 else out
+    if 8 % width == 0:
+        per = 8 // width
+        shifts = torch.arange(per, dtype=torch.uint8) * width
+        mask = (1 << width) - 1
+        return ((packed.unsqueeze(1) >> shifts) & mask).reshape(-1)[:n].to(torch.int64)
+    bits = unpack_bits(packed, n * width).view(n, width).to(torch.int64)
+    return (bits << torch.arange(width, dtype=torch.int64)).sum(1)
+
+
+def index_width(n: int) -> int:
+    """Bits needed for an index into n positions."""
+    return max(1, (n - 1).bit_length())
+
+
+def encode_positions(idx: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
+    """Sorted kept positions (rows of ``idx``, each < n) as the cheaper of a bitmask or packed indices.
+
+    Returns (bytes, mode): mode 0 = bitmask of n bits per row, 1 = packed indices.
+    """
+    rows, k = idx.shape
+    mask_bytes = rows * ((n + 7) // 8)
+    width = index_width(n)
+    packed_bytes = (rows * k * width + 7) // 8
+    if mask_bytes <= packed_bytes:
+        mask = torch.zeros(rows, n, dtype=torch.bool)
+        mask.scatter_(1, idx, True)
+        pad = (-n) % 8
+        if pad:
+            mask = torch.cat([mask, mask.new_zeros(rows, pad)], 1)
+        return pack_bits(mask), 0
+    return pack_uint(idx, width), 1
+
+
+def decode_positions(data: torch.Tensor, mode: int, rows: int, k: int, n: int) -> torch.Tensor:
+    """Inverse of :func:`encode_positions`: (rows, k) sorted indices."""
+    if mode == 0:
+        stride = n + ((-n) % 8)
+        mask = unpack_bits(data, rows * stride).view(rows, stride)[:, :n]
+        return mask.nonzero()[:, 1].view(rows, k)
+    return unpack_uint(data, rows * k, index_width(n)).view(rows, k)
+
+
+def positions_bytes(rows: int, k: int, n: int) -> int:
+    """Bytes :func:`encode_positions` uses (for payload-size formulas)."""
+    return min(rows * ((n + 7) // 8), (rows * k * index_width(n) + 7) // 8)
