@@ -7,12 +7,14 @@ import sys
 import typer
 from rich.console import Console
 
+from harness.fidelity_cli import fidelity_cmd
 from testbed.cli import doctor_cmd, topo_app
 from testbed.errors import ConfigError, UnsupportedError
 
 app = typer.Typer(help="pipenem: network-emulation testbed and harness for compressed pipeline-parallel training.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.command("doctor")(doctor_cmd)
+app.command("fidelity")(fidelity_cmd)
 app.add_typer(topo_app, name="topo")
 
 err_console = Console(stderr=True)

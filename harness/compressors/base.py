@@ -61,6 +61,22 @@ class Compressor(ABC):
     def params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def label(self) -> str:
+        """Short form for tables: name and the parameters that differ from their defaults."""
+        import inspect
+
+        defaults = {k: v.default for k, v in inspect.signature(type(self).__init__).parameters.items()
+                    if v.default is not inspect.Parameter.empty}
+        bits = []
+        for k, v in self.params().items():
+            if isinstance(v, Compressor):
+                bits.append(v.label())
+            elif k == "rate" and not (isinstance(v, float) and math.isnan(v)):
+                bits.append(f"{v:g}")
+            elif k != "rate" and v is not None and (k in ("bits", "rank", "threshold") or defaults.get(k, object()) != v):
+                bits.append(f"{k}={v}")
+        return f"{self.name}({' '.join(bits)})" if bits else self.name
+
     def describe(self) -> str:
         ps = ", ".join(f"{k}={v}" for k, v in self.params().items() if not isinstance(v, Compressor))
         inner = [v.describe() for v in self.params().values() if isinstance(v, Compressor)]

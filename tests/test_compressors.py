@@ -1,0 +1,245 @@
+"""Compressor protocol: round trips, defining properties, exact payload sizes, bad config."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.compressors import REGISTRY, Context, Payload, build, wire_ratio
+from harness.compressors.wire import index_width, pack_uint, positions_bytes, unpack_uint
+from testbed.errors import ConfigError
+
+torch.manual_seed(0)
+
+
+def _align(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+def _expected(header_ints: int, part_bytes: list[int]) -> int:
+    """The wire format's size by formula: aligned header + each aligned part."""
+    return _align(2 + 8 * header_ints + 5 * len(part_bytes)) + sum(_align(b) for b in part_bytes)
+
+
+X = torch.randn(4, 64, 48)
+B, N, D = X.shape
+SHAPE_INTS = 2 + X.dim()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_none_is_bit_exact(dtype: torch.dtype) -> None:
+    x = X.to(dtype)
+    x_hat, p = build("none").roundtrip(x)
+    assert x_hat.dtype == dtype and torch.equal(x_hat.view(torch.int16 if dtype != torch.float32 else torch.int32),
+                                                x.view(torch.int16 if dtype != torch.float32 else torch.int32))
+    assert p.nbytes == _expected(SHAPE_INTS, [x.numel() * x.element_size()])
+
+
+@pytest.mark.parametrize("scope", ["instance", "tensor"])
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9, 0.99])
+def test_topk_keeps_exactly_the_largest_entries(scope: str, rate: float) -> None:
+    c = build({"name": "topk", "rate": rate, "scope": scope})
+    x_hat, p = c.roundtrip(X)
+    rows = X.reshape(B, -1) if scope == "instance" else X.reshape(1, -1)
+    n = rows.shape[1]
+    k = math.ceil((1 - rate) * n - 1e-9)
+    kept = x_hat.reshape(rows.shape) != 0
+    assert (kept.sum(1) == k).all()
+    threshold = rows.abs().topk(k, dim=1).values[:, -1:]
+    assert (rows.abs()[kept.logical_not()].reshape(rows.shape[0], -1) <= threshold).all()
+    assert torch.equal(x_hat.reshape(rows.shape)[kept], rows[kept])  # values exact
+    assert p.nbytes == _expected(SHAPE_INTS + 2, [rows.shape[0] * k * 4, positions_bytes(rows.shape[0], k, n)])
+
+
+def test_topk_picks_the_cheaper_position_format() -> None:
+    n = N * D
+    # 90%: bitmask (n bits) beats packed indices (k·12 bits); 99%: packed wins
+    assert positions_bytes(B, math.ceil(0.1 * n), n) == B * n // 8
+    k = math.ceil(0.01 * n)
+    assert positions_bytes(B, k, n) == math.ceil(B * k * index_width(n) / 8) < B * n // 8
+    for rate in (0.9, 0.99):
+        x_hat, _ = build({"name": "topk", "rate": rate}).roundtrip(X)
+        assert (x_hat != 0).sum() == B * math.ceil((1 - rate) * n - 1e-9)
+
+
+def test_randk_positions_come_from_the_shared_seed() -> None:
+    c = build({"name": "randk", "rate": 0.75})
+    ctx = Context(boundary=2, direction="backward", step=5, seed=1)
+    x_hat, p = c.roundtrip(X, ctx)
+    k = math.ceil(0.25 * N * D)
+    assert p.nbytes == _expected(SHAPE_INTS + 1, [B * k * 4])  # values only, no indices
+    kept = x_hat.reshape(B, -1) != 0
+    assert (kept == kept[0]).all() and kept[0].sum() == k
+    assert torch.equal(x_hat.reshape(B, -1)[kept], X.reshape(B, -1)[kept])
+    other, _ = c.roundtrip(X, Context(boundary=2, direction="backward", step=6, seed=1))
+    assert not torch.equal(other != 0, x_hat != 0)  # a new step draws new positions
+    # a receiver with another step would decode the values at the wrong positions
+    wrong = c.decode(Payload.from_bytes(c.encode(X, ctx).to_bytes()), Context(boundary=2, direction="backward", step=7, seed=1))
+    assert not torch.equal(wrong, x_hat)
+
+
+@pytest.mark.parametrize("name,axis", [("column", 2), ("row", 1)])
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
+def test_structured_masks_keep_the_largest_norm_columns_or_rows(name: str, axis: int, rate: float) -> None:
+    x_hat, p = build({"name": name, "rate": rate}).roundtrip(X)
+    size = X.shape[axis]
+    k = math.ceil((1 - rate) * size - 1e-9)
+    norms = X.square().sum(3 - axis)  # (b, size)
+    top = norms.topk(k, dim=1).indices.sort(1).values
+    kept_mask = x_hat.abs().sum(3 - axis) != 0
+    assert torch.equal(kept_mask.nonzero()[:, 1].view(B, k), top)
+    idx = top.unsqueeze(1).expand(B, N, k) if axis == 2 else top.unsqueeze(2).expand(B, k, D)
+    assert torch.equal(x_hat.gather(axis, idx), X.gather(axis, idx))  # values exact
+    assert float(x_hat.square().sum()) == pytest.approx(float(norms.gather(1, top).sum()), rel=1e-5)
+    other = D if axis == 2 else N
+    assert p.nbytes == _expected(SHAPE_INTS + 2, [B * k * (N if axis == 2 else D) * 4, positions_bytes(B, k, size)])
+    del other
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_quantize_error_within_half_a_step(bits: int) -> None:
+    c = build({"name": "quantize", "bits": bits})
+    x_hat, p = c.roundtrip(X)
+    step = (X.amax(1, keepdim=True) - X.amin(1, keepdim=True)) / (2**bits - 1)
+    assert ((x_hat - X).abs() <= step / 2 + 1e-5).all()
+    assert p.nbytes == _expected(SHAPE_INTS, [math.ceil(X.numel() * bits / 8), B * D * 4, B * D * 4])
+    xs, _ = build({"name": "quantize", "bits": bits, "stochastic": True}).roundtrip(X)
+    assert ((xs - X).abs() < step + 1e-5).all()
+
+
+def test_quantize_stochastic_rounding_is_unbiased() -> None:
+    x = torch.linspace(0, 1, 257).repeat(1, 64, 1)  # one instance, 64 identical rows
+    errs = [build({"name": "quantize", "bits": 2, "stochastic": True}).roundtrip(x, Context(step=s))[0] - x for s in range(200)]
+    assert torch.stack(errs).mean().abs() < 2e-3
+
+
+def test_lowrank_full_rank_reconstructs_and_sizes() -> None:
+    r = min(N, D)
+    x_hat, p = build({"name": "lowrank", "rank": r}).roundtrip(X)
+    assert torch.allclose(x_hat, X, atol=1e-4)
+    assert p.nbytes == _expected(SHAPE_INTS + 1, [B * N * r * 4, B * D * r * 4])
+    c = build({"name": "lowrank", "rate": 0.75})
+    _, p = c.roundtrip(X)
+    r = math.ceil(0.25 * min(N, D))
+    assert p.nbytes == _expected(SHAPE_INTS + 1, [B * N * r * 4, B * D * r * 4])
+
+
+def test_lowrank_power_iteration_warm_start_converges_on_low_rank_input() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 64, 4, generator=g) @ torch.randn(2, 4, 48, generator=g)
+    c = build({"name": "lowrank", "rank": 4, "method": "power"})
+    ctx = Context()
+    errs = []
+    for step in range(4):
+        ctx.step = step
+        x_hat, _ = c.roundtrip(x, ctx)
+        errs.append(float((x_hat - x).norm() / x.norm()))
+    assert "q" in ctx.state and errs[-1] < 1e-4
+
+
+def test_adaptive_rank_follows_the_spectrum() -> None:
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(64, 48, generator=g))
+    v, _ = torch.linalg.qr(torch.randn(48, 48, generator=g))
+    s = torch.tensor([10.0, 8, 6, 0.5] + [0.01] * 44)
+    x = (u * s @ v.T).unsqueeze(0)
+    c = build({"name": "lowrank_adaptive", "threshold": 0.1})
+    x_hat, p = c.roundtrip(x)
+    assert int(p.parts[0][0]) == 3  # σ_k/σ_1 ≥ 0.1 for the first three
+    assert p.nbytes == _expected(SHAPE_INTS, [2, 64 * 3 * 4, 48 * 3 * 4])
+
+
+def test_ef_accumulated_error_telescopes() -> None:
+    """Σ decoded = Σ x − e_T: nothing is lost, only delayed (the defining property of EF)."""
+    c = build({"name": "ef", "inner": {"name": "topk", "rate": 0.9}})
+    ctx = Context()
+    xs = [torch.randn(2, 16, 8) for _ in range(6)]
+    decoded = []
+    for t, x in enumerate(xs):
+        ctx.step = t
+        payload = c.encode(x, ctx)
+        decoded.append(c.decode(Payload.from_bytes(payload.to_bytes()), Context(step=t)))
+    assert torch.allclose(sum(decoded), sum(xs) - ctx.state["e"], atol=1e-5)
+    assert float(ctx.state["e"].norm()) > 0
+
+
+def test_ef21_sender_and_receiver_keep_matching_state() -> None:
+    c = build({"name": "ef21", "inner": {"name": "column", "rate": 0.5}})
+    assert c.receiver_state
+    send, recv = Context(), Context()
+    x = torch.randn(2, 16, 8)
+    errs = []
+    for t in range(8):
+        send.step = recv.step = t
+        out = c.decode(Payload.from_bytes(c.encode(x, send).to_bytes()), recv)
+        assert torch.equal(send.state["g"], recv.state["g"])
+        errs.append(float((out - x).norm()))
+    assert errs[-1] < 1e-5 < errs[0]  # a constant input is learned exactly
+
+
+def test_sketch_recovers_sparse_chunks() -> None:
+    # every 64-entry chunk has exactly s = 4 nonzeros; from m = 32 Gaussian measurements OMP
+    # recovers almost every chunk exactly (it is a probabilistic guarantee, not a certain one)
+    c = build({"name": "sketch", "rate": 0.5, "chunk": 64, "sparsity": 0.125})
+    g = torch.Generator().manual_seed(1)
+    x = torch.zeros(64, 64)
+    for row in x:
+        row[torch.randperm(64, generator=g)[:4]] = torch.randn(4, generator=g) + 2
+    x = x.view(4, 16, 64)
+    x_hat, p = c.roundtrip(x)
+    exact = ((x_hat - x).view(64, 64).norm(dim=1) < 1e-4).sum()
+    assert exact >= 60
+    assert p.nbytes == _expected(SHAPE_INTS, [64 * 32 * 4])
+
+
+@pytest.mark.parametrize("name", sorted(set(REGISTRY)))
+def test_every_compressor_roundtrips_and_reports_an_exact_size(name: str) -> None:
+    spec = {"name": name}
+    if name in ("topk", "randk", "column", "row", "sketch", "lowrank"):
+        spec["rate"] = 0.5
+    if name in ("ef", "ef21"):
+        spec["inner"] = {"name": "topk", "rate": 0.5}
+    c = build(spec)
+    x_hat, p = c.roundtrip(X)
+    assert x_hat.shape == X.shape and x_hat.dtype == X.dtype
+    assert len(p.to_bytes()) == p.nbytes
+    if name != "lowrank_adaptive":  # on full-rank noise it honestly sends more than dense
+        assert wire_ratio(X, p) > 0.99
+
+
+def test_pack_uint_roundtrip_all_widths() -> None:
+    g = torch.Generator().manual_seed(0)
+    for width in (1, 2, 3, 4, 7, 8, 12, 16, 19, 32):
+        v = torch.randint(0, 2 ** min(width, 31), (1001,), generator=g)
+        packed = pack_uint(v, width)
+        assert packed.numel() == math.ceil(1001 * width / 8) or width in (16, 32)
+        assert torch.equal(unpack_uint(packed, 1001, width), v)
+
+
+@pytest.mark.parametrize("spec,field,words", [
+    ({"name": "topkk", "rate": 0.5}, "compressor.name", "unknown compressor"),
+    ({"name": "topk", "rate": 0}, "compressor.rate", "(0, 1)"),
+    ({"name": "column", "rate": 1.0}, "compressor.rate", "(0, 1)"),
+    ({"name": "row", "rate": -0.2}, "compressor.rate", "(0, 1)"),
+    ({"name": "quantize", "bits": 3}, "compressor.bits", "2, 4 or 8"),
+    ({"name": "topk", "rate": 0.5, "scope": "batch"}, "compressor.scope", "instance"),
+    ({"name": "topk"}, "compressor", "rate"),
+    ({"name": "ef", "inner": {"name": "nope"}}, "compressor.inner.name", "unknown compressor"),
+    ({"name": "no.such.module:Thing"}, "compressor.name", "cannot import"),
+    ({"rate": 0.5}, "compressor", "'name'"),
+])
+def test_bad_config_names_the_field(spec: dict, field: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(spec)
+    assert info.value.field == field and words in info.value.message
+
+
+def test_rank_larger_than_the_tensor_is_refused() -> None:
+    c = build({"name": "lowrank", "rank": 49})
+    with pytest.raises(ConfigError, match="larger than min"):
+        c.check_shape(X.shape)
+    with pytest.raises(ConfigError) as info:
+        c.encode(X, Context())
+    assert info.value.field == "rank"
