@@ -29,20 +29,47 @@ class Quantize(Compressor):
         return 1.0 - self.bits / 32.0  # nominal, against fp32
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
-        g = as_3d(x.detach()).float()
-        lo = g.amin(1, keepdim=True)
-        step = (g.amax(1, keepdim=True) - lo) / (2**self.bits - 1)
+        g = as_3d(x.detach())
+        b, n, d = g.shape
+        lo, hi = _column_min_max(g)
+        step = (hi - lo) / (2**self.bits - 1)
         step = torch.where(step > 0, step, torch.ones_like(step))  # constant column: any step is exact
-        scaled = (g - lo) / step
-        if self.stochastic:
-            scaled = scaled + torch.rand(scaled.shape, generator=ctx.generator(salt=2)) - 0.5
-        codes = scaled.round_().clamp_(0, 2**self.bits - 1).to(torch.uint8)
+        inv = 1.0 / step
+        codes = torch.empty(b, n, d, dtype=torch.uint8)
+        gen = ctx.generator(salt=2) if self.stochastic else None
+        rows = max(1, SLICE // (b * d))
+        # slices along n keep every temporary in cache (fresh tensor-sized temporaries fault in slowly)
+        for i in range(0, n, rows):
+            part = (g[:, i:i + rows].float() - lo).mul_(inv)
+            if gen is not None:
+                part += torch.rand(part.shape, generator=gen) - 0.5
+            codes[:, i:i + rows] = part.round_().clamp_(0, 2**self.bits - 1)
         return Payload([pack_uint(codes, self.bits), lo.view(-1), step.view(-1)], shape_header(x))
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
         b, n, d = fold(shape)
-        codes = unpack_uint(payload.parts[0], b * n * d, self.bits).view(b, n, d).float()
+        codes = unpack_uint(payload.parts[0], b * n * d, self.bits).view(b, n, d)
         lo = payload.parts[1].view(torch.float32).view(b, 1, d)
         step = payload.parts[2].view(torch.float32).view(b, 1, d)
-        return (codes * step + lo).to(dtype).view(shape)
+        out = torch.empty(b, n, d, dtype=dtype)
+        rows = max(1, SLICE // (b * d))
+        for i in range(0, n, rows):
+            out[:, i:i + rows] = torch.addcmul(lo, codes[:, i:i + rows].float(), step)
+        return out.view(shape)
+
+
+SLICE = 1 << 20  # elements per slice
+
+
+def _column_min_max(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-instance column min and max, (b, 1, d) fp32, in cache-sized slices along n."""
+    b, n, d = g.shape
+    rows = max(1, SLICE // (b * d))
+    lo = torch.full((b, 1, d), float("inf"))
+    hi = torch.full((b, 1, d), float("-inf"))
+    for i in range(0, n, rows):
+        mn, mx = torch.aminmax(g[:, i:i + rows].float(), dim=1, keepdim=True)
+        torch.minimum(lo, mn, out=lo)
+        torch.maximum(hi, mx, out=hi)
+    return lo, hi

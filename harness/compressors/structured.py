@@ -13,6 +13,24 @@ from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, decode_positions, encode_positions
 
 
+CHUNK_BYTES = 1 << 22  # temporaries of ~4 MB stay in cache; one 67 MB square() would not
+
+
+def squared_norms(g: torch.Tensor, axis: int) -> torch.Tensor:
+    """Squared ℓ2 norms of the columns (axis=2) or rows (axis=1) of each (n×d) instance, in fp32.
+
+    Computed in slices so no tensor-sized temporary is allocated (that alone costs more
+    than the reduction: fresh pages fault in)."""
+    b, n, d = g.shape
+    if axis == 1:  # a contiguous reduction: fast as it is
+        return torch.linalg.vector_norm(g, dim=2, dtype=torch.float32).square()
+    acc = torch.zeros(b, d)
+    step = max(1, CHUNK_BYTES // max(1, b * d * 4))
+    for part in g.split(step, dim=1):
+        acc += part.float().square().sum(1)
+    return acc
+
+
 class _AxisMask(Compressor):
     axis: int  # 2: columns (features), 1: rows (tokens) of the (b, n, d) view
 
@@ -27,8 +45,7 @@ class _AxisMask(Compressor):
         b, n, d = g.shape
         size = g.shape[self.axis]
         k = kept(self._rate, size)
-        other = 3 - self.axis  # the axis summed over for the norms
-        norms = g.float().square().sum(other)  # (b, size)
+        norms = squared_norms(g, self.axis)  # (b, size)
         idx = norms.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
         if self.axis == 2:
             vals = g.gather(2, idx.unsqueeze(1).expand(b, n, k))

@@ -112,23 +112,29 @@ def pack_uint(values: torch.Tensor, width: int) -> torch.Tensor:
         if pad:
             v = torch.cat([v, v.new_zeros(pad)])
         v = v.view(-1, per)
-        shifts = torch.arange(per, dtype=torch.uint8) * width
-        return (v << shifts).sum(1, dtype=torch.uint8)
+        out = v[:, 0].clone()
+        for j in range(1, per):
+            out |= v[:, j] << (j * width)
+        return out
     shifts = torch.arange(width, dtype=torch.int64)
     bits = (values.reshape(-1, 1).to(torch.int64) >> shifts) & 1
     return pack_bits(bits.bool())
 
 
 def unpack_uint(packed: torch.Tensor, n: int, width: int) -> torch.Tensor:
-    if width in (8, 16, 32):
+    """Inverse of :func:`pack_uint`: int64 values (uint8 for widths of 8 bits or fewer)."""
+    if width <= 8 and 8 % width == 0:
+        if width == 8:
+            return packed[:n]
+        per, mask = 8 // width, (1 << width) - 1
+        out = torch.empty(packed.numel(), per, dtype=torch.uint8)
+        for j in range(per):
+            torch.bitwise_and(packed >> (j * width), mask, out=out[:, j])
+        return out.view(-1)[:n]
+    if width in (16, 32):
         dt = {8: torch.uint8, 16: torch.int16, 32: torch.int32}[width]
         out = packed.view(dt)[:n].to(torch.int64)
         return out & 0xFFFF if width == 16 else out
-    if 8 % width == 0:
-        per = 8 // width
-        shifts = torch.arange(per, dtype=torch.uint8) * width
-        mask = (1 << width) - 1
-        return ((packed.unsqueeze(1) >> shifts) & mask).reshape(-1)[:n].to(torch.int64)
     bits = unpack_bits(packed, n * width).view(n, width).to(torch.int64)
     return (bits << torch.arange(width, dtype=torch.int64)).sum(1)
 
