@@ -83,6 +83,10 @@ class Backend(ABC):
     def exec_argv(self, stage: int, argv: list[str]) -> list[str]:
         """An argv that runs ``argv`` inside the host of ``stage``."""
 
+    @abstractmethod
+    def link_counters(self) -> dict[tuple[str, str], int]:
+        """Bytes transmitted by the sending end of each (link, direction), from the kernel."""
+
     def scheduler_config(self) -> dict:
         """What the scheduler process needs to apply changes (backend specific)."""
         return {}

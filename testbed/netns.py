@@ -111,6 +111,17 @@ class NetnsBackend(Backend):
     def _destroy(self) -> None:
         destroy_resources(self.record.resources)
 
+    def link_counters(self) -> dict[tuple[str, str], int]:
+        """Bytes each link end has transmitted (kernel interface counters), by (link, direction)."""
+        out = {}
+        for i, link in enumerate(self.links):
+            for direction in ("forward", "backward"):
+                end = link.a if direction == "forward" else link.b
+                with IPRoute(netns=end.host, flags=0) as h:
+                    msg = h.get_links(h.link_lookup(ifname=end.ifname)[0])[0]
+                    out[(f"{i}-{i + 1}", direction)] = msg.get_attr("IFLA_STATS64")["tx_bytes"]
+        return out
+
     def exec_argv(self, stage: int, argv: list[str]) -> list[str]:
         return [sys.executable, "-m", "testbed.nsenter", self.hosts[stage], "--", *argv]
 

@@ -1,0 +1,182 @@
+"""Validated configuration of one pipeline run (model, data, schedule, compression, compute).
+
+A :class:`RunSpec` is self-contained and serializable: topology + config + seed. The
+launcher writes it to JSON for the stage workers; a sweep hands it to an executor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from testbed.errors import ConfigError
+
+PAPER_HEADS = 24
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """Llama-3-style decoder. The paper: d=512, 8 layers, 24 heads (not a divisor of 512:
+    ``ModelConfig.paper()`` uses 16, the nearest valid count, and says so), ctx 1024."""
+
+    d_model: int = Field(512, ge=8)
+    n_layers: int = Field(8, ge=1)
+    n_heads: int = Field(16, ge=1)
+    ffn_hidden: int | None = None  # default: Llama's rule, 8/3·d rounded up to a multiple of 64
+    vocab: int = Field(256, ge=2)  # byte-level tokenizer
+    ctx: int = Field(1024, ge=2)
+    rope_theta: float = 10000.0
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads: {self.n_heads} does not divide d_model {self.d_model}; "
+                             f"valid head counts: {', '.join(str(h) for h in divisors(self.d_model) if h <= 64)}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError("n_heads: head dimension must be even for RoPE")
+        if self.ffn_hidden is None:
+            self.ffn_hidden = 64 * -(-int(8 * self.d_model / 3) // 64)
+        return self
+
+    @classmethod
+    def paper(cls) -> tuple[ModelConfig, str]:
+        heads = nearest_valid_heads(512, PAPER_HEADS)
+        note = f"the paper's 24 heads do not divide d=512; using {heads} (nearest valid, head dim {512 // heads})"
+        return cls(d_model=512, n_layers=8, n_heads=heads, ctx=1024), note
+
+
+def divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def nearest_valid_heads(d: int, wanted: int) -> int:
+    """The divisor of d (with an even head dim) closest to ``wanted``; ties go to fewer, wider heads."""
+    valid = [h for h in divisors(d) if (d // h) % 2 == 0]
+    return min(valid, key=lambda h: (abs(h - wanted), h))
+
+
+class DataConfig(_Strict):
+    dataset: Literal["synthetic", "pystdlib", "text", "c4"] = "synthetic"
+    paths: list[str] = []  # text: files/globs; c4: json.gz shards
+    eval_fraction: float = Field(0.05, gt=0, lt=0.5)
+
+
+class TrainConfig(_Strict):
+    mode: Literal["train", "infer"] = "train"
+    schedule: Literal["gpipe", "1f1b"] = "gpipe"
+    steps: int = Field(20, ge=1)
+    batch: int = Field(32, ge=1)
+    micro_batches: int = Field(4, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup: int = Field(100, ge=0)
+    decay_steps: int | None = None  # linear decay to 0 after warm-up over this many steps (default: steps)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float | None = 1.0
+    compress_inference: bool = True  # inference with C_fwd (False: measure the train/infer mismatch)
+    target_loss: float | None = None
+
+    @model_validator(mode="after")
+    def _micro(self) -> TrainConfig:
+        if self.batch % self.micro_batches:
+            raise ValueError(f"micro_batches: {self.micro_batches} does not divide batch {self.batch}")
+        return self
+
+
+class CompressionConfig(_Strict):
+    fwd: Any = "none"  # compressor spec: a name or {name: ..., params}
+    bwd: Any = "none"
+
+
+class ComputeConfig(_Strict):
+    mode: Literal["real", "modeled"] = "real"
+    device: str = "a10g"  # a built-in profile name or a profile YAML file
+    threads: int = Field(1, ge=1)  # torch threads per stage worker (several stages share the cores)
+
+
+class RunSpec(_Strict):
+    topology: str  # a topology YAML file
+    backend: Literal["netns", "docker", "twin"] = "netns"
+    seed: int = 0
+    partition: list[int] | None = None  # blocks per stage; default: as even as possible
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    compression: CompressionConfig = CompressionConfig()
+    compute: ComputeConfig = ComputeConfig()
+    log_every: int = Field(1, ge=1)
+
+    def stage_count(self) -> int:
+        from testbed.topology import load_topology
+
+        return load_topology(self.topology).stages
+
+    def resolved_partition(self, stages: int) -> list[int]:
+        if self.partition is not None:
+            return list(self.partition)
+        base, extra = divmod(self.model.n_layers, stages)
+        return [base + (1 if i < extra else 0) for i in range(stages)]
+
+
+def check_spec(spec: RunSpec) -> tuple[list[int], int]:
+    """Cross-checks that need the topology: (partition, stages). ConfigError naming the field."""
+    from harness.compressors import build
+
+    stages = spec.stage_count()
+    part = spec.resolved_partition(stages)
+    if len(part) != stages:
+        raise ConfigError("partition", f"has {len(part)} entries but the topology has {stages} stages")
+    if sum(part) != spec.model.n_layers or min(part) < 0:
+        raise ConfigError("partition", f"{part} covers {sum(part)} blocks, the model has n_layers = {spec.model.n_layers}")
+    if spec.model.n_layers < stages and spec.partition is None:
+        raise ConfigError("partition", f"{spec.model.n_layers} layers cannot fill {stages} stages; give a partition with empty stages explicitly")
+    fwd = build(spec.compression.fwd, "compression.fwd")
+    bwd = build(spec.compression.bwd, "compression.bwd")
+    shape = (spec.train.batch // spec.train.micro_batches, spec.model.ctx, spec.model.d_model)
+    fwd.check_shape(shape)
+    bwd.check_shape(shape)
+    if spec.compute.mode == "modeled":
+        from harness.devices import load_profile
+
+        load_profile(spec.compute.device)
+    return part, stages
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def build_spec(data: Any, source: str | None = None) -> RunSpec:
+    if not isinstance(data, dict):
+        raise ConfigError("", "a run config must be a mapping", source)
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        field = _loc(err["loc"])
+        if ": " in msg and msg.split(": ", 1)[0] in ("n_heads", "micro_batches"):
+            sub, msg = msg.split(": ", 1)
+            field = f"{field}.{sub}" if field else sub
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(field, msg, source) from None
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"malformed YAML: {exc}", str(path)) from None
+    if isinstance(data, dict) and "topology" in data and not Path(data["topology"]).is_absolute():
+        cand = path.parent / data["topology"]
+        data["topology"] = str(cand if cand.exists() else Path(data["topology"]))
+    return build_spec(data, str(path))

@@ -1,0 +1,60 @@
+"""Device profiles for ``compute: modeled``: how long a stage's FLOPs take on a named device.
+
+A profile is peak FLOP/s × an efficiency factor (the fraction of peak a small
+Llama layer reaches). The built-in ``a10g`` uses NVIDIA's published dense BF16
+tensor peak for the A10G (125 TFLOP/s; 250 is the sparse figure) and an assumed
+efficiency of 0.35. A measured profile is a
+YAML file with ``name``, ``peak_flops`` and ``efficiency``, or directly
+``flops_per_s`` (what you measured). Results record the profile used; a modeled
+step's compute time is never reported as measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from testbed.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    peak_flops: float
+    efficiency: float
+    source: str
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.peak_flops * self.efficiency
+
+    def seconds(self, flops: float) -> float:
+        return flops / self.flops_per_s
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+BUILTIN = {
+    # A10G datasheet: 31.2 TFLOP/s FP32, 125 TFLOP/s BF16 tensor (dense; 250 with sparsity).
+    "a10g": DeviceProfile("a10g", 125e12, 0.35, "NVIDIA A10G datasheet, BF16 tensor dense peak; efficiency 0.35 assumed"),
+    "a10g-fp32": DeviceProfile("a10g-fp32", 31.2e12, 0.5, "NVIDIA A10G datasheet, FP32 peak; efficiency 0.5 assumed"),
+    "h100": DeviceProfile("h100", 989e12, 0.35, "NVIDIA H100 SXM datasheet, BF16 dense peak; efficiency 0.35 assumed"),
+}
+
+
+def load_profile(name_or_path: str) -> DeviceProfile:
+    if name_or_path in BUILTIN:
+        return BUILTIN[name_or_path]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError("compute.device", f"unknown device {name_or_path!r}: one of {', '.join(BUILTIN)} or a profile YAML file")
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        if "flops_per_s" in data:
+            return DeviceProfile(str(data.get("name", path.stem)), float(data["flops_per_s"]), 1.0, f"measured ({path})")
+        return DeviceProfile(str(data.get("name", path.stem)), float(data["peak_flops"]), float(data["efficiency"]), f"profile {path}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError("compute.device", f"{path}: needs flops_per_s, or peak_flops and efficiency ({exc})") from None

@@ -1,0 +1,163 @@
+"""The launcher: brings the topology up, starts one stage worker inside each host, streams
+their logs, notices one dying, tears everything down, and says which stage failed and why."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.config import RunSpec, check_spec
+from testbed.backends import make_backend
+from testbed.topology import load_topology
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: int, code: int, tail: list[str]) -> None:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        super().__init__(f"stage {stage} {how}" + (": " + " | ".join(tail[-3:]) if tail else ""))
+        self.stage, self.code, self.tail = stage, code, tail
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    backend: str
+    run_id: str
+    stages: int
+    partition: list[int]
+    steps: list[dict]  # one row per (stage, step)
+    links: list[dict] = field(default_factory=list)  # per link and direction: payload bytes vs interface bytes
+    applied: list[dict] = field(default_factory=list)  # bandwidth the schedule applied
+    wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def losses(self) -> list[float]:
+        last = self.stages - 1
+        return [r["loss"] for r in sorted(self.steps, key=lambda r: r["step"]) if r["stage"] == last]
+
+    def throughput(self, skip: int = 1) -> float:
+        """Tokens/s over the steps after ``skip`` warm-up steps: from the end of the last
+        warm-up step to the end of the last step, both taken as the latest stage to finish."""
+        n = self.spec.train.steps
+        if n <= skip:
+            skip = 0
+        ends = {s: max(r["end"] for r in self.steps if r["step"] == s) for s in range(n)}
+        starts = min(r["start"] for r in self.steps if r["step"] == 0)
+        t0 = ends[skip - 1] if skip else starts
+        tokens = self.spec.train.batch * self.spec.model.ctx * (n - skip)
+        return tokens / (ends[n - 1] - t0)
+
+
+def _links_meta(backend, stages: int) -> list[dict]:  # noqa: ANN001
+    meta = []
+    for i in range(stages):
+        entry = {}
+        if i > 0:
+            link = backend.links[i - 1]
+            entry["prev"] = {"me": link.b.address, "peer": link.a.address}
+        if i < stages - 1:
+            link = backend.links[i]
+            entry["next"] = {"me": link.a.address, "peer": link.b.address}
+        meta.append(entry)
+    return meta
+
+
+def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns",
+                 on_log: Callable[[int, str], None] | None = None,
+                 on_start: Callable[[list[subprocess.Popen]], None] | None = None) -> RunResult:
+    """Run the spec's pipeline over the emulated network. Raises StageFailed naming the stage."""
+    partition, stages = check_spec(spec)  # bad config: ConfigError before anything starts
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for old in run_dir.glob("stage*.json"):
+        old.unlink()
+    (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1))
+    topo = load_topology(spec.topology)
+    t_start = time.time()
+    procs: list[subprocess.Popen] = []
+    with make_backend(backend_name, topo) as backend:
+        (run_dir / "links.json").write_text(json.dumps({"stages": stages, "partition": partition,
+                                                        "links": _links_meta(backend, stages)}))
+        counters0 = backend.link_counters()
+        lines: queue.Queue = queue.Queue()
+        tails = [deque(maxlen=20) for _ in range(stages)]
+        try:
+            for i in range(stages):
+                argv = backend.exec_argv(i, [sys.executable, "-m", "harness.worker", str(run_dir), str(i)])
+                p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                     env=_worker_env())
+                backend.record.add("process", str(p.pid))
+                procs.append(p)
+                threading.Thread(target=_pump, args=(i, p, lines), daemon=True).start()
+            if on_start:
+                on_start(procs)
+            _supervise(procs, lines, tails, on_log, backend)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        counters1 = backend.link_counters()
+        applied = backend.applied()
+        run_id = backend.run_id
+    rows = []
+    for i in range(stages):
+        rows += json.loads((run_dir / f"stage{i}.json").read_text())["steps"]
+    result = RunResult(spec, backend_name, run_id, stages, partition, rows, applied=applied, wall_s=time.time() - t_start)
+    for i in range(stages - 1):
+        label = f"{i}-{i + 1}"
+        for direction, stage, key in (("forward", i, "bytes_fwd"), ("backward", i + 1, "bytes_bwd")):
+            payload = sum(r[key] for r in rows if r["stage"] == stage)
+            iface = counters1[(label, direction)] - counters0[(label, direction)]
+            result.links.append({"link": label, "direction": direction, "payload_bytes": payload,
+                                 "interface_bytes": iface, "overhead": iface / payload if payload else None})
+    return result
+
+
+def _worker_env() -> dict[str, str]:
+    import os
+
+    # c10d warns that a netns has no resolvable hostname; it binds by address, so that is noise
+    return {**os.environ, "TORCH_CPP_LOG_LEVEL": "ERROR", "PYTHONUNBUFFERED": "1"}
+
+
+def _pump(stage: int, proc: subprocess.Popen, lines: queue.Queue) -> None:
+    for line in proc.stdout:
+        lines.put((stage, line.rstrip("\n")))
+    lines.put((stage, None))
+
+
+def _supervise(procs: list[subprocess.Popen], lines: queue.Queue, tails: list[deque],
+               on_log: Callable[[int, str], None] | None, backend) -> None:  # noqa: ANN001
+    """Stream logs until every worker exits; the first one to fail stops all of them."""
+    done: set[int] = set()
+    while len(done) < len(procs):
+        try:
+            stage, line = lines.get(timeout=0.5)
+        except queue.Empty:
+            stage, line = -1, None
+        if line is not None:
+            tails[stage].append(line)
+            if on_log:
+                on_log(stage, line)
+        for i, p in enumerate(procs):
+            code = p.poll()
+            if code is None or i in done:
+                continue
+            if code != 0:
+                time.sleep(0.2)  # let its last words arrive
+                while not lines.empty():
+                    s, extra = lines.get_nowait()
+                    if extra is not None:
+                        tails[s].append(extra)
+                raise StageFailed(i, code, list(tails[i]))
+            done.add(i)
+        backend.check_scheduler()

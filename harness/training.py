@@ -1,0 +1,111 @@
+"""What the distributed stages and the single-process twin share: optimizer, LR schedule,
+loss, compression contexts, and modeled compute. Keeping one copy is what makes the
+twin's losses match the distributed run's."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from harness.compressors import Compressor, Context, build
+from harness.config import RunSpec
+from harness.devices import load_profile
+from harness.model import Stage, stage_flops
+
+
+def make_optimizer(stage: Stage, spec: RunSpec) -> torch.optim.Optimizer | None:
+    params = [p for p in stage.parameters() if p.requires_grad]
+    if not params:
+        return None
+    # foreach=False: the same elementwise kernels whether the model is split or not
+    return torch.optim.AdamW(params, lr=spec.train.lr, weight_decay=spec.train.weight_decay, foreach=False)
+
+
+def lr_at(step: int, spec: RunSpec) -> float:
+    """Linear warm-up, then linear decay to 0 at ``decay_steps`` (default: the run's steps)."""
+    t = spec.train
+    if t.warmup and step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    end = t.decay_steps or t.steps
+    span = max(1, end - t.warmup)
+    return t.lr * max(0.0, 1.0 - (step - t.warmup) / span)
+
+
+def optimizer_step(stage: Stage, opt: torch.optim.Optimizer | None, step: int, spec: RunSpec) -> None:
+    if opt is None:
+        return
+    if spec.train.grad_clip:
+        # per stage: a global norm would need an all-reduce across stages on every step
+        torch.nn.utils.clip_grad_norm_(stage.parameters(), spec.train.grad_clip, foreach=False)
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, spec)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+class BoundaryCodecs:
+    """The compressors of one side of the pipeline boundaries, with their explicit state.
+
+    State is keyed by (boundary, direction) and kept separately for the sending and the
+    receiving side, as two processes would hold it. ``micro_index`` numbers micro-batches
+    globally (step · M + m), so seeded choices (randk, sketch) agree on both ends.
+    """
+
+    def __init__(self, spec: RunSpec, inference: bool = False) -> None:
+        self.fwd: Compressor = build(spec.compression.fwd, "compression.fwd")
+        self.bwd: Compressor = build(spec.compression.bwd, "compression.bwd")
+        if inference and not spec.train.compress_inference:
+            self.fwd = build("none")
+        self.seed = spec.seed
+        self.micro = spec.train.micro_batches
+        self._state: dict[tuple[int, str, str], dict] = {}
+
+    def ctx(self, boundary: int, direction: str, side: str, step: int, m: int) -> Context:
+        state = self._state.setdefault((boundary, direction, side), {})
+        return Context(boundary=boundary, direction=direction, step=step * self.micro + m, seed=self.seed, state=state)
+
+    def codec(self, direction: str) -> Compressor:
+        return self.fwd if direction == "forward" else self.bwd
+
+
+class ModeledCompute:
+    """``compute: modeled``: sleep for the time the device profile needs for the stage's FLOPs.
+
+    Real-size tensors (seeded noise) still cross the real links. Backward = 2× forward."""
+
+    def __init__(self, spec: RunSpec, n_blocks: int, first: bool, last: bool) -> None:
+        self.profile = load_profile(spec.compute.device)
+        mb = spec.train.batch // spec.train.micro_batches
+        flops = stage_flops(spec.model, n_blocks, mb * spec.model.ctx, first, last)
+        self.fwd_s = self.profile.seconds(flops)
+        self.bwd_s = 2 * self.fwd_s
+        g = torch.Generator().manual_seed(spec.seed)
+        self.tensor = torch.randn(mb, spec.model.ctx, spec.model.d_model, generator=g)
+
+    def forward(self) -> torch.Tensor:
+        _sleep(self.fwd_s)
+        return self.tensor
+
+    def backward(self) -> torch.Tensor:
+        _sleep(self.bwd_s)
+        return self.tensor
+
+
+def _sleep(seconds: float) -> None:
+    # sleep() alone overshoots by ~0.1 ms per call; spin the last half-millisecond
+    end = time.perf_counter() + seconds
+    if seconds > 0.001:
+        time.sleep(seconds - 0.0005)
+    while time.perf_counter() < end:
+        pass
+
+
+def finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

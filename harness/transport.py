@@ -1,0 +1,94 @@
+"""One torch.distributed process group per pipeline link, bound to that link's addresses.
+
+A 2-rank ``ProcessGroupGloo`` is built directly from a ``TCPStore`` on the link (the
+lower stage hosts it) with gloo's device bound to this end's link address, so every
+pipeline byte — and the rendezvous — crosses exactly the shaped link: no full mesh,
+no routing. Plain ``send``/``recv`` (``batch_isend_irecv`` can hang on gloo).
+
+A payload goes as: its descriptor length (one int64), the descriptor (int64s: header
+ints, then dtype code and numel of each part), then each part as it is — no
+concatenation copy. ``bytes_sent`` counts every byte handed to gloo.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from datetime import timedelta
+
+import torch
+from torch.distributed import ProcessGroupGloo, TCPStore
+
+from harness.compressors.wire import DTYPES, Payload
+
+FWD, BWD = 0, 1  # tags: the two directions of a link never mix
+STORE_PORT = 29400
+_CODE = {dt: i for i, dt in enumerate(DTYPES)}
+
+
+class LinkChannel:
+    """This stage's end of one link. rank 0 = the lower stage (it hosts the store)."""
+
+    def __init__(self, my_addr: str, peer_addr: str, rank: int, timeout_s: float = 600.0, window: int = 8) -> None:
+        timeout = timedelta(seconds=timeout_s)
+        host = my_addr if rank == 0 else peer_addr
+        self.store = TCPStore(host, STORE_PORT, 2, rank == 0, timeout=timeout, wait_for_workers=False)
+        opts = ProcessGroupGloo._Options()
+        opts._devices = [ProcessGroupGloo.create_device(hostname=my_addr)]
+        opts._timeout = timeout
+        self.pg = ProcessGroupGloo(self.store, rank, 2, opts)
+        self.peer = 1 - rank
+        self.window = window
+        self._pending: deque = deque()  # (work, tensors kept alive until the send completes)
+        self.bytes_sent = 0
+        self.send_wait_s = 0.0
+
+    def _post(self, t: torch.Tensor, tag: int) -> None:
+        work = self.pg.send([t], self.peer, tag)
+        self._pending.append((work, t))
+        self.bytes_sent += t.numel() * t.element_size()
+        while len(self._pending) > self.window:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        t0 = time.perf_counter()
+        self._pending.popleft()[0].wait()
+        self.send_wait_s += time.perf_counter() - t0
+
+    def send(self, payload: Payload, tag: int) -> None:
+        """Post the payload's sends (asynchronous; at most ``window`` messages in flight)."""
+        desc = [len(payload.header), len(payload.parts), *payload.header]
+        for p in payload.parts:
+            desc += [_CODE[p.dtype], p.numel()]
+        d = torch.tensor(desc, dtype=torch.int64)
+        self._post(torch.tensor([d.numel()], dtype=torch.int64), tag)
+        self._post(d, tag)
+        for p in payload.parts:
+            self._post(p.contiguous() if p.dtype != torch.bool else p.to(torch.uint8), tag)
+
+    def recv(self, tag: int) -> Payload:
+        n = torch.empty(1, dtype=torch.int64)
+        self.pg.recv([n], self.peer, tag).wait()
+        d = torch.empty(int(n), dtype=torch.int64)
+        self.pg.recv([d], self.peer, tag).wait()
+        desc = d.tolist()
+        n_header, n_parts = desc[0], desc[1]
+        header = tuple(desc[2:2 + n_header])
+        parts = []
+        for j in range(n_parts):
+            code, numel = desc[2 + n_header + 2 * j], desc[3 + n_header + 2 * j]
+            t = torch.empty(numel, dtype=DTYPES[code] if DTYPES[code] != torch.bool else torch.uint8)
+            self.pg.recv([t], self.peer, tag).wait()
+            parts.append(t.bool() if DTYPES[code] == torch.bool else t)
+        return Payload(parts, header)
+
+    def flush(self) -> None:
+        while self._pending:
+            self._wait_oldest()
+
+    def close(self) -> None:
+        self.flush()
+        try:
+            self.pg.shutdown()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass

@@ -1,0 +1,163 @@
+"""One pipeline stage: ``python -m harness.worker RUN_DIR STAGE`` (started inside its host).
+
+Reads ``RUN_DIR/spec.json`` and ``RUN_DIR/links.json``, joins its links' process
+groups, runs the schedule, and writes ``RUN_DIR/stage{STAGE}.json`` (per-step metrics).
+At every boundary the sender sends ``C.encode(tensor)``; the receiver decodes it and
+goes on; backward gradients come back through ``C_bwd`` (straight-through).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from harness.config import RunSpec
+from harness.data import Batches, load_streams
+from harness.model import build_stages
+from harness.schedule import SCHEDULES
+from harness.training import BoundaryCodecs, ModeledCompute, lm_loss, optimizer_step
+from harness.transport import BWD, FWD, LinkChannel
+
+
+class StageWorker:
+    def __init__(self, spec: RunSpec, stage: int, stages: int, partition: list[int], links: dict) -> None:
+        self.spec, self.stage, self.stages = spec, stage, stages
+        self.first, self.last = stage == 0, stage == stages - 1
+        self.inference = spec.train.mode == "infer"
+        torch.set_num_threads(spec.compute.threads)
+        self.modeled = spec.compute.mode == "modeled"
+        self.module = build_stages(spec.model, partition, spec.seed)[stage]
+        if self.inference:
+            self.module.eval()
+        self.opt = None if self.inference else _optimizer(self.module, spec)
+        self.codecs = BoundaryCodecs(spec, inference=self.inference)
+        self.sim = ModeledCompute(spec, partition[stage], self.first, self.last) if self.modeled else None
+        self.batches = None
+        if not self.modeled and (self.first or self.last):
+            train, _ = load_streams(spec.data, spec.seed)
+            self.batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
+        # prev first, then next: every stage does the same, so the rendezvous chain resolves
+        self.prev = LinkChannel(links["prev"]["me"], links["prev"]["peer"], rank=1) if links.get("prev") else None
+        self.next = LinkChannel(links["next"]["me"], links["next"]["peer"], rank=0) if links.get("next") else None
+
+    # ------------------------------------------------------------------ one step
+    def step(self, step: int) -> dict:
+        spec, M = self.spec, self.spec.train.micro_batches
+        t = {"compute": 0.0, "encode": 0.0, "decode": 0.0, "recv_wait": 0.0}
+        start = time.time()
+        sent0 = {"fwd": self.next.bytes_sent if self.next else 0, "bwd": self.prev.bytes_sent if self.prev else 0}
+        sw0 = sum(c.send_wait_s for c in (self.prev, self.next) if c)
+        x_mb = y_mb = None
+        if self.batches is not None:
+            x, y = self.batches.get(step)
+            x_mb, y_mb = x.chunk(M), y.chunk(M)
+        saved: dict[int, tuple] = {}
+        losses = []
+        actions = [("F", m) for m in range(M)] if self.inference else SCHEDULES[spec.train.schedule](self.stages, M, self.stage)
+        for kind, m in actions:
+            if kind == "F":
+                inp = self._receive(FWD, "forward", step, m, t) if not self.first else (x_mb[m] if x_mb else None)
+                t0 = time.perf_counter()
+                if self.modeled:
+                    out = self.sim.forward()
+                else:
+                    with torch.set_grad_enabled(not self.inference):
+                        out = self.module(inp)
+                t["compute"] += time.perf_counter() - t0
+                if self.last:
+                    if not self.modeled:
+                        loss = lm_loss(out, y_mb[m])
+                        losses.append(loss.item())
+                        saved[m] = (inp, loss / M)
+                else:
+                    self._send(self.next, FWD, "forward", self.stage, out.detach(), step, m, t)
+                    saved[m] = (inp, out)
+            else:
+                inp, out = saved.pop(m)
+                grad = self._receive(BWD, "backward", step, m, t) if not self.last else None
+                t0 = time.perf_counter()
+                if self.modeled:
+                    g_in = self.sim.backward()
+                else:
+                    out.backward(grad) if grad is not None else out.backward()
+                    g_in = inp.grad if not self.first else None
+                t["compute"] += time.perf_counter() - t0
+                if not self.first:
+                    self._send(self.prev, BWD, "backward", self.stage - 1, g_in, step, m, t)
+        if not self.inference and not self.modeled:
+            t0 = time.perf_counter()
+            optimizer_step(self.module, self.opt, step, spec)
+            t["compute"] += time.perf_counter() - t0
+        if not self.inference:
+            for c in (self.prev, self.next):
+                if c:
+                    c.flush()  # the step ends when its messages are out (GPipe/1F1B flush)
+        send_wait = sum(c.send_wait_s for c in (self.prev, self.next) if c) - sw0
+        return {
+            "step": step, "stage": self.stage, "start": start, "end": time.time(),
+            "loss": sum(losses) / len(losses) if losses else None,
+            "tokens": spec.train.batch * spec.model.ctx,
+            "compute_s": t["compute"], "encode_s": t["encode"], "decode_s": t["decode"],
+            "recv_wait_s": t["recv_wait"], "send_wait_s": send_wait,
+            "bytes_fwd": (self.next.bytes_sent if self.next else 0) - sent0["fwd"],
+            "bytes_bwd": (self.prev.bytes_sent if self.prev else 0) - sent0["bwd"],
+        }
+
+    def _send(self, chan: LinkChannel, tag: int, direction: str, boundary: int, x: torch.Tensor, step: int, m: int, t: dict) -> None:
+        t0 = time.perf_counter()
+        payload = self.codecs.codec(direction).encode(x, self.codecs.ctx(boundary, direction, "send", step, m))
+        t["encode"] += time.perf_counter() - t0
+        chan.send(payload, tag)
+
+    def _receive(self, tag: int, direction: str, step: int, m: int, t: dict) -> torch.Tensor:
+        chan = self.prev if direction == "forward" else self.next
+        boundary = self.stage - 1 if direction == "forward" else self.stage
+        t0 = time.perf_counter()
+        payload = chan.recv(tag)
+        t1 = time.perf_counter()
+        x = self.codecs.codec(direction).decode(payload, self.codecs.ctx(boundary, direction, "recv", step, m))
+        t["recv_wait"] += t1 - t0
+        t["decode"] += time.perf_counter() - t1
+        if direction == "forward" and not self.inference:
+            x = x.detach().requires_grad_(True)  # a leaf: its grad is what goes back (straight-through)
+        return x
+
+    def close(self) -> None:
+        for c in (self.prev, self.next):
+            if c:
+                c.close()
+
+
+def _optimizer(module, spec):  # noqa: ANN001, ANN202
+    from harness.training import make_optimizer
+
+    return make_optimizer(module, spec)
+
+
+def main(run_dir: str, stage: int) -> None:
+    d = Path(run_dir)
+    spec = RunSpec.model_validate_json((d / "spec.json").read_text())
+    meta = json.loads((d / "links.json").read_text())
+    worker = StageWorker(spec, stage, meta["stages"], meta["partition"], meta["links"][stage])
+    print(f"stage {stage}: joined its links", flush=True)
+    steps = []
+    for step in range(spec.train.steps):
+        row = worker.step(step)
+        steps.append(row)
+        if row["loss"] is not None and (step % spec.log_every == 0 or step == spec.train.steps - 1):
+            print(f"stage {stage}: step {step} loss {row['loss']:.4f}", flush=True)
+        elif stage == 0 and step % spec.log_every == 0:
+            print(f"stage {stage}: step {step} done", flush=True)
+    worker.close()
+    tmp = d / f"stage{stage}.json.tmp"
+    tmp.write_text(json.dumps({"stage": stage, "pid": os.getpid(), "steps": steps}))
+    os.replace(tmp, d / f"stage{stage}.json")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
