@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from harness.fidelity_cli import fidelity_cmd
+from harness.train_cli import train_cmd
 from testbed.cli import doctor_cmd, topo_app
 from testbed.errors import ConfigError, UnsupportedError
 
@@ -15,6 +16,7 @@ app = typer.Typer(help="pipenem: network-emulation testbed and harness for compr
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.command("doctor")(doctor_cmd)
 app.command("fidelity")(fidelity_cmd)
+app.command("train")(train_cmd)
 app.add_typer(topo_app, name="topo")
 
 err_console = Console(stderr=True)
@@ -22,7 +24,10 @@ err_console = Console(stderr=True)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: click returns typer.Exit's code instead of raising it
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except (ConfigError, UnsupportedError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)

@@ -12,6 +12,8 @@ concatenation copy. ``bytes_sent`` counts every byte handed to gloo.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import deque
 from datetime import timedelta
@@ -42,6 +44,8 @@ class LinkChannel:
         self._pending: deque = deque()  # (work, tensors kept alive until the send completes)
         self.bytes_sent = 0
         self.send_wait_s = 0.0
+        self._inbox: dict[int, queue.Queue] = {}
+        self._closed = False
 
     def _post(self, t: torch.Tensor, tag: int) -> None:
         work = self.pg.send([t], self.peer, tag)
@@ -67,6 +71,26 @@ class LinkChannel:
             self._post(p.contiguous() if p.dtype != torch.bool else p.to(torch.uint8), tag)
 
     def recv(self, tag: int) -> Payload:
+        """The next payload of this direction. A background thread keeps a receive posted at
+        all times (gloo moves a message only while its receive is posted), so the link never
+        idles while this stage computes, encodes or decodes."""
+        if tag not in self._inbox:
+            self._inbox[tag] = queue.Queue()
+            threading.Thread(target=self._receive_loop, args=(tag,), daemon=True).start()
+        item = self._inbox[tag].get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def _receive_loop(self, tag: int) -> None:
+        try:
+            while not self._closed:
+                self._inbox[tag].put(self._recv_now(tag))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            if not self._closed:
+                self._inbox[tag].put(exc)
+
+    def _recv_now(self, tag: int) -> Payload:
         n = torch.empty(1, dtype=torch.int64)
         self.pg.recv([n], self.peer, tag).wait()
         d = torch.empty(int(n), dtype=torch.int64)
@@ -87,8 +111,7 @@ class LinkChannel:
             self._wait_oldest()
 
     def close(self) -> None:
+        """Wait for our sends. The group is not shut down: a receive thread may still be blocked
+        in it, and shutting down under it aborts the process; the worker exits with os._exit."""
         self.flush()
-        try:
-            self.pg.shutdown()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
+        self._closed = True

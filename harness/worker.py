@@ -161,3 +161,6 @@ def main(run_dir: str, stage: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
+    sys.stdout.flush()
+    # receive threads may be blocked in gloo; a normal interpreter exit would abort under them
+    os._exit(0)

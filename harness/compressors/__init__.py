@@ -9,7 +9,15 @@ See README.md here for the protocol and how to write your own.
 """
 
 from harness.compressors import dense, feedback, lowrank, quantize, sketch, sparse, structured  # noqa: F401
-from harness.compressors.base import REGISTRY, Compressor, Context, build, register, resolve, wire_ratio
+from harness.compressors.base import (
+    REGISTRY,
+    Compressor,
+    Context,
+    build,
+    register,
+    resolve,
+    wire_ratio,
+)
 from harness.compressors.wire import Payload
 
 __all__ = ["REGISTRY", "Compressor", "Context", "Payload", "build", "register", "resolve", "wire_ratio"]

@@ -87,7 +87,7 @@ class Compressor(ABC):
         """Nominal fraction removed (entries, columns, rows, rank share); 0 for dense."""
         return float(getattr(self, "_rate", 0.0))
 
-    def check_shape(self, shape: torch.Size | tuple[int, ...]) -> None:
+    def check_shape(self, shape: torch.Size | tuple[int, ...]) -> None:  # noqa: B027 - optional hook
         """Raise ConfigError if this configuration cannot compress tensors of this shape."""
 
     def roundtrip(self, x: torch.Tensor, ctx: Context | None = None) -> tuple[torch.Tensor, Payload]:

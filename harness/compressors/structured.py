@@ -12,7 +12,6 @@ from harness.compressors.base import Compressor, Context, as_3d, check_rate, kep
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, decode_positions, encode_positions
 
-
 CHUNK_BYTES = 1 << 22  # temporaries of ~4 MB stay in cache; one 67 MB square() would not
 
 
