@@ -38,7 +38,8 @@ class _Boundary(torch.autograd.Function):
 
 
 def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_batches: int = 0) -> list[dict]:
-    """Train (or run inference) in one process; one row per step (loss, time)."""
+    """Train (or run inference) in one process; one row per step (loss, time); the last row
+    also has the held-out loss over ``eval_batches`` batches."""
     partition, stages = check_spec(spec)
     torch.set_num_threads(spec.compute.threads)
     inference = spec.train.mode == "infer"
@@ -71,7 +72,7 @@ def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_
                 optimizer_step(mod, opt, step, spec)
         row = {"step": step, "loss": sum(losses) / M, "tokens": spec.train.batch * spec.model.ctx,
                "start": t0, "end": time.time()}
-        if eval_batches:
+        if eval_batches and step == spec.train.steps - 1:
             row["eval_loss"] = evaluate(mods, codecs, held_out, spec, eval_batches)
         rows.append(row)
         if on_step:

@@ -1,0 +1,184 @@
+"""Benchmark suites: a topology, a base run config, and sweep axes, expanded into trials.
+
+```yaml
+name: my-sweep
+topology: ../topologies/ci-4stage.yaml
+base: {model: {...}, data: {...}, train: {...}}      # a RunSpec without topology
+axes:
+  compressor:                                        # forward and backward chosen independently
+    - {label: none, fwd: none, bwd: none}
+    - {label: topk-fwd, fwd: topk, bwd: none}
+    - {label: column, fwd: column, bwd: column}
+  rate: [0.1, 0.5, 0.9]        # given to every compressor that takes a rate and has none
+  mode: [train, infer]
+  compute: [real, modeled]
+  execution: [twin, distributed]
+  seed: [0, 1]
+```
+
+A trial is self-contained (its full RunSpec) and has a stable id (a digest of its
+content), so a re-run of the suite recognises what already finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.config import RunSpec, build_spec, check_spec
+from testbed.errors import ConfigError
+
+AXES = ("compressor", "rate", "mode", "compute", "execution", "seed", "backend")
+RATED = {"topk", "randk", "column", "row", "lowrank", "sketch"}
+
+
+class CompressorChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    fwd: Any = "none"
+    bwd: Any = "none"
+
+
+class Axes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    compressor: list[CompressorChoice] = Field(default_factory=lambda: [CompressorChoice(label="none")], min_length=1)
+    rate: list[float] = Field(default_factory=list)
+    mode: list[Literal["train", "infer"]] = Field(default_factory=lambda: ["train"], min_length=1)
+    compute: list[Literal["real", "modeled"]] = Field(default_factory=lambda: ["real"], min_length=1)
+    execution: list[Literal["twin", "distributed"]] = Field(default_factory=lambda: ["distributed"], min_length=1)
+    seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    backend: list[Literal["netns", "docker"]] = Field(default_factory=lambda: ["netns"], min_length=1)
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    topology: str
+    base: dict[str, Any] = {}
+    axes: Axes = Axes()
+    description: str = ""
+
+
+class Trial(BaseModel):
+    """One point of the sweep: everything needed to run it, and the labels reports group by."""
+
+    model_config = ConfigDict(extra="forbid")
+    trial_id: str
+    suite: str
+    compressor: str  # the axis label
+    rate: float | None
+    fwd: Any
+    bwd: Any
+    mode: str
+    compute: str
+    execution: str
+    backend: str
+    seed: int
+    spec: dict[str, Any]
+
+    def run_spec(self) -> RunSpec:
+        return RunSpec.model_validate(self.spec)
+
+
+def _with_rate(c: Any, rate: float | None) -> Any:
+    if rate is None:
+        return c
+    if isinstance(c, str):
+        c = {"name": c}
+    if isinstance(c, dict):
+        if c.get("name") in RATED and "rate" not in c and "rank" not in c:
+            return {**c, "rate": rate}
+        if c.get("name") in ("ef", "ef21") and "inner" in c:
+            return {**c, "inner": _with_rate(c["inner"], rate)}
+    return c
+
+
+def _takes_rate(c: Any) -> bool:
+    """Whether the rate axis applies: a compressor with a rate parameter that has none yet."""
+    if isinstance(c, str):
+        c = {"name": c}
+    return isinstance(c, dict) and _with_rate(c, 0.5) != c
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def expand(suite: Suite) -> list[Trial]:
+    """Every trial of the suite, in a stable order; compressors without a rate appear once."""
+    ax = suite.axes
+    trials, seen = [], set()
+    for choice, rate, mode, compute, execution, seed, backend in itertools.product(
+            ax.compressor, ax.rate or [None], ax.mode, ax.compute, ax.execution, ax.seed, ax.backend):
+        rated = _takes_rate(choice.fwd) or _takes_rate(choice.bwd)
+        r = rate if rated else None
+        fwd, bwd = _with_rate(choice.fwd, r), _with_rate(choice.bwd, r)
+        if execution == "twin" and (compute == "modeled" or backend != "netns"):
+            continue  # the twin has no network and real compute only: those axes do not apply
+        spec = _deep_merge(suite.base, {"topology": suite.topology, "seed": seed, "backend": backend if execution == "distributed" else "twin",
+                                        "train": {"mode": mode}, "compute": {"mode": compute},
+                                        "compression": {"fwd": fwd, "bwd": bwd}})
+        body = json.dumps({"spec": spec, "execution": execution}, sort_keys=True, default=str)
+        if body in seen:
+            continue
+        seen.add(body)
+        tid = hashlib.sha256(body.encode()).hexdigest()[:12]
+        trials.append(Trial(trial_id=tid, suite=suite.name, compressor=choice.label, rate=r, fwd=fwd, bwd=bwd, mode=mode,
+                            compute=compute, execution=execution, backend=backend, seed=seed, spec=spec))
+    return trials
+
+
+def load_suite(path: str | Path) -> tuple[Suite, list[Trial]]:
+    """Read, validate and expand a suite; every trial's config is checked before anything runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"suite file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"malformed YAML: {exc}", str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("", "a suite is a mapping (name, topology, base, axes)", str(path))
+    if isinstance(data.get("axes"), dict):
+        unknown = sorted(set(data["axes"]) - set(AXES))
+        if unknown:
+            raise ConfigError(f"axes.{unknown[0]}", f"unknown axis; axes are {', '.join(AXES)}", str(path))
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "too_short":
+            msg = "empty: a sweep axis needs at least one value"
+        raise ConfigError(loc, msg, str(path)) from None
+    topo = Path(suite.topology)
+    if not topo.is_absolute():
+        topo = path.parent / topo
+    if not topo.is_file():
+        raise ConfigError("topology", f"topology file {str(topo)!r} not found", str(path))
+    suite = suite.model_copy(update={"topology": str(topo.resolve())})
+    trials = expand(suite)
+    if not trials:
+        raise ConfigError("axes", "the sweep is empty", str(path))
+    for t in trials:
+        try:
+            spec = build_spec(t.spec)
+        except ConfigError as exc:
+            raise ConfigError(f"base.{exc.field}" if exc.field else "base", exc.message, str(path)) from None
+        try:
+            check_spec(spec)
+        except ConfigError as exc:
+            # a bad compressor parameter on one axis value fails that trial, not the suite
+            if not exc.field.startswith("compression"):
+                raise ConfigError(exc.field, exc.message, str(path)) from None
+    return suite, trials

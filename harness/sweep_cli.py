@@ -1,0 +1,60 @@
+"""`pipenem run SUITE.yaml --out DIR`: a benchmark suite with a progress display; resumable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness.suite import Trial, load_suite
+
+console = Console()
+
+
+def sweep_with_progress(trials: list[Trial], out: Path, retry_failed: bool = False, title: str = "trials") -> dict:
+    """Run trials under a rich progress display; returns counts."""
+    from harness.sweep import run_trials
+
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    state = {"t0": time.time()}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console) as bar:
+        task = bar.add_task(title, total=len(trials), info="")
+
+        def on_event(kind: str, trial: Trial, data: dict) -> None:
+            label = f"{trial.compressor}{'' if trial.rate is None else f' {trial.rate:g}'} {trial.mode} {trial.execution}"
+            if kind == "start":
+                state["t0"] = time.time()
+                bar.update(task, info=label)
+            elif kind == "progress":
+                step, loss = data.get("step"), data.get("loss")
+                el = time.time() - state["t0"]
+                spec = trial.run_spec()
+                tps = (step + 1) * spec.train.batch * spec.model.ctx / el if step is not None and el > 0 else 0
+                bar.update(task, info=f"{label} | step {step}" + (f" loss {loss:.3f}" if loss is not None else "")
+                           + f" | {tps:,.0f} tok/s")
+            elif kind in ("done", "failed", "skip"):
+                counts[{"done": "done", "failed": "failed", "skip": "skipped"}[kind]] += 1
+                bar.advance(task)
+                if kind == "failed":
+                    console.print(f"[red]trial {trial.trial_id} ({label}) failed:[/] {data.get('error')}")
+
+        run_trials(trials, out, on_event=on_event, retry_failed=retry_failed)
+    return counts
+
+
+def run_cmd(
+    suite: Annotated[Path, typer.Argument(help="suite YAML")],
+    out: Annotated[Path, typer.Option(help="results folder (Parquet tables); re-running resumes")] = Path("results/run"),
+    retry_failed: Annotated[bool, typer.Option(help="run failed trials again")] = False,
+) -> None:
+    """Run a benchmark suite: every trial of its sweep, appended to OUT's tables as it finishes."""
+    s, trials = load_suite(suite)
+    console.print(f"suite {s.name}: {len(trials)} trials -> {out}")
+    counts = sweep_with_progress(trials, out, retry_failed, title=s.name)
+    console.print(f"{counts['done']} ran, {counts['skipped']} already finished, {counts['failed']} failed; "
+                  f"tables in {out} (`pipenem report {out}`)")
