@@ -8,8 +8,10 @@ import typer
 from rich.console import Console
 
 from harness.fidelity_cli import fidelity_cmd
+from harness.reproduce import reproduce_cmd
 from harness.sweep_cli import run_cmd
 from harness.train_cli import train_cmd
+from reports.command import report_cmd
 from testbed.cli import doctor_cmd, topo_app
 from testbed.errors import ConfigError, UnsupportedError
 
@@ -19,6 +21,8 @@ app.command("doctor")(doctor_cmd)
 app.command("fidelity")(fidelity_cmd)
 app.command("train")(train_cmd)
 app.command("run")(run_cmd)
+app.command("report")(report_cmd)
+app.command("reproduce")(reproduce_cmd)
 app.add_typer(topo_app, name="topo")
 
 err_console = Console(stderr=True)

@@ -70,7 +70,9 @@ class StageWorker:
                         out = self.module(inp)
                 t["compute"] += time.perf_counter() - t0
                 if self.last:
-                    if not self.modeled:
+                    if self.modeled:
+                        saved[m] = (inp, None)  # nothing to back-propagate: backward is a modeled sleep
+                    else:
                         loss = lm_loss(out, y_mb[m])
                         losses.append(loss.item())
                         saved[m] = (inp, loss / M)

@@ -1,0 +1,127 @@
+"""`pipenem reproduce beyond-topk [--quick]`: the paper's experiments, claim vs measured vs bound.
+
+Runs the convergence sweep (single-process twin) and the throughput experiment (pipeline
+over the emulated links, compute modeled as an A10G), measures subspace fidelity against
+the paper's bounds, then writes the report and the verdict table. ``--quick`` uses the
+CI-sized suites (a few minutes here); without it, the paper-sized ones (hours on a CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from harness.config import build_spec
+from harness.suite import load_suite
+from testbed.errors import ConfigError
+
+console = Console()
+SUITES = {True: ("suites/ci-convergence.yaml", "suites/ci-throughput.yaml"),
+          False: ("suites/beyond-topk-convergence.yaml", "suites/beyond-topk-throughput.yaml")}
+FIDELITY_RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def repo_file(rel: str) -> Path:
+    """A file shipped at the repository root (suites/, topologies/): next to the code, or in the cwd."""
+    import harness
+
+    for base in (Path(harness.__file__).resolve().parent.parent, Path.cwd()):
+        if (base / rel).exists():
+            return base / rel
+    raise ConfigError("", f"cannot find {rel}: run from the pipenem checkout")
+
+
+def fidelity_rows(conv_suite_path: Path, r: int = 8) -> list[dict]:
+    """sin Θ vs rate for column, row and TopK on (a) a real activation of the convergence model
+    at boundary 0–1 (untrained, on its data) and (b) a synthetic low-rank activation."""
+    import torch
+
+    from harness.compressors import build
+    from harness.data import Batches, load_streams
+    from harness.fidelity import measure, synthetic_activation
+    from harness.model import build_stages
+
+    suite, trials = load_suite(conv_suite_path)
+    spec = build_spec(trials[0].spec)
+    stages = build_stages(spec.model, spec.resolved_partition(spec.stage_count()), spec.seed)
+    train, _ = load_streams(spec.data, spec.seed)
+    x, _ = Batches(train, spec.model.ctx, 4, spec.seed).get(0)
+    with torch.no_grad():
+        real = stages[0](x)
+    sources = {f"activation 0-1 of {suite.name} model": real,
+               "synthetic low-rank": synthetic_activation((4, spec.model.ctx, spec.model.d_model), rank=r, seed=0)}
+    rows = []
+    for source, tensor in sources.items():
+        for name in ("column", "row", "topk"):
+            for rate in FIDELITY_RATES:
+                m = measure(build({"name": name, "rate": rate}), tensor, r)
+                rows.append({"source": source, "compressor_name": name, "rate": rate, "r": r, "sin_theta": m.sin_theta,
+                             "bound": m.bound, "relative_error": m.relative_error, "wire_ratio": m.wire_ratio,
+                             "shape": str(tuple(tensor.shape))})
+    return rows
+
+
+def reproduce_cmd(
+    paper: Annotated[str, typer.Argument(help="which paper: beyond-topk")],
+    quick: Annotated[bool, typer.Option(help="CI-sized suites (minutes) instead of the paper-sized ones (hours)")] = False,
+    out: Annotated[Path, typer.Option(help="results + report folder")] = Path("results/reproduce"),
+    check: Annotated[bool, typer.Option(help="exit 1 unless the system properties hold: training gain ≥ 2× and "
+                                              "inference gain ≥ 0.8 × wire ratio (comm-bound profile)")] = False,
+) -> None:
+    """Reproduce the paper's claims: prints and writes the verdict table and the report."""
+    if paper != "beyond-topk":
+        raise ConfigError("PAPER", f"unknown paper {paper!r}; available: beyond-topk")
+    from harness.sweep_cli import sweep_with_progress
+    from reports.cli import build_report, verdict_table
+
+    t0 = time.time()
+    conv_path, thr_path = (repo_file(p) for p in SUITES[quick])
+    trials = []
+    for p in (conv_path, thr_path):
+        _, ts = load_suite(p)
+        trials += ts
+    console.print(f"reproducing Beyond Top-K ({'quick' if quick else 'paper-sized'}): {len(trials)} trials -> {out}")
+    counts = sweep_with_progress(trials, out, retry_failed=True, title="beyond-topk")
+    from harness.results import ResultStore
+
+    with console.status("measuring subspace fidelity"):
+        store = ResultStore(out)
+        rows = fidelity_rows(conv_path)
+        old = store.path("fidelity")
+        old.unlink(missing_ok=True)
+        store.append("fidelity", rows)
+    path, vs = build_report(out, title=f"Beyond Top-K reproduction ({'quick' if quick else 'paper-sized'})")
+    (out / "verdicts.json").write_text(json.dumps([v.row() for v in vs], indent=1))
+    console.print(verdict_table(vs))
+    console.print(f"{counts['done']} trials ran, {counts['skipped']} reused, {counts['failed']} failed; "
+                  f"wall {time.time() - t0:.0f} s; report {path}")
+    if check:
+        problems = system_property_problems(vs)
+        for p in problems:
+            console.print(f"[red]check failed:[/] {p}")
+        if problems or counts["failed"]:
+            raise typer.Exit(1)
+
+
+def system_property_problems(vs: list) -> list[str]:
+    """The properties of the system (not of luck) CI insists on."""
+    from reports.verdicts import INFER_GAIN, TRAIN_GAIN
+
+    by = {v.claim: v for v in vs}
+    problems = []
+    tr = by.get(TRAIN_GAIN)
+    if tr is None or tr.value is None:
+        problems.append("training throughput gain was not measured")
+    elif tr.value < 2.0:
+        problems.append(f"training gain {tr.value:.2f}× < 2×")
+    inf = by.get(INFER_GAIN)
+    if inf is None or inf.value is None:
+        problems.append("inference throughput gain was not measured")
+    elif inf.value < 0.8 * inf.bound_value:
+        problems.append(f"inference gain {inf.value:.2f}× < 0.8 × wire ratio {inf.bound_value:.2f}×")
+    return problems

@@ -1,0 +1,230 @@
+"""The report's figures, each saved as a PNG with a caption that says how it was obtained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from reports.tables import Tables, loss_curves, provenance  # noqa: E402
+
+COLOURS = {"none": "black", "topk-fwd": "tab:orange", "topk-fwd+bwd": "tab:red", "column-fwd+bwd": "tab:blue",
+           "row-fwd+bwd": "tab:green"}
+
+
+@dataclass
+class Figure:
+    name: str
+    path: Path
+    caption: str
+
+
+def _colour(label: str) -> str | None:
+    return COLOURS.get(label)
+
+
+def loss_by_rate(tables: Tables, out: Path) -> Figure | None:
+    """Loss vs step, one panel per rate, the baseline in every panel (paper Fig. 1 a/b/c, Fig. 3)."""
+    curves = loss_curves(tables)
+    if curves.empty:
+        return None
+    curves = curves[curves["mode"] == "train"]
+    rates = sorted(curves["rate"].dropna().unique()) or [None]
+    fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 4), sharey=True, squeeze=False)
+    base = curves[curves["compressor"] == "none"]
+    for ax, rate in zip(axes[0], rates, strict=True):
+        sel = curves[(curves["rate"] - rate).abs() < 1e-9] if rate is not None else curves
+        for label, grp in pd.concat([base, sel]).groupby("compressor", sort=False):
+            g = grp.groupby("step")["loss"].mean().rolling(5, min_periods=1).mean()
+            ax.plot(g.index, g.values, label=label, color=_colour(label), lw=1.6 if label == "none" else 1.2,
+                    ls="--" if label == "none" else "-")
+        ax.set_title(f"compression rate {rate:g}" if rate is not None else "all")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("training loss (5-step moving average)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Convergence under compression (fwd/bwd at every stage boundary)")
+    fig.tight_layout()
+    path = out / "loss_by_rate.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure("loss_by_rate", path, "Training loss vs step per compressor, one panel per rate (the paper's Figures 1 "
+                  "and 3). " + provenance(tables.ok[tables.ok["mode"] == "train"]))
+
+
+def throughput_gain(tables: Tables, out: Path) -> Figure | None:
+    """Throughput gain over no compression, train and infer (paper Fig. 2), with the wire-ratio bound."""
+    t = tables.ok
+    if t.empty:
+        return None
+    d = t[t["execution"] == "distributed"]
+    if d.empty or "none" not in set(d["compressor"]):
+        return None
+    rows = []
+    for mode in ("train", "infer"):
+        m = d[d["mode"] == mode]
+        base = m[m["compressor"] == "none"]["tokens_per_s"].mean()
+        for (label, rate), g in m[m["compressor"] != "none"].groupby(["compressor", "rate"]):
+            ratio = g["fwd_wire_ratio"].mean() if mode == "infer" else min(g["fwd_wire_ratio"].mean(), g["bwd_wire_ratio"].mean())
+            rows.append((mode, f"{label} {rate:g}", g["tokens_per_s"].mean() / base, ratio))
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(rows))
+    ax.bar(x, [r[2] for r in rows], color=["tab:blue" if r[0] == "train" else "tab:purple" for r in rows], label="measured gain")
+    ax.scatter(x, [r[3] for r in rows], marker="_", s=900, color="black", zorder=3, label="bound: measured wire ratio")
+    claims = {"train": 2.0, "infer": 12.0}
+    ax.scatter(x, [claims[r[0]] for r in rows], marker="*", s=120, color="tab:red", zorder=3, label="paper's claim (2× / 12×)")
+    for xi, r in zip(x, rows, strict=True):
+        ax.text(xi, r[2], f"{r[2]:.2f}×", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(x, [f"{r[0]}\n{r[1]}" for r in rows])
+    ax.set_ylabel("throughput gain over no compression (×)")
+    ax.set_title("Throughput gain (tokens/s, pipeline over emulated links)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out / "throughput_gain.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure("throughput_gain", path, "Measured throughput gain (the paper's Figure 2) beside the bound a "
+                  "bandwidth-bound link allows (the measured wire ratio) and the paper's claims. " + provenance(d))
+
+
+def time_to_target(tables: Tables, out: Path) -> Figure | None:
+    """Projected time to the baseline's loss: steps needed (twin) × seconds per step (over the links)."""
+    conv, t = loss_curves(tables), tables.ok
+    if conv.empty or t.empty:
+        return None
+    conv = conv[(conv["mode"] == "train") & (conv["execution"] == "twin")]
+    dist = t[(t["execution"] == "distributed") & (t["mode"] == "train")]
+    if conv.empty or dist.empty:
+        return None
+    base = conv[conv["compressor"] == "none"].groupby("step")["loss"].mean().rolling(5, min_periods=1).mean()
+    if base.empty:
+        return None
+    target = float(base.iloc[int(len(base) * 0.8)])
+    step_time = {}
+    for (label, rate), g in dist.groupby(["compressor", "rate"], dropna=False):
+        tokens = g["tokens_per_s"].mean()
+        step_time[label if label == "none" else (label, rate)] = tokens
+    rows = []
+    for (label, rate), g in conv.groupby(["compressor", "rate"], dropna=False):
+        key = label if label == "none" else (label, rate)
+        if key not in step_time:
+            continue
+        curve = g.groupby("step")["loss"].mean().rolling(5, min_periods=1).mean()
+        hit = curve[curve <= target]
+        tokens_per_step = g["tokens"].iloc[0]
+        secs = (hit.index[0] + 1) * tokens_per_step / step_time[key] if not hit.empty else None
+        rows.append((label if label == "none" else f"{label} {rate:g}", secs))
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = [r[0] for r in rows]
+    vals = [r[1] if r[1] is not None else 0 for r in rows]
+    bars = ax.barh(names, vals, color=["tab:gray" if r[1] is None else "tab:blue" for r in rows])
+    for b, r in zip(bars, rows, strict=True):
+        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, " not reached" if r[1] is None else f" {r[1]:.1f} s",
+                va="center", fontsize=9)
+    ax.set_xlabel(f"projected seconds to loss {target:.3f} (baseline at 80% of its run)")
+    ax.set_title("Time to target loss")
+    fig.tight_layout()
+    path = out / "time_to_target.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure("time_to_target", path, "Projected time to reach the baseline's loss: steps needed in the single-process "
+                  "twin × the step time measured over the emulated links for the same compressor (throughput alone hides "
+                  "that a compressed run may need more steps). Projection, not a single measured run. " + provenance(dist))
+
+
+def bytes_per_link(tables: Tables, out: Path) -> Figure | None:
+    lk, t = tables.links, tables.ok
+    if lk.empty or t.empty:
+        return None
+    tot = lk[lk["window"] == -1].merge(t[["trial_id", "compressor", "rate", "mode"]], on="trial_id")
+    if tot.empty:
+        return None
+    tot["trial"] = tot["compressor"] + " " + tot["rate"].map(lambda r: "" if pd.isna(r) else f"{r:g}") + " " + tot["mode"]
+    piv = tot.pivot_table(index=["link", "direction"], columns="trial", values="payload_bytes", aggfunc="sum")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    piv.plot.bar(ax=ax, logy=True)
+    ax.set_ylabel("payload bytes sent (log)")
+    ax.set_xlabel("link, direction")
+    ax.set_title("Bytes per link and direction")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "bytes_per_link.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure("bytes_per_link", path, "Payload bytes each link carried per trial, counted from the payloads (the "
+                  "interface counters agree within the overhead in the links table). " + provenance(t[t["execution"] == "distributed"]))
+
+
+def bandwidth_applied(tables: Tables, out: Path) -> Figure | None:
+    lk = tables.links
+    if lk.empty:
+        return None
+    w = lk[lk["window"] >= 0]
+    if w.empty:
+        return None
+    trial = w["trial_id"].iloc[0]
+    w = w[w["trial_id"] == trial]
+    t0 = w["t_start"].min()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for (link, direction), g in w.groupby(["link", "direction"]):
+        g = g.sort_values("t_start")
+        xs = list(g["t_start"] - t0) + [g["t_end"].iloc[-1] - t0]
+        ys = list(g["rate_bps"] / 1e6) + [g["rate_bps"].iloc[-1] / 1e6]
+        ax.step(xs, ys, where="post", label=f"{link} {direction}")
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds since bring-up")
+    ax.set_ylabel("bandwidth applied (Mbit/s, log)")
+    ax.set_title(f"Bandwidth the schedule applied (trial {trial})")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = out / "bandwidth_applied.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    row = tables.trials[tables.trials["trial_id"] == trial]
+    return Figure("bandwidth_applied", path, "Per-link bandwidth as applied by the seeded schedule (recorded at each "
+                  "change, not the configured distribution). " + provenance(row))
+
+
+def fidelity(tables: Tables, out: Path) -> Figure | None:
+    f = tables.fidelity
+    if f.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (source, name), g in f.groupby(["source", "compressor_name"]):
+        g = g.sort_values("rate")
+        ax.plot(g["rate"], g["sin_theta"], marker="o", label=f"{name} measured ({source})")
+        if g["bound"].notna().any():
+            ax.plot(g["rate"], g["bound"], ls=":", label=f"{name} bound ({source})")
+    ax.set_yscale("log")
+    ax.set_xlabel("compression rate x (fraction removed)")
+    ax.set_ylabel("‖sin Θ(U_r, Ũ_r)‖_F (log)")
+    ax.set_title("Subspace error vs the paper's bounds")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "fidelity.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    r = int(f["r"].iloc[0])
+    return Figure("fidelity", path, f"Measured ‖sin Θ‖_F of the top-{r} left singular subspace vs rate, beside Theorem 4.1 "
+                  "(column) and Theorem 3.2 with C = 1 (TopK; its constant is not given). Sources: "
+                  + ", ".join(sorted(set(f["source"]))))
+
+
+ALL = (loss_by_rate, throughput_gain, time_to_target, bytes_per_link, bandwidth_applied, fidelity)
+
+
+def render_all(tables: Tables, out: Path) -> list[Figure]:
+    out.mkdir(parents=True, exist_ok=True)
+    return [fig for make in ALL if (fig := make(tables, out)) is not None]

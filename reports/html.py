@@ -1,0 +1,72 @@
+"""A self-contained report.html (images embedded) plus CSV copies of every table."""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from reports.figures import Figure
+from reports.tables import Tables, provenance
+from reports.verdicts import Verdict
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}
+th{background:#f3f3f3}figure{margin:2em 0}figcaption{font-size:13px;color:#444}img{max-width:100%}
+.reproduced{color:#16691e;font-weight:600}.not{color:#a40000;font-weight:600}.bound{color:#7a4c00;font-weight:600}"""
+
+TRIAL_COLUMNS = ["trial_id", "suite", "compressor", "rate", "direction", "mode", "execution", "backend", "compute", "device",
+                 "seed", "status", "initial_loss", "final_loss", "eval_loss", "tokens_per_s", "throughput_kind",
+                 "fwd_wire_ratio", "bwd_wire_ratio", "wall_s", "error"]
+
+
+def _cls(verdict: str) -> str:
+    if verdict.startswith("reproduced"):
+        return "reproduced"
+    if "bound" in verdict:
+        return "bound"
+    return "not"
+
+
+def write(out: Path, tables: Tables, figures: list[Figure], verdicts: list[Verdict], title: str = "pipenem report") -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style>",
+             f"<h1>{html.escape(title)}</h1>",
+             f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from the result tables. "
+             f"{html.escape(provenance(tables.ok))}.</p>"]
+    if verdicts:
+        parts.append("<h2>Claims</h2><table><tr><th>claim</th><th>as published</th><th>measured</th><th>bound</th>"
+                     "<th>verdict</th><th>reason</th></tr>")
+        for v in verdicts:
+            parts.append(f"<tr><td>{html.escape(v.claim)}</td><td>{html.escape(v.published)}</td><td>{html.escape(v.measured)}</td>"
+                         f"<td>{html.escape(v.bound)}</td><td class='{_cls(v.verdict)}'>{html.escape(v.verdict)}</td>"
+                         f"<td>{html.escape(v.reason)}</td></tr>")
+        parts.append("</table>")
+        pd.DataFrame([v.row() for v in verdicts]).to_csv(out / "verdicts.csv", index=False)
+    for fig in figures:
+        data = base64.b64encode(fig.path.read_bytes()).decode()
+        parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{fig.name}'>"
+                     f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+    t = tables.trials
+    if not t.empty:
+        cols = [c for c in TRIAL_COLUMNS if c in t.columns]
+        parts.append("<h2>Trials</h2>" + t[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    lk = tables.links
+    if not lk.empty:
+        tot = lk[lk["window"] == -1].copy()
+        if not tot.empty:
+            tot["overhead"] = tot["interface_bytes"] / tot["payload_bytes"]
+            parts.append("<h2>Bytes per link (payload vs interface counters)</h2>"
+                         + tot[["trial_id", "link", "direction", "payload_bytes", "interface_bytes", "overhead"]]
+                         .to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    for name in ("trials", "steps", "links", "fidelity"):
+        df = getattr(tables, name)
+        if not df.empty:
+            df.to_csv(out / f"{name}.csv", index=False)
+    parts.append("<p>CSV copies: trials.csv, steps.csv, links.csv, fidelity.csv, verdicts.csv.</p>")
+    path = out / "report.html"
+    path.write_text("\n".join(parts))
+    return path
