@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from harness.fidelity_cli import fidelity_cmd
 from harness.reproduce import reproduce_cmd
@@ -35,7 +36,7 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except (ConfigError, UnsupportedError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -87,23 +87,23 @@ class Trial(BaseModel):
 
 
 def _with_rate(c: Any, rate: float | None) -> Any:
+    """``c`` with ``rate`` filled in where it takes one and has none; otherwise ``c`` unchanged."""
     if rate is None:
         return c
-    if isinstance(c, str):
-        c = {"name": c}
-    if isinstance(c, dict):
-        if c.get("name") in RATED and "rate" not in c and "rank" not in c:
-            return {**c, "rate": rate}
-        if c.get("name") in ("ef", "ef21") and "inner" in c:
-            return {**c, "inner": _with_rate(c["inner"], rate)}
+    d = {"name": c} if isinstance(c, str) else c
+    if isinstance(d, dict):
+        if d.get("name") in RATED and "rate" not in d and "rank" not in d:
+            return {**d, "rate": rate}
+        if d.get("name") in ("ef", "ef21") and "inner" in d:
+            inner = _with_rate(d["inner"], rate)
+            if inner != d["inner"]:
+                return {**d, "inner": inner}
     return c
 
 
 def _takes_rate(c: Any) -> bool:
     """Whether the rate axis applies: a compressor with a rate parameter that has none yet."""
-    if isinstance(c, str):
-        c = {"name": c}
-    return isinstance(c, dict) and _with_rate(c, 0.5) != c
+    return _with_rate(c, 0.5) != c
 
 
 def _deep_merge(a: dict, b: dict) -> dict:

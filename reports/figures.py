@@ -82,11 +82,12 @@ def throughput_gain(tables: Tables, out: Path) -> Figure | None:
     claims = {"train": 2.0, "infer": 12.0}
     ax.scatter(x, [claims[r[0]] for r in rows], marker="*", s=120, color="tab:red", zorder=3, label="paper's claim (2× / 12×)")
     for xi, r in zip(x, rows, strict=True):
-        ax.text(xi, r[2], f"{r[2]:.2f}×", ha="center", va="bottom", fontsize=9)
+        ax.text(xi, r[2] / 2, f"{r[2]:.2f}×", ha="center", va="center", fontsize=10, color="white", fontweight="bold")
     ax.set_xticks(x, [f"{r[0]}\n{r[1]}" for r in rows])
     ax.set_ylabel("throughput gain over no compression (×)")
     ax.set_title("Throughput gain (tokens/s, pipeline over emulated links)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylim(0, max(max(r[3] for r in rows), 12) * 1.25)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path = out / "throughput_gain.png"
@@ -200,17 +201,20 @@ def fidelity(tables: Tables, out: Path) -> Figure | None:
     f = tables.fidelity
     if f.empty:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    colours = {"column": "tab:blue", "row": "tab:green", "topk": "tab:red"}
+    markers = {}
     for (source, name), g in f.groupby(["source", "compressor_name"]):
         g = g.sort_values("rate")
-        ax.plot(g["rate"], g["sin_theta"], marker="o", label=f"{name} measured ({source})")
+        mk = markers.setdefault(source, "os^"[len(markers) % 3])
+        ax.plot(g["rate"], g["sin_theta"], marker=mk, color=colours.get(name), label=f"{name}, measured — {source}")
         if g["bound"].notna().any():
-            ax.plot(g["rate"], g["bound"], ls=":", label=f"{name} bound ({source})")
+            ax.plot(g["rate"], g["bound"], ls=":", marker=mk, ms=3, color=colours.get(name), label=f"{name}, bound — {source}")
     ax.set_yscale("log")
     ax.set_xlabel("compression rate x (fraction removed)")
     ax.set_ylabel("‖sin Θ(U_r, Ũ_r)‖_F (log)")
     ax.set_title("Subspace error vs the paper's bounds")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "fidelity.png"
