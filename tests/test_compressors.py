@@ -209,6 +209,16 @@ def test_every_compressor_roundtrips_and_reports_an_exact_size(name: str) -> Non
         assert wire_ratio(X, p) > 0.99
 
 
+@pytest.mark.parametrize("d", [2, 4, 16, 256, 300])
+@pytest.mark.parametrize("name", ["column", "topk"])
+def test_small_and_odd_widths_use_packed_positions_correctly(d: int, name: str) -> None:
+    """Index widths of 1-8 bits come back as uint8 from unpacking: positions must still work."""
+    x = torch.randn(3, 5, d)
+    x_hat, _ = build({"name": name, "rate": 0.9}).roundtrip(x)
+    kept = x_hat != 0
+    assert torch.equal(x_hat[kept], x[kept]) and kept.any()
+
+
 def test_pack_uint_roundtrip_all_widths() -> None:
     g = torch.Generator().manual_seed(0)
     for width in (1, 2, 3, 4, 7, 8, 12, 16, 19, 32):

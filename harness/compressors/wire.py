@@ -169,7 +169,7 @@ def decode_positions(data: torch.Tensor, mode: int, rows: int, k: int, n: int) -
         stride = n + ((-n) % 8)
         mask = unpack_bits(data, rows * stride).view(rows, stride)[:, :n]
         return mask.nonzero()[:, 1].view(rows, k)
-    return unpack_uint(data, rows * k, index_width(n)).view(rows, k)
+    return unpack_uint(data, rows * k, index_width(n)).to(torch.int64).view(rows, k)
 
 
 def positions_bytes(rows: int, k: int, n: int) -> int:
