@@ -445,10 +445,14 @@ def build_topology(data: Any, source: str | None = None, base_dir: str | Path = 
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Read and validate a topology YAML file."""
+    """Read and validate a topology YAML file (or a Mininet topology .py file)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", f"topology file {str(path)!r} not found")
+    if path.suffix == ".py":  # a Mininet Topo subclass
+        from testbed.mininet_topo import topology_from_mininet
+
+        return topology_from_mininet(path)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
