@@ -14,6 +14,7 @@ from harness.sweep_cli import run_cmd
 from harness.train_cli import train_cmd
 from reports.command import report_cmd
 from testbed.cli import doctor_cmd, topo_app
+from testbed.containers_cli import containers_app
 from testbed.errors import ConfigError, UnsupportedError
 
 app = typer.Typer(help="pipenem: network-emulation testbed and harness for compressed pipeline-parallel training.",
@@ -25,6 +26,7 @@ app.command("run")(run_cmd)
 app.command("report")(report_cmd)
 app.command("reproduce")(reproduce_cmd)
 app.add_typer(topo_app, name="topo")
+app.add_typer(containers_app, name="containers")
 
 err_console = Console(stderr=True)
 

@@ -22,6 +22,8 @@ from testbed.topology import load_topology
 class StageFailed(RuntimeError):
     def __init__(self, stage: int, code: int, tail: list[str]) -> None:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        if code > 128:  # `docker exec` reports a signal inside the container as 128 + n
+            how += f" (signal {code - 128} inside its container)"
         super().__init__(f"stage {stage} {how}" + (": " + " | ".join(tail[-3:]) if tail else ""))
         self.stage, self.code, self.tail = stage, code, tail
 
@@ -83,7 +85,7 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
     topo = load_topology(spec.topology)
     t_start = time.time()
     procs: list[subprocess.Popen] = []
-    with make_backend(backend_name, topo) as backend:
+    with make_backend(backend_name, topo, shared_dirs=[str(run_dir.resolve())]) as backend:
         (run_dir / "links.json").write_text(json.dumps({"stages": stages, "partition": partition,
                                                         "links": _links_meta(backend, stages)}))
         counters0 = backend.link_counters()

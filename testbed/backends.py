@@ -10,7 +10,10 @@ from testbed.topology import Topology
 BACKENDS = ("netns", "docker")
 
 
-def make_backend(name: str, topology: Topology, detached: bool = False, run_id: str | None = None) -> Backend:
+def make_backend(name: str, topology: Topology, detached: bool = False, run_id: str | None = None,
+                 shared_dirs: list[str] | None = None) -> Backend:
+    """A backend by name. ``shared_dirs`` are folders the hosts' commands read and write
+    (bind-mounted into containers; plain namespaces share the filesystem anyway)."""
     if name == "netns":
         from testbed.netns import NetnsBackend
 
@@ -20,7 +23,7 @@ def make_backend(name: str, topology: Topology, detached: bool = False, run_id: 
             from testbed.docker import DockerBackend
         except ImportError:
             raise ConfigError("backend", "the docker backend is not available in this version") from None
-        return DockerBackend(topology, run_id=run_id, detached=detached)
+        return DockerBackend(topology, run_id=run_id, detached=detached, shared_dirs=shared_dirs)
     raise ConfigError("backend", f"unknown backend {name!r}; one of {', '.join(BACKENDS)}")
 
 

@@ -45,7 +45,8 @@ class NetnsBackend(Backend):
         self.hosts = [ns_name(self.run_id, i) for i in range(topo.stages)]
         bottleneck_of = {link: bn for bn in topo.bottlenecks for link in bn.links}
         routers = {bn.name: (f"{self.run_id}-{bn.name}a", f"{self.run_id}-{bn.name}b") for bn in topo.bottlenecks}
-        for name in self.hosts + [r for pair in routers.values() for r in pair]:
+        self._create_hosts(self.hosts)
+        for name in [r for pair in routers.values() for r in pair]:  # routers are plain namespaces on every backend
             self.record.add("netns", name)
             netns.create(name)
         with ExitStack() as stack:
@@ -83,6 +84,12 @@ class NetnsBackend(Backend):
                 self._shape(ipr, a_ns, a_if, label, "forward", initial)
                 self._shape(ipr, b_ns, b_if, label, "backward", initial)
                 self.links.append(LinkInfo(i, LinkEnd(a_ns, a_if, a_ip), LinkEnd(b_ns, b_if, b_ip), bn.name if bn else None))
+
+    def _create_hosts(self, names: list[str]) -> None:
+        """One named network namespace per stage (the docker backend makes containers instead)."""
+        for name in names:
+            self.record.add("netns", name)
+            netns.create(name)
 
     def _veth(self, root: IPRoute, ipr: dict[str, IPRoute], a_if: str, a_ns: str, a_ip: str,
               b_if: str, b_ns: str, b_ip: str, prefix: int = 24) -> None:

@@ -33,6 +33,18 @@ NETNS_REASON = _netns_reason()
 needs_netns = pytest.mark.skipif(NETNS_REASON is not None, reason=NETNS_REASON or "")
 
 
+def _docker_reason() -> str | None:
+    if NETNS_REASON:
+        return NETNS_REASON
+    from testbed.capabilities import docker_engine
+
+    why = docker_engine()
+    return f"docker engine: {why}" if why else None
+
+
+needs_docker = pytest.mark.skipif(_docker_reason() is not None, reason=_docker_reason() or "")
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own run registry (inherited by the CLI subprocesses it starts)."""
