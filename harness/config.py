@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from testbed.errors import ConfigError
+from testbed.yamlfile import read_yaml
 
 PAPER_HEADS = 24
 
@@ -170,12 +170,7 @@ def build_spec(data: Any, source: str | None = None) -> RunSpec:
 
 def load_spec(path: str | Path) -> RunSpec:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"config file {str(path)!r} not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"malformed YAML: {exc}", str(path)) from None
+    data = read_yaml(path, "config")
     if isinstance(data, dict) and "topology" in data and not Path(data["topology"]).is_absolute():
         cand = path.parent / data["topology"]
         data["topology"] = str(cand if cand.exists() else Path(data["topology"]))

@@ -11,7 +11,7 @@ step's compute time is never reported as measured.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -32,9 +32,6 @@ class DeviceProfile:
 
     def seconds(self, flops: float) -> float:
         return flops / self.flops_per_s
-
-    def row(self) -> dict:
-        return asdict(self)
 
 
 BUILTIN = {

@@ -28,11 +28,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.config import RunSpec, build_spec, check_spec
 from testbed.errors import ConfigError
+from testbed.yamlfile import read_yaml
 
 AXES = ("compressor", "rate", "mode", "compute", "execution", "seed", "backend")
 RATED = {"topk", "randk", "column", "row", "lowrank", "sketch"}
@@ -140,12 +140,7 @@ def expand(suite: Suite) -> list[Trial]:
 def load_suite(path: str | Path) -> tuple[Suite, list[Trial]]:
     """Read, validate and expand a suite; every trial's config is checked before anything runs."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"suite file {str(path)!r} not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"malformed YAML: {exc}", str(path)) from None
+    data = read_yaml(path, "suite")
     if not isinstance(data, dict):
         raise ConfigError("", "a suite is a mapping (name, topology, base, axes)", str(path))
     if isinstance(data.get("axes"), dict):

@@ -4,7 +4,6 @@ twin's losses match the distributed run's."""
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -105,7 +104,3 @@ def _sleep(seconds: float) -> None:
         time.sleep(seconds - 0.0005)
     while time.perf_counter() < end:
         pass
-
-
-def finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None

@@ -20,7 +20,7 @@ from harness.config import RunSpec
 from harness.data import Batches, load_streams
 from harness.model import build_stages
 from harness.schedule import SCHEDULES
-from harness.training import BoundaryCodecs, ModeledCompute, lm_loss, optimizer_step
+from harness.training import BoundaryCodecs, ModeledCompute, lm_loss, make_optimizer, optimizer_step
 from harness.transport import BWD, FWD, LinkChannel
 
 
@@ -34,7 +34,7 @@ class StageWorker:
         self.module = build_stages(spec.model, partition, spec.seed)[stage]
         if self.inference:
             self.module.eval()
-        self.opt = None if self.inference else _optimizer(self.module, spec)
+        self.opt = None if self.inference else make_optimizer(self.module, spec)
         self.codecs = BoundaryCodecs(spec, inference=self.inference)
         self.sim = ModeledCompute(spec, partition[stage], self.first, self.last) if self.modeled else None
         self.batches = None
@@ -133,12 +133,6 @@ class StageWorker:
         for c in (self.prev, self.next):
             if c:
                 c.close()
-
-
-def _optimizer(module, spec):  # noqa: ANN001, ANN202
-    from harness.training import make_optimizer
-
-    return make_optimizer(module, spec)
 
 
 def main(run_dir: str, stage: int) -> None:

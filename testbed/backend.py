@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 from testbed.registry import RunRecord, new_run_id, state_dir
-from testbed.schedule import RateEvent, Schedule
+from testbed.schedule import Schedule
 from testbed.topology import Topology
 
 
@@ -68,7 +68,6 @@ class Backend(ABC):
         self.t0: float | None = None
         self._scheduler: subprocess.Popen | None = None
         self._old_handlers: dict[int, Any] = {}
-        self._is_up = False
 
     # -------------------------------------------------------------- interface
     @abstractmethod
@@ -101,7 +100,6 @@ class Backend(ABC):
                 self._spawn_scheduler()  # it imports while we build the network
             self._create()
             self.t0 = time.time()
-            self._is_up = True
             if not self.record.detached:
                 self._start_scheduler()
         except BaseException:
@@ -119,7 +117,6 @@ class Backend(ABC):
             self.record.forget()
             self._applied_path.unlink(missing_ok=True)
         finally:
-            self._is_up = False
             self._restore_signals()
 
     def __enter__(self) -> Backend:
@@ -175,9 +172,6 @@ class Backend(ABC):
             return [{**e.row(), "applied_at": self.t0} for e in self.schedule.initial()]
         return [json.loads(line) for line in self._applied_path.read_text().splitlines() if line.strip()]
 
-    def expected(self, until: float) -> list[RateEvent]:
-        return self.schedule.events(until)
-
     # -------------------------------------------------------------- signals
     def _guard_signals(self) -> None:
         import threading
@@ -201,6 +195,3 @@ class Backend(ABC):
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
         self._old_handlers.clear()
-
-    def link(self, index: int) -> LinkInfo:
-        return self.links[index]

@@ -131,7 +131,8 @@ class DockerBackend(NetnsBackend):
             self.record.add("container", name, run=self.run_id)
             c = self._client.containers.run(
                 self.image, ["sleep", "infinity"], name=name, hostname=name, detach=True, network_mode="none",
-                labels={LABEL: self.run_id}, volumes=volumes, tmpfs={"/tmp": ""}, working_dir="/tmp",
+                # no tmpfs on /tmp: it would hide binds below it (a tox virtualenv, run folders)
+                labels={LABEL: self.run_id}, volumes=volumes, working_dir="/tmp",
                 environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"})
             c.reload()
             self.record.add("netns", name)

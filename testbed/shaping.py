@@ -69,33 +69,29 @@ def _htb_class(ipr: Any, verb: str, index: int, b: BucketParams) -> None:
 
 def install(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: bool) -> None:
     """Create the qdisc tree on interface ``index`` (egress)."""
-    b = bucket(state.rate_bps)
-    if shaper == "tbf":
-        if with_netem:
-            ipr.tc("add", "netem", index, ROOT, **netem_args(state))
-            _tbf(ipr, "add", index, TBF_UNDER_NETEM, b, parent=NETEM_CLASS)
-        else:
-            _tbf(ipr, "add", index, ROOT, b)
-    else:
-        ipr.tc("add", "htb", index, ROOT, default=HTB_CLASS & 0xFFFF)
-        _htb_class(ipr, "add-class", index, b)
-        if with_netem:
-            ipr.tc("add", "netem", index, NETEM_UNDER_HTB, parent=HTB_CLASS, **netem_args(state))
+    _apply(ipr, index, shaper, state, with_netem, create=True)
 
 
 def change(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: bool) -> None:
     """Apply a new state in place (``change`` keeps the queue)."""
+    _apply(ipr, index, shaper, state, with_netem, create=False)
+
+
+def _apply(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: bool, create: bool) -> None:
     b = bucket(state.rate_bps)
+    verb = "add" if create else "change"
     if shaper == "tbf":
         if with_netem:
-            ipr.tc("change", "netem", index, ROOT, **netem_args(state))
-            _tbf(ipr, "change", index, TBF_UNDER_NETEM, b, parent=NETEM_CLASS)
+            ipr.tc(verb, "netem", index, ROOT, **netem_args(state))
+            _tbf(ipr, verb, index, TBF_UNDER_NETEM, b, parent=NETEM_CLASS)
         else:
-            _tbf(ipr, "change", index, ROOT, b)
-    else:
-        _htb_class(ipr, "change-class", index, b)
-        if with_netem:
-            ipr.tc("change", "netem", index, NETEM_UNDER_HTB, parent=HTB_CLASS, **netem_args(state))
+            _tbf(ipr, verb, index, ROOT, b)
+        return
+    if create:
+        ipr.tc("add", "htb", index, ROOT, default=HTB_CLASS & 0xFFFF)
+    _htb_class(ipr, f"{verb}-class", index, b)
+    if with_netem:
+        ipr.tc(verb, "netem", index, NETEM_UNDER_HTB, parent=HTB_CLASS, **netem_args(state))
 
 
 def applied_rate(ipr: Any, index: int, shaper: Shaper) -> int | None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,6 +34,7 @@ from pydantic import (
 
 from testbed.errors import ConfigError
 from testbed.units import canonical_unit, default_unit, parse_duration, split_quantity, units_for
+from testbed.yamlfile import read_yaml
 
 Direction = Literal["forward", "backward"]
 DIRECTIONS: tuple[Direction, Direction] = ("forward", "backward")
@@ -447,16 +447,8 @@ def build_topology(data: Any, source: str | None = None, base_dir: str | Path = 
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology YAML file (or a Mininet topology .py file)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"topology file {str(path)!r} not found")
-    if path.suffix == ".py":  # a Mininet Topo subclass
+    if path.suffix == ".py" and path.is_file():  # a Mininet Topo subclass
         from testbed.mininet_topo import topology_from_mininet
 
         return topology_from_mininet(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError("", f"malformed YAML{where}: {getattr(exc, 'problem', exc)}", str(path)) from None
-    return build_topology(data, source=str(path), base_dir=path.parent)
+    return build_topology(read_yaml(path, "topology"), source=str(path), base_dir=path.parent)
