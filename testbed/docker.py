@@ -10,8 +10,9 @@ exactly as for plain namespaces. Stage commands run inside the containers throug
 Images (see containers/README.md): ``pipenem-stage:offline`` is built without a registry
 (an empty root imported with ``docker import``; the host's /usr, Python and pipenem are
 bind-mounted read-only); ``pipenem-stage:latest`` is what containers/Dockerfile builds
-where a registry is reachable. The image's ``pipenem.python`` label says which
-interpreter runs the stage commands.
+where a registry is reachable. Offline, stage commands run the calling process's own
+interpreter (bind-mounted); a Dockerfile image names its interpreter in the
+``pipenem.python`` label.
 """
 
 from __future__ import annotations
@@ -85,8 +86,7 @@ def build_offline_image(client: Any | None = None) -> str:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     repo, tag = OFFLINE_IMAGE.split(":")
-    client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
-                                      changes=[f'LABEL pipenem.python="{sys.executable}"', 'LABEL pipenem.image="offline"'])
+    client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag, changes=['LABEL pipenem.image="offline"'])
     return OFFLINE_IMAGE
 
 
@@ -102,6 +102,8 @@ def ensure_image(client: Any, image: str = OFFLINE_IMAGE) -> tuple[str, str]:
         build_offline_image(client)
         img = client.images.get(image)
     labels = img.labels or {}
+    if labels.get("pipenem.image") == "offline":
+        return image, sys.executable  # the host's interpreter (a virtualenv too) is bind-mounted as it is
     return image, labels.get("pipenem.python", "python3")
 
 
