@@ -21,11 +21,10 @@ from datetime import timedelta
 import torch
 from torch.distributed import ProcessGroupGloo, TCPStore
 
-from harness.compressors.wire import DTYPES, Payload
+from harness.compressors.wire import DTYPE_CODES, DTYPES, Payload
 
 FWD, BWD = 0, 1  # tags: the two directions of a link never mix
 STORE_PORT = 29400
-_CODE = {dt: i for i, dt in enumerate(DTYPES)}
 
 
 class LinkChannel:
@@ -63,7 +62,7 @@ class LinkChannel:
         """Post the payload's sends (asynchronous; at most ``window`` messages in flight)."""
         desc = [len(payload.header), len(payload.parts), *payload.header]
         for p in payload.parts:
-            desc += [_CODE[p.dtype], p.numel()]
+            desc += [DTYPE_CODES[p.dtype], p.numel()]
         d = torch.tensor(desc, dtype=torch.int64)
         self._post(torch.tensor([d.numel()], dtype=torch.int64), tag)
         self._post(d, tag)

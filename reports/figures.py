@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports.tables import Tables, loss_curves, provenance  # noqa: E402
+from reports.tables import Tables, loss_curves, provenance, smoothed_loss, wire_bound  # noqa: E402
 
 COLOURS = {"none": "black", "topk-fwd": "tab:orange", "topk-fwd+bwd": "tab:red", "column-fwd+bwd": "tab:blue",
            "row-fwd+bwd": "tab:green"}
@@ -41,7 +41,7 @@ def loss_by_rate(tables: Tables, out: Path) -> Figure | None:
     for ax, rate in zip(axes[0], rates, strict=True):
         sel = curves[(curves["rate"] - rate).abs() < 1e-9] if rate is not None else curves
         for label, grp in pd.concat([base, sel]).groupby("compressor", sort=False):
-            g = grp.groupby("step")["loss"].mean().rolling(5, min_periods=1).mean()
+            g = smoothed_loss(grp)
             ax.plot(g.index, g.values, label=label, color=_colour(label), lw=1.6 if label == "none" else 1.2,
                     ls="--" if label == "none" else "-")
         ax.set_title(f"compression rate {rate:g}" if rate is not None else "all")
@@ -71,8 +71,7 @@ def throughput_gain(tables: Tables, out: Path) -> Figure | None:
         m = d[d["mode"] == mode]
         base = m[m["compressor"] == "none"]["tokens_per_s"].mean()
         for (label, rate), g in m[m["compressor"] != "none"].groupby(["compressor", "rate"]):
-            ratio = g["fwd_wire_ratio"].mean() if mode == "infer" else min(g["fwd_wire_ratio"].mean(), g["bwd_wire_ratio"].mean())
-            rows.append((mode, f"{label} {rate:g}", g["tokens_per_s"].mean() / base, ratio))
+            rows.append((mode, f"{label} {rate:g}", g["tokens_per_s"].mean() / base, wire_bound(g, mode)))
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -106,23 +105,21 @@ def time_to_target(tables: Tables, out: Path) -> Figure | None:
     dist = t[(t["execution"] == "distributed") & (t["mode"] == "train")]
     if conv.empty or dist.empty:
         return None
-    base = conv[conv["compressor"] == "none"].groupby("step")["loss"].mean().rolling(5, min_periods=1).mean()
+    base = smoothed_loss(conv[conv["compressor"] == "none"])
     if base.empty:
         return None
     target = float(base.iloc[int(len(base) * 0.8)])
-    step_time = {}
-    for (label, rate), g in dist.groupby(["compressor", "rate"], dropna=False):
-        tokens = g["tokens_per_s"].mean()
-        step_time[label if label == "none" else (label, rate)] = tokens
+    tokens_per_s = {label if label == "none" else (label, rate): g["tokens_per_s"].mean()
+                    for (label, rate), g in dist.groupby(["compressor", "rate"], dropna=False)}
     rows = []
     for (label, rate), g in conv.groupby(["compressor", "rate"], dropna=False):
         key = label if label == "none" else (label, rate)
-        if key not in step_time:
+        if key not in tokens_per_s:
             continue
-        curve = g.groupby("step")["loss"].mean().rolling(5, min_periods=1).mean()
+        curve = smoothed_loss(g)
         hit = curve[curve <= target]
         tokens_per_step = g["tokens"].iloc[0]
-        secs = (hit.index[0] + 1) * tokens_per_step / step_time[key] if not hit.empty else None
+        secs = (hit.index[0] + 1) * tokens_per_step / tokens_per_s[key] if not hit.empty else None
         rows.append((label if label == "none" else f"{label} {rate:g}", secs))
     if not rows:
         return None

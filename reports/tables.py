@@ -45,6 +45,18 @@ def provenance(trials: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def wire_bound(trials: pd.DataFrame, mode: str) -> float:
+    """The gain a bandwidth-bound pipeline can reach: the wire ratio of what crosses the links
+    (forward only for inference; the smaller of forward and backward for training)."""
+    fwd = float(trials["fwd_wire_ratio"].mean())
+    return fwd if mode == "infer" else min(fwd, float(trials["bwd_wire_ratio"].mean()))
+
+
+def smoothed_loss(curves: pd.DataFrame, window: int = 5) -> pd.Series:
+    """Mean loss per step over the given rows, as a moving average (what the plots draw)."""
+    return curves.groupby("step")["loss"].mean().rolling(window, min_periods=1).mean()
+
+
 def loss_curves(tables: Tables) -> pd.DataFrame:
     """Loss per step of every ok train trial (the last stage's rows for distributed runs)."""
     s, t = tables.steps, tables.ok

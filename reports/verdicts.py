@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from reports.tables import Tables
+from reports.tables import Tables, wire_bound
 
 MATCH_GAP = 0.05
 TRAIN_GAIN = "training gain ≈2×, column 90%"
@@ -71,9 +71,7 @@ def _gain(tables: Tables, mode: str, label: str = "column-fwd+bwd", rate: float 
     if base.empty or comp.empty:
         return None
     gain = float(comp["tokens_per_s"].mean() / base["tokens_per_s"].mean())
-    ratio = float(comp["fwd_wire_ratio"].mean()) if mode == "infer" else float(
-        min(comp["fwd_wire_ratio"].mean(), comp["bwd_wire_ratio"].mean()))
-    return gain, ratio
+    return gain, wire_bound(comp, mode)
 
 
 def _fmt_gap(g: float | None) -> str:

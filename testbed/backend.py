@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from testbed.registry import RunRecord, new_run_id, state_dir
+from testbed.registry import RunRecord, applied_log, new_run_id
 from testbed.schedule import Schedule
 from testbed.topology import Topology
 
@@ -128,7 +128,7 @@ class Backend(ABC):
     # -------------------------------------------------------------- schedule
     @property
     def _applied_path(self) -> Path:
-        return state_dir() / f"{self.run_id}.applied.jsonl"
+        return applied_log(self.run_id)
 
     def _needs_scheduler(self) -> bool:
         return any(len(Schedule.change_times(c, 3600.0)) > 1 for _, c in self.schedule.channels)

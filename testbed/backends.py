@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from testbed.backend import Backend
 from testbed.errors import ConfigError
-from testbed.registry import RunRecord
+from testbed.registry import RunRecord, applied_log
 from testbed.topology import Topology
 
 BACKENDS = ("netns", "docker")
@@ -38,7 +38,5 @@ def destroy_record(record: RunRecord) -> list[str]:
         removed += destroy_containers(record.resources)
     removed += destroy_resources(record.resources)
     record.forget()
-    from testbed.registry import state_dir
-
-    (state_dir() / f"{record.run_id}.applied.jsonl").unlink(missing_ok=True)
+    applied_log(record.run_id).unlink(missing_ok=True)
     return removed

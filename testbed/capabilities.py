@@ -125,9 +125,10 @@ def require_for(topology: Topology) -> None:
             raise UnsupportedError("", f"this kernel lacks {key}: {feats[key]}")
     needs = topology.needs_netem()
     if needs and feats.get("netem"):
+        where, what = needs[0].rsplit(": ", 1)  # "link bn:wan forward: delay" -> the channel, the field
         raise UnsupportedError(
-            needs[0].split(":")[0],
-            f"{needs[0].split(': ')[1]} needs netem, which this kernel does not have "
+            where,
+            f"{what} needs netem, which this kernel does not have "
             f"({feats['netem']}); pipenem refuses rather than silently dropping it. "
             "Remove delay/jitter/loss or use a kernel with sch_netem.",
         )

@@ -19,7 +19,7 @@ from testbed import shaping
 from testbed.backend import Backend, LinkEnd, LinkInfo
 from testbed.capabilities import require_for
 from testbed.linkstate import LinkState
-from testbed.topology import Topology
+from testbed.topology import Topology, bottleneck_label
 
 
 def ns_name(run_id: str, stage: int) -> str:
@@ -60,8 +60,8 @@ class NetnsBackend(Backend):
                 bn_name = topo.bottlenecks[k].name
                 ta, tb = f"{self.run_id}t{k}a", f"{self.run_id}t{k}b"
                 self._veth(root, ipr, ta, ra, f"198.20.{k}.1", tb, rb, f"198.20.{k}.2", prefix=30)
-                self._shape(ipr, ra, ta, f"bn:{bn_name}", "forward", initial)
-                self._shape(ipr, rb, tb, f"bn:{bn_name}", "backward", initial)
+                self._shape(ipr, ra, ta, bottleneck_label(bn_name), "forward", initial)
+                self._shape(ipr, rb, tb, bottleneck_label(bn_name), "backward", initial)
             for i in range(topo.stages - 1):
                 a_ns, b_ns = self.hosts[i], self.hosts[i + 1]
                 a_if, b_if = f"{self.run_id}l{i}a", f"{self.run_id}l{i}b"

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from testbed.backend import Backend
+from testbed.topology import bottleneck_label
 
 CHUNK = 256 * 1024
 PORT = 5299
@@ -94,7 +95,7 @@ def path_rate(backend: Backend, applied: list[dict], link_index: int, direction:
     info = backend.links[link_index]
     rates = [_rate_at(applied, info.label, direction, t)]
     if info.bottleneck:
-        rates.append(_rate_at(applied, f"bn:{info.bottleneck}", direction, t))
+        rates.append(_rate_at(applied, bottleneck_label(info.bottleneck), direction, t))
     return min(r for r in rates if r is not None)
 
 

@@ -22,6 +22,11 @@ def state_dir() -> Path:
     return Path(os.environ.get("PIPENEM_STATE_DIR", "/run/pipenem"))
 
 
+def applied_log(run_id: str) -> Path:
+    """The JSON-lines log of every link state a run applied (window 0 and the scheduler's)."""
+    return state_dir() / f"{run_id}.applied.jsonl"
+
+
 def new_run_id() -> str:
     return RUN_PREFIX + secrets.token_hex(3)
 

@@ -36,9 +36,7 @@ class Schedule:
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
-        self.channels: list[tuple[str, Channel]] = [(c.label, c) for c in topology.channels()]
-        self.channels += [(f"bn:{bn.name}", c) for bn, c in zip(
-            [b for b in topology.bottlenecks for _ in range(2)], topology.bottleneck_channels(), strict=True)]
+        self.channels: list[tuple[str, Channel]] = [(c.label, c) for c in topology.channels() + topology.bottleneck_channels()]
 
     def state(self, channel: Channel, window: int, t: float) -> LinkState:
         values = {}

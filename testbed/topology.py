@@ -300,6 +300,11 @@ class Bottleneck(LinkParams):
         return [(min(a, b), max(a, b)) for a, b in v]
 
 
+def bottleneck_label(name: str) -> str:
+    """How schedules, shaping records and probes name a shared bottleneck's channel."""
+    return f"bn:{name}"
+
+
 class Channel(BaseModel):
     """One direction of one link with its resolved parameters: what the schedule samples."""
 
@@ -308,10 +313,11 @@ class Channel(BaseModel):
     direction: Direction
     params: LinkParams
     key: int  # stable id; directions of a `both` link share it (same sampled value)
+    bottleneck: str | None = None  # set on a shared bottleneck's channels
 
     @property
     def label(self) -> str:
-        return f"{self.link[0]}-{self.link[1]}"
+        return bottleneck_label(self.bottleneck) if self.bottleneck else f"{self.link[0]}-{self.link[1]}"
 
     @property
     def src(self) -> int:
@@ -383,7 +389,7 @@ class Topology(_Strict):
                 LinkParams(resample_every=self.defaults.resample_every) if self.defaults else None
             )
             for d in DIRECTIONS:
-                out.append(Channel(link=bn.links[0], direction=d, params=params, key=10_000 + 2 * k))
+                out.append(Channel(link=bn.links[0], direction=d, params=params, key=10_000 + 2 * k, bottleneck=bn.name))
         return out
 
     def needs_netem(self) -> list[str]:

@@ -90,3 +90,10 @@ def test_netem_needs_are_reported() -> None:
     topo = Topology.chain(3, "1Gbit", delay="5ms")
     assert topo.needs_netem() and "delay" in topo.needs_netem()[0]
     assert not Topology.chain(3, "1Gbit", delay="0ms").needs_netem()
+
+
+def test_a_shared_bottleneck_is_named_as_itself_not_as_its_first_link() -> None:
+    topo = build_topology({"name": "x", "stages": 4, "defaults": {"bandwidth": "1Gbit"},
+                           "bottlenecks": [{"name": "wan", "links": [[0, 1], [2, 3]], "bandwidth": "60Mbit", "delay": "5ms"}]})
+    assert [c.label for c in topo.bottleneck_channels()] == ["bn:wan", "bn:wan"]
+    assert topo.needs_netem()[0] == "link bn:wan forward: delay"

@@ -21,7 +21,7 @@ import torch
 
 DTYPES: list[torch.dtype] = [torch.float32, torch.float16, torch.bfloat16, torch.uint8, torch.int16,
                              torch.int32, torch.int64, torch.float64, torch.int8, torch.bool]
-_CODE = {dt: i for i, dt in enumerate(DTYPES)}
+DTYPE_CODES = {dt: i for i, dt in enumerate(DTYPES)}
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Payload:
     def to_bytes(self) -> torch.Tensor:
         """One uint8 tensor, ready for a send; ``len == nbytes``."""
         head = struct.pack(f"<BB{len(self.header)}q", len(self.header), len(self.parts), *self.header)
-        head += b"".join(struct.pack("<BI", _CODE[p.dtype], p.numel()) for p in self.parts)
+        head += b"".join(struct.pack("<BI", DTYPE_CODES[p.dtype], p.numel()) for p in self.parts)
         out = torch.zeros(self.nbytes, dtype=torch.uint8)
         out[:len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
         off = self.header_bytes
