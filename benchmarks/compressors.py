@@ -5,7 +5,9 @@
 A (32×1024×512) fp32 tensor (the paper's activation at one boundary), rate 0.9.
 Time = median of ``--repeat`` runs of encode → decode on this machine, torch's default
 threads (the runtime sends a payload's parts as they are, so no serialization copy is
-timed). Link time = payload bits / link rate (no protocol overhead).
+timed), under the malloc the stage workers use: tcmalloc where installed, see
+harness/allocator.py; ``--allocator system`` times glibc's, which faults in every fresh
+64 MiB output page by page. Link time = payload bits / link rate (no protocol overhead).
 Targets on the 2-core dev machine: column, row, randk, quantize ≤ 5 % of the payload's
 1 Gbit transfer time; topk ≤ 25 %; the rest is reported without a target.
 """
@@ -13,11 +15,14 @@ Targets on the 2-core dev machine: column, row, randk, quantize ≤ 5 % of the p
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import torch
 
+from harness.allocator import active, find_tcmalloc, preload_env
 from harness.compressors import Context, build
 from harness.compressors.wire import dense_bytes
 
@@ -65,16 +70,23 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.9)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma-separated names to skip (e.g. sketch)")
+    ap.add_argument("--allocator", choices=["tcmalloc", "system"], default="tcmalloc",
+                    help="malloc to time under; stage workers use tcmalloc where the host has it (harness.allocator)")
     a = ap.parse_args()
+    if a.allocator == "tcmalloc" and active() != "tcmalloc" and find_tcmalloc():
+        # preloading only works from process start: run this script again under it
+        os.execve(sys.executable, [sys.executable, *sys.argv], preload_env(dict(os.environ)))
+    allocator = active()
     shape = tuple(int(v) for v in a.shape.split("x"))
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     skip = set(filter(None, a.skip.split(",")))
     dense = dense_bytes(x.shape, x.dtype)
     print(f"tensor {shape} fp32 ({dense / 1e6:.1f} MB), rate {a.rate}, median of {a.repeat}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, allocator: {allocator}")
+    torch.zeros(shape)  # the first large block grows the heap once
     floor_alloc = statistics.median(_timed(lambda: torch.zeros(shape)) for _ in range(a.repeat))
     floor_read = statistics.median(_timed(lambda: x.sum()) for _ in range(a.repeat))
-    print(f"floors on this machine: allocate a fresh dense output {floor_alloc * 1e3:.1f} ms (page faults), "
+    print(f"floors on this machine: allocate+zero a dense output {floor_alloc * 1e3:.1f} ms, "
           f"read the tensor once {floor_read * 1e3:.1f} ms; 5% of the 1 Gbit time of a 10x-smaller payload "
           f"is {0.05 * dense / 10 * 8 / 1e9 * 1e3:.1f} ms")
     head = f"{'compressor':26s} {'payload MB':>10s} {'ratio':>6s} {'enc ms':>8s} {'dec ms':>9s} {'enc+dec':>9s} " \

@@ -40,6 +40,7 @@ class RunResult:
     applied: list[dict] = field(default_factory=list)  # bandwidth the schedule applied
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    allocator: str = ""  # the stage workers' malloc (their timings depend on it)
 
     def losses(self) -> list[float]:
         last = self.stages - 1
@@ -93,7 +94,9 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
         tails = [deque(maxlen=20) for _ in range(stages)]
         try:
             for i in range(stages):
-                argv = backend.exec_argv(i, [sys.executable, "-m", "harness.worker", str(run_dir), str(i)])
+                # through harness.allocator: tcmalloc preloaded where the stage's host has it
+                argv = backend.exec_argv(i, [sys.executable, "-m", "harness.allocator",
+                                             "-m", "harness.worker", str(run_dir), str(i)])
                 p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                      env=_worker_env())
                 backend.record.add("process", str(p.pid))
@@ -110,10 +113,13 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
         counters1 = backend.link_counters()
         applied = backend.applied()
         run_id = backend.run_id
-    rows = []
+    rows, allocators = [], set()
     for i in range(stages):
-        rows += json.loads((run_dir / f"stage{i}.json").read_text())["steps"]
-    result = RunResult(spec, backend_name, run_id, stages, partition, rows, applied=applied, wall_s=time.time() - t_start)
+        out = json.loads((run_dir / f"stage{i}.json").read_text())
+        rows += out["steps"]
+        allocators.add(out["allocator"])
+    result = RunResult(spec, backend_name, run_id, stages, partition, rows, applied=applied, wall_s=time.time() - t_start,
+                       allocator=", ".join(sorted(allocators)))
     for i in range(stages - 1):
         label = f"{i}-{i + 1}"
         for direction, stage, key in (("forward", i, "bytes_fwd"), ("backward", i + 1, "bytes_bwd")):

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import torch
 
+from harness.allocator import active
 from harness.compressors import build
 from harness.compressors.base import Context
 from harness.config import RunSpec, check_spec
@@ -78,6 +79,7 @@ class LocalExecutor:
                         final_loss=_tail_mean(losses), eval_loss=rows[-1].get("eval_loss"), initial_loss=losses[0],
                         time_to_target_s=time_to_target(rows, spec.train.target_loss))
             links: list[dict] = []
+            base["allocator"] = active()
         else:
             from harness.launcher import run_pipeline
 
@@ -93,7 +95,7 @@ class LocalExecutor:
             base.update(tokens_per_s=result.throughput(), throughput_kind="pipeline over emulated links",
                         final_loss=_tail_mean(losses) if losses else None, eval_loss=None,
                         initial_loss=losses[0] if losses else None, time_to_target_s=time_to_target(last, spec.train.target_loss),
-                        run_id=result.run_id)
+                        run_id=result.run_id, allocator=result.allocator)
             links = link_rows(trial.trial_id, result)
         base.update(status="ok", error=None, wall_s=time.time() - t0, finished_at=time.time())
         return TrialOutcome(base, steps, links)

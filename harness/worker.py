@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from harness.allocator import active
 from harness.config import RunSpec
 from harness.data import Batches, load_streams
 from harness.model import build_stages
@@ -151,7 +152,7 @@ def main(run_dir: str, stage: int) -> None:
             print(f"stage {stage}: step {step} done", flush=True)
     worker.close()
     tmp = d / f"stage{stage}.json.tmp"
-    tmp.write_text(json.dumps({"stage": stage, "pid": os.getpid(), "steps": steps}))
+    tmp.write_text(json.dumps({"stage": stage, "pid": os.getpid(), "allocator": active(), "steps": steps}))
     os.replace(tmp, d / f"stage{stage}.json")
 
 

@@ -32,12 +32,13 @@ def load(root: str | Path) -> Tables:
 
 
 def provenance(trials: pd.DataFrame) -> str:
-    """How the numbers were obtained, for captions: backend, compute, seeds, topology, shaper."""
+    """How the numbers were obtained, for captions: backend, compute, seeds, topology, shaper, malloc."""
     if trials.empty:
         return "no trials"
     parts = []
     for col, name in (("execution", "execution"), ("backend", "backend"), ("compute", "compute"), ("device", "device"),
-                      ("shaper", "shaper"), ("topology", "topology"), ("seed", "seed")):
+                      ("shaper", "shaper"), ("topology", "topology"), ("seed", "seed"),
+                      ("allocator", "malloc")):
         if col in trials.columns:
             vals = sorted({str(v) for v in trials[col].dropna()})
             if vals:

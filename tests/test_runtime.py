@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.allocator import find_tcmalloc
 from harness.config import build_spec
 from harness.launcher import StageFailed, run_pipeline
 from harness.twin import run_twin
@@ -46,6 +47,8 @@ def test_gpipe_trains_over_shaped_links_and_matches_the_twin_bit_for_bit(tmp_pat
         assert r["compute_s"] > 0 and r["end"] > r["start"]
     assert not netns_names() - set() or all(not n.startswith(result.run_id) for n in netns_names())
     assert all_records() == []
+    # the workers' malloc is recorded, and is tcmalloc wherever the host has it
+    assert result.allocator == ("tcmalloc" if find_tcmalloc() else "system malloc")
 
 
 def test_1f1b_with_column_compression_matches_the_twin_within_float_tolerance(tmp_path: Path) -> None:
