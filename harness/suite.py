@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.config import RunSpec, build_spec, check_spec
 from testbed.errors import ConfigError
+from testbed.topology import load_topology
 from testbed.yamlfile import read_yaml
 
 AXES = ("compressor", "rate", "mode", "compute", "execution", "seed", "backend")
@@ -113,10 +114,20 @@ def _deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
+def topology_digest(path: str) -> str:
+    """What a topology *is* (its parsed model, trace samples included), as a short hash."""
+    try:
+        topo = load_topology(path)
+    except (ConfigError, OSError):
+        return path  # reported when the suite is loaded; the id then falls back to the path
+    return "sha256:" + hashlib.sha256(topo.model_dump_json().encode()).hexdigest()[:16]
+
+
 def expand(suite: Suite) -> list[Trial]:
     """Every trial of the suite, in a stable order; compressors without a rate appear once."""
     ax = suite.axes
     trials, seen = [], set()
+    topo_key = topology_digest(suite.topology)
     for choice, rate, mode, compute, execution, seed, backend in itertools.product(
             ax.compressor, ax.rate or [None], ax.mode, ax.compute, ax.execution, ax.seed, ax.backend):
         rated = _takes_rate(choice.fwd) or _takes_rate(choice.bwd)
@@ -127,7 +138,8 @@ def expand(suite: Suite) -> list[Trial]:
         spec = _deep_merge(suite.base, {"topology": suite.topology, "seed": seed, "backend": backend if execution == "distributed" else "twin",
                                         "train": {"mode": mode}, "compute": {"mode": compute},
                                         "compression": {"fwd": fwd, "bwd": bwd}})
-        body = json.dumps({"spec": spec, "execution": execution}, sort_keys=True, default=str)
+        # the id names the topology by its content, not its path: a moved checkout still resumes
+        body = json.dumps({"spec": {**spec, "topology": topo_key}, "execution": execution}, sort_keys=True, default=str)
         if body in seen:
             continue
         seen.add(body)

@@ -38,6 +38,24 @@ def test_expansion_rates_apply_only_to_compressors_that_take_one(tmp_path: Path)
     assert [t.trial_id for t in load_suite(f)[1]] == [t.trial_id for t in trials]  # stable ids
 
 
+def test_trial_ids_follow_the_topology_content_not_its_path(tmp_path: Path) -> None:
+    """A checkout moved elsewhere resumes its sweep; an edited topology is a new trial."""
+    ids = []
+    for where in ("a", "b"):
+        d = tmp_path / where
+        d.mkdir()
+        (d / "topo.yaml").write_text((TOPOLOGIES / "ci-4stage.yaml").read_text())
+        f = d / "s.yaml"
+        f.write_text(yaml.safe_dump({"name": "s", "topology": "topo.yaml", "base": TINY,
+                                     "axes": {"compressor": [{"label": "none"}], "execution": ["twin"]}}))
+        ids.append([t.trial_id for t in load_suite(f)[1]])
+    assert ids[0] == ids[1]
+    topo = tmp_path / "b" / "topo.yaml"
+    topo.write_text(topo.read_text().replace("seed: 0", "seed: 1"))
+    assert "seed: 1" in topo.read_text()
+    assert [t.trial_id for t in load_suite(tmp_path / "b" / "s.yaml")[1]] != ids[0]
+
+
 @pytest.mark.parametrize("axes,topology,words", [
     ({"compresor": [{"label": "none"}]}, None, "axes.compresor: unknown axis"),
     ({"mode": []}, None, "axes.mode: empty"),
