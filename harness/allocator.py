@@ -8,9 +8,10 @@ was measured no better than glibc here, tcmalloc removes the cost (``python
 benchmarks/compressors.py`` shows both). Turning glibc's mmap off instead was measured to
 grow a stage's memory by ~0.6 GB (aligned 64 MiB blocks do not fit their freed holes).
 
-``python -m harness.allocator ARGS...`` runs ``python ARGS...`` (the same interpreter) with tcmalloc preloaded when
-the library exists *on the host it runs in* (a netns stage sees the machine's /usr, a
-container its image's), and unchanged otherwise; ``PIPENEM_ALLOCATOR=system`` opts out.
+``python -m harness.allocator ARGS...`` runs ``python ARGS...`` (the same interpreter)
+with tcmalloc preloaded when the library exists *on the host it runs in* (a netns stage
+sees the machine's /usr, a container its image's), and unchanged otherwise;
+``PIPENEM_ALLOCATOR=system`` opts out.
 Workers record :func:`active` so results say which allocator produced their timings.
 """
 
