@@ -78,6 +78,11 @@ def _fmt_gap(g: float | None) -> str:
     return "n/a" if g is None else f"gap {g:+.3f}"
 
 
+# A measured gain may sit slightly above the wire ratio: the two runs last different times,
+# so they span different re-sampled bandwidth windows of the slow links.
+BOUND_SLACK = 1.05
+
+
 def verdicts(tables: Tables) -> list[Verdict]:
     out: list[Verdict] = []
     for name, mode, claim, published in (
@@ -91,9 +96,10 @@ def verdicts(tables: Tables) -> list[Verdict]:
         gain, ratio = got
         measured = f"{gain:.2f}× (measured wire ratio {ratio:.2f}×)"
         bound = f"≤ {ratio:.2f}× (wire ratio)"
-        if claim > ratio * 1.05:
-            v, why = "exceeds bound — cannot hold", f"a bandwidth-bound link gains at most the wire ratio {ratio:.2f}× < {claim:g}×"
-        elif gain > ratio * 1.05:
+        if claim > ratio * BOUND_SLACK:
+            v, why = "exceeds bound — cannot hold", (f"a bandwidth-bound link gains at most the wire ratio {ratio:.2f}× < "
+                                                     f"{claim:g}×; measured {gain / ratio:.3f} of the bound")
+        elif gain > ratio * BOUND_SLACK:
             v, why = "measurement exceeds bound", "check the setup: the gain is above what the bytes allow"
         elif gain >= CLAIM_FRACTION * claim:
             v = "reproduced"
