@@ -96,12 +96,11 @@ class Backend(ABC):
         self._guard_signals()
         try:
             self.record.save()
-            if not self.record.detached and self._needs_scheduler():
+            if self._needs_scheduler():
                 self._spawn_scheduler()  # it imports while we build the network
             self._create()
             self.t0 = time.time()
-            if not self.record.detached:
-                self._start_scheduler()
+            self._start_scheduler()
         except BaseException:
             self.down()
             raise
@@ -134,9 +133,16 @@ class Backend(ABC):
         return any(len(Schedule.change_times(c, 3600.0)) > 1 for _, c in self.schedule.channels)
 
     def _spawn_scheduler(self) -> None:
-        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.scheduler"],
-                                           stdin=subprocess.PIPE, text=True)
+        # A detached run's scheduler outlives this process: its own session (no SIGHUP/SIGINT
+        # from our terminal), no inherited output; `topo down`/`clean` kill it by its record.
+        quiet = subprocess.DEVNULL if self.record.detached else None
+        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.scheduler"], stdin=subprocess.PIPE, text=True,
+                                           start_new_session=self.record.detached, stdout=quiet, stderr=quiet)
         self.record.add("process", str(self._scheduler.pid))
+
+    @property
+    def scheduler_pid(self) -> int | None:
+        return self._scheduler.pid if self._scheduler is not None else None
 
     def _start_scheduler(self) -> None:
         initial = [{**e.row(), "applied_at": self.t0} for e in self.schedule.initial()]
@@ -146,6 +152,7 @@ class Backend(ABC):
         cfg = {"run_id": self.run_id, "t0": self.t0, "backend": self.kind, "shaper": self.topology.shaper,
                "topology": self.topology.model_dump(mode="json"), "applied": str(self._applied_path),
                "with_netem": bool(self.topology.needs_netem()), "horizon": SCHEDULER_HORIZON,
+               "detached": self.record.detached, "record": str(self.record.path),
                "events": [e.row() for e in self.schedule.events(SCHEDULER_HORIZON)], **self.scheduler_config()}
         self._scheduler.stdin.write(json.dumps(cfg) + "\n")
         self._scheduler.stdin.close()

@@ -108,7 +108,8 @@ def _print_hosts(b) -> None:  # noqa: ANN001
 
 @topo_app.command("up")
 def up(file: FileArg,
-       detach: Annotated[bool, typer.Option(help="leave it up and return (no re-sampling); remove with `topo down`")] = False,
+       detach: Annotated[bool, typer.Option(help="leave it up and return (a background process keeps re-sampling); "
+                                                 "remove with `topo down`")] = False,
        seconds: Annotated[float | None, typer.Option("--for", help="stay up this long, then tear down (default: until Ctrl-C)")] = None,
        backend: Annotated[str, typer.Option(help="netns or docker")] = "netns") -> None:
     """Bring a topology up. In the foreground it applies the schedule until Ctrl-C/SIGTERM."""
@@ -117,7 +118,9 @@ def up(file: FileArg,
     b.up()
     if detach:
         _print_hosts(b)
-        console.print(f"[yellow]detached[/]: run {b.run_id} stays up with window-0 rates; `pipenem topo down {b.run_id}` removes it")
+        how = (f"its schedule applied by process {b.scheduler_pid}" if b.scheduler_pid
+               else "its rates are constant")
+        console.print(f"[yellow]detached[/]: run {b.run_id} stays up, {how}; `pipenem topo down {b.run_id}` removes it")
         return
     try:
         _print_hosts(b)
@@ -153,11 +156,13 @@ def down(target: Annotated[str, typer.Argument(help="a run id, or a topology fil
 def list_runs() -> None:
     """Runs pipenem has recorded on this machine."""
     table = Table(title="pipenem runs")
-    for col in ("run", "topology", "backend", "owner", "detached", "resources"):
+    for col in ("run", "topology", "backend", "owner", "detached", "scheduler", "resources"):
         table.add_column(col)
     for r in all_records():
+        pids = [int(x["name"]) for x in r.resources if x["kind"] == "process"]
+        sched = ", ".join(f"{p} ({'running' if Path(f'/proc/{p}').exists() else 'gone'})" for p in pids) or "-"
         table.add_row(r.run_id, r.topology, r.backend, f"{r.owner_pid} ({'alive' if r.owner_alive() else 'gone'})",
-                      str(r.detached), str(len(r.resources)))
+                      str(r.detached), sched, str(len(r.resources)))
     console.print(table)
 
 

@@ -5,7 +5,9 @@ harness must not stall the link changes). At each window boundary it applies the
 new state with ``change`` and appends what it applied to a JSON-lines file.
 The owner sends the first ``horizon`` seconds of events precomputed, so this
 process starts without importing pydantic/numpy; later windows are computed
-here from the same seeded schedule. It exits when its owner goes away or on SIGTERM.
+here from the same seeded schedule. It exits when its owner goes away or on SIGTERM;
+a detached run's scheduler has no owner and exits when the run's record is removed
+(``pipenem topo down``/``clean`` also kill it).
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def main() -> None:
             delay = t0 + e["t"] - time.time()
             if delay > 0:
                 time.sleep(delay)
-            if os.getppid() != parent:
+            if cfg.get("detached"):
+                if not os.path.exists(cfg["record"]):
+                    return  # the run was taken down
+            elif os.getppid() != parent:
                 return  # owner died (SIGKILL): stop touching links; `topo clean` removes them
             state = LinkState(e["rate_bps"], e["delay_s"], e["jitter_s"], e["loss_pct"])
             for h, idx in targets.get((e["link"], e["direction"]), []):

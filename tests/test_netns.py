@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,41 @@ def test_detached_up_and_down() -> None:
     out = pipenem("topo", "down", str(TOPOLOGIES / "ci-4stage.yaml"))
     assert out.returncode == 0 and run_id in out.stdout
     assert netns_names() == before and all_records() == []
+
+
+def test_a_detached_run_keeps_applying_its_schedule_until_down() -> None:
+    from pyroute2 import IPRoute
+
+    from testbed import shaping
+    from testbed.registry import applied_log
+
+    before = netns_names()
+    out = pipenem("topo", "up", "--detach", str(TOPOLOGIES / "examples" / "step-trace.yaml"))
+    assert out.returncode == 0, out.stderr
+    rec = all_records()[0]
+    try:
+        pid = int(next(r["name"] for r in rec.resources if r["kind"] == "process"))
+        assert f"applied by process {pid}" in out.stdout
+        log = applied_log(rec.run_id)
+        deadline = time.time() + 20
+        rows: list[dict] = []
+        while time.time() < deadline and not any(r["window"] >= 1 for r in rows):
+            time.sleep(0.5)
+            rows = [json.loads(line) for line in log.read_text().splitlines()]
+        changed = [r for r in rows if r["window"] >= 1]
+        assert changed and changed[0]["rate_bps"] == 90e6, rows  # the trace's 3 s step, applied
+        for ns in _ours(rec.run_id)[0]:  # and the kernel holds what was last applied, on both ends
+            with IPRoute(netns=ns, flags=0) as ipr:
+                rates = {shaping.applied_rate(ipr, link["index"], "tbf") for link in ipr.get_links()
+                         if link.get_attr("IFLA_IFNAME") != "lo"}
+            last = json.loads(log.read_text().splitlines()[-1])
+            assert rates == {int(last["rate_bps"] / 8)} and last["window"] >= 1, (ns, rates, last)
+        assert "running" in pipenem("topo", "list").stdout
+    finally:
+        out = pipenem("topo", "down", rec.run_id)
+    assert out.returncode == 0
+    assert not os.path.exists(f"/proc/{pid}") or b"testbed.scheduler" not in open(f"/proc/{pid}/cmdline", "rb").read()
+    assert netns_names() == before and all_records() == [] and not log.exists()
 
 
 BAD = {
