@@ -33,12 +33,36 @@ def lr_at(step: int, spec: RunSpec) -> float:
     return t.lr * max(0.0, 1.0 - (step - t.warmup) / span)
 
 
-def optimizer_step(stage: Stage, opt: torch.optim.Optimizer | None, step: int, spec: RunSpec) -> None:
+def grad_sq_norm(stage: Stage) -> torch.Tensor:
+    """Squared ℓ2 norm of one stage's gradients (fp64 scalar). Stages add theirs in pipeline
+    order to get the model's norm, the same sum in the twin and in the distributed run."""
+    total = torch.zeros((), dtype=torch.float64)
+    for p in stage.parameters():
+        if p.grad is not None:
+            total += p.grad.detach().double().square().sum()
+    return total
+
+
+def clip_to_norm(stage: Stage, max_norm: float, total_sq_norm: torch.Tensor) -> None:
+    """Scale this stage's gradients so the whole model's norm is at most ``max_norm``
+    (torch's clip_grad_norm_ rule, with the norm summed over every stage)."""
+    coef = max_norm / (float(total_sq_norm.sqrt()) + 1e-6)
+    if coef < 1.0:
+        for p in stage.parameters():
+            if p.grad is not None:
+                p.grad.mul_(coef)
+
+
+def optimizer_step(stage: Stage, opt: torch.optim.Optimizer | None, step: int, spec: RunSpec,
+                   total_sq_norm: torch.Tensor | None = None) -> None:
+    """Clip by the whole model's gradient norm (``total_sq_norm``: the sum of every stage's
+    :func:`grad_sq_norm`, as single-device training would), schedule the lr, step."""
     if opt is None:
         return
     if spec.train.grad_clip:
-        # per stage: a global norm would need an all-reduce across stages on every step
-        torch.nn.utils.clip_grad_norm_(stage.parameters(), spec.train.grad_clip, foreach=False)
+        if total_sq_norm is None:
+            raise ValueError("grad_clip needs the model's squared gradient norm from every stage")
+        clip_to_norm(stage, spec.train.grad_clip, total_sq_norm)
     for group in opt.param_groups:
         group["lr"] = lr_at(step, spec)
     opt.step()

@@ -24,6 +24,7 @@ from torch.distributed import ProcessGroupGloo, TCPStore
 from harness.compressors.wire import DTYPE_CODES, DTYPES, Payload
 
 FWD, BWD = 0, 1  # tags: the two directions of a link never mix
+NORM_UP, NORM_DOWN = 2, 3  # the gradient-norm sum up the chain and its total back (control, 8 bytes)
 STORE_PORT = 29400
 
 

@@ -18,7 +18,7 @@ from harness.config import RunSpec, check_spec
 from harness.data import Batches, load_streams
 from harness.model import build_stages
 from harness.schedule import backward_order
-from harness.training import BoundaryCodecs, lm_loss, make_optimizer, optimizer_step
+from harness.training import BoundaryCodecs, grad_sq_norm, lm_loss, make_optimizer, optimizer_step
 
 
 class _Boundary(torch.autograd.Function):
@@ -68,8 +68,13 @@ def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_
         if not inference:
             for m in order:
                 graph.pop(m).backward()
+            total = None
+            if spec.train.grad_clip:
+                total = grad_sq_norm(mods[0])
+                for mod in mods[1:]:
+                    total = total + grad_sq_norm(mod)  # pipeline order, as the stages add it up
             for mod, opt in zip(mods, opts, strict=True):
-                optimizer_step(mod, opt, step, spec)
+                optimizer_step(mod, opt, step, spec, total)
         row = {"step": step, "loss": sum(losses) / M, "tokens": spec.train.batch * spec.model.ctx,
                "start": t0, "end": time.time()}
         if eval_batches and step == spec.train.steps - 1:

@@ -17,12 +17,20 @@ from pathlib import Path
 import torch
 
 from harness.allocator import active
+from harness.compressors.wire import Payload
 from harness.config import RunSpec
 from harness.data import Batches, load_streams
 from harness.model import build_stages
 from harness.schedule import SCHEDULES
-from harness.training import BoundaryCodecs, ModeledCompute, lm_loss, make_optimizer, optimizer_step
-from harness.transport import BWD, FWD, LinkChannel
+from harness.training import (
+    BoundaryCodecs,
+    ModeledCompute,
+    grad_sq_norm,
+    lm_loss,
+    make_optimizer,
+    optimizer_step,
+)
+from harness.transport import BWD, FWD, NORM_DOWN, NORM_UP, LinkChannel
 
 
 class StageWorker:
@@ -93,8 +101,9 @@ class StageWorker:
                 if not self.first:
                     self._send(self.prev, BWD, "backward", self.stage - 1, g_in, step, m, t)
         if not self.inference and not self.modeled:
+            total = self._model_sq_norm(t) if spec.train.grad_clip else None
             t0 = time.perf_counter()
-            optimizer_step(self.module, self.opt, step, spec)
+            optimizer_step(self.module, self.opt, step, spec, total)
             t["compute"] += time.perf_counter() - t0
         if not self.inference:
             for c in (self.prev, self.next):
@@ -129,6 +138,21 @@ class StageWorker:
         if direction == "forward" and not self.inference:
             x = x.detach().requires_grad_(True)  # a leaf: its grad is what goes back (straight-through)
         return x
+
+    def _model_sq_norm(self, t: dict) -> torch.Tensor:
+        """The whole model's squared gradient norm: partial sums travel up the chain, the
+        total comes back down (two 8-byte messages per link and step, on their own tags)."""
+        t0 = time.perf_counter()
+        acc = grad_sq_norm(self.module)
+        if not self.first:
+            acc = self.prev.recv(NORM_UP).parts[0][0] + acc
+        if not self.last:
+            self.next.send(Payload([acc.reshape(1)], ()), NORM_UP)
+            acc = self.next.recv(NORM_DOWN).parts[0][0]
+        if not self.first:
+            self.prev.send(Payload([acc.reshape(1)], ()), NORM_DOWN)
+        t["recv_wait"] += time.perf_counter() - t0
+        return acc
 
     def close(self) -> None:
         for c in (self.prev, self.next):

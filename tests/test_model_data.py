@@ -94,3 +94,30 @@ def test_text_dataset_needs_files(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("hello world " * 100)
     tr, ev = load_streams(DataConfig(dataset="text", paths=[str(tmp_path / "*.txt")]), seed=0)
     assert tr.numel() + ev.numel() == 1200
+
+
+
+def test_gradient_clipping_uses_the_whole_models_norm_across_stages() -> None:
+    """Stages add their squared norms in pipeline order and each clips by the total: the
+    same gradients as torch's clip_grad_norm_ over the unsplit model (a per-stage clip differs)."""
+    from harness.training import clip_to_norm, grad_sq_norm
+
+    torch.manual_seed(0)
+    stages = [torch.nn.Linear(8, 8), torch.nn.Linear(8, 3)]
+    ref = [torch.nn.Linear(8, 8), torch.nn.Linear(8, 3)]  # the unsplit model: same weights
+    for a, b in zip(stages, ref, strict=True):
+        b.load_state_dict(a.state_dict())
+    x = torch.randn(16, 8)
+    for mods in (stages, ref):
+        (mods[1](torch.relu(mods[0](x))) ** 2).sum().backward()
+    params = [p for m in stages for p in m.parameters()]
+    whole = torch.nn.utils.clip_grad_norm_([p for m in ref for p in m.parameters()], 0.5)
+    expected = [p.grad for m in ref for p in m.parameters()]
+    total = grad_sq_norm(stages[0]) + grad_sq_norm(stages[1])
+    assert float(total.sqrt()) == pytest.approx(float(whole), rel=1e-6) and float(whole) > 0.5
+    per_stage = [torch.sqrt(grad_sq_norm(m)) for m in stages]
+    assert all(float(n) < float(whole) for n in per_stage)  # a per-stage clip would scale differently
+    for m in stages:
+        clip_to_norm(m, 0.5, total)
+    assert all(torch.allclose(p.grad, e, rtol=1e-6, atol=1e-8) for p, e in zip(params, expected, strict=True))
+    assert float(torch.sqrt(grad_sq_norm(stages[0]) + grad_sq_norm(stages[1]))) == pytest.approx(0.5, rel=1e-5)
