@@ -29,6 +29,15 @@ def _colour(label: str) -> str | None:
     return COLOURS.get(label)
 
 
+def _save(fig: plt.Figure, out: Path, name: str, caption: str) -> Figure:
+    """Lay out, write ``out/NAME.png``, free the figure."""
+    fig.tight_layout()
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure(name, path, caption)
+
+
 def loss_by_rate(tables: Tables, out: Path) -> Figure | None:
     """Loss vs step, one panel per rate, the baseline in every panel (paper Fig. 1 a/b/c, Fig. 3)."""
     curves = loss_curves(tables)
@@ -50,12 +59,8 @@ def loss_by_rate(tables: Tables, out: Path) -> Figure | None:
     axes[0][0].set_ylabel("training loss (5-step moving average)")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("Convergence under compression (fwd/bwd at every stage boundary)")
-    fig.tight_layout()
-    path = out / "loss_by_rate.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Figure("loss_by_rate", path, "Training loss vs step per compressor, one panel per rate (the paper's Figures 1 "
-                  "and 3). " + provenance(tables.ok[tables.ok["mode"] == "train"]))
+    return _save(fig, out, "loss_by_rate", "Training loss vs step per compressor, one panel per rate (the paper's Figures 1 "
+                 "and 3). " + provenance(tables.ok[tables.ok["mode"] == "train"]))
 
 
 def throughput_gain(tables: Tables, out: Path) -> Figure | None:
@@ -88,12 +93,8 @@ def throughput_gain(tables: Tables, out: Path) -> Figure | None:
     ax.legend(fontsize=8, loc="upper left")
     ax.set_ylim(0, max(max(r[3] for r in rows), 12) * 1.25)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = out / "throughput_gain.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Figure("throughput_gain", path, "Measured throughput gain (the paper's Figure 2) beside the bound a "
-                  "bandwidth-bound link allows (the measured wire ratio) and the paper's claims. " + provenance(d))
+    return _save(fig, out, "throughput_gain", "Measured throughput gain (the paper's Figure 2) beside the bound a "
+                 "bandwidth-bound link allows (the measured wire ratio) and the paper's claims. " + provenance(d))
 
 
 def time_to_target(tables: Tables, out: Path) -> Figure | None:
@@ -132,13 +133,9 @@ def time_to_target(tables: Tables, out: Path) -> Figure | None:
                 va="center", fontsize=9)
     ax.set_xlabel(f"projected seconds to loss {target:.3f} (baseline at 80% of its run)")
     ax.set_title("Time to target loss")
-    fig.tight_layout()
-    path = out / "time_to_target.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Figure("time_to_target", path, "Projected time to reach the baseline's loss: steps needed in the single-process "
-                  "twin × the step time measured over the emulated links for the same compressor (throughput alone hides "
-                  "that a compressed run may need more steps). Projection, not a single measured run. " + provenance(dist))
+    return _save(fig, out, "time_to_target", "Projected time to reach the baseline's loss: steps needed in the single-process "
+                 "twin × the step time measured over the emulated links for the same compressor (throughput alone hides "
+                 "that a compressed run may need more steps). Projection, not a single measured run. " + provenance(dist))
 
 
 def bytes_per_link(tables: Tables, out: Path) -> Figure | None:
@@ -156,12 +153,8 @@ def bytes_per_link(tables: Tables, out: Path) -> Figure | None:
     ax.set_xlabel("link, direction")
     ax.set_title("Bytes per link and direction")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "bytes_per_link.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Figure("bytes_per_link", path, "Payload bytes each link carried per trial, counted from the payloads (the "
-                  "interface counters agree within the overhead in the links table). " + provenance(t[t["execution"] == "distributed"]))
+    return _save(fig, out, "bytes_per_link", "Payload bytes each link carried per trial, counted from the payloads (the "
+                 "interface counters agree within the overhead in the links table). " + provenance(t[t["execution"] == "distributed"]))
 
 
 def bandwidth_applied(tables: Tables, out: Path) -> Figure | None:
@@ -185,13 +178,9 @@ def bandwidth_applied(tables: Tables, out: Path) -> Figure | None:
     ax.set_ylabel("bandwidth applied (Mbit/s, log)")
     ax.set_title(f"Bandwidth the schedule applied (trial {trial})")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = out / "bandwidth_applied.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
     row = tables.trials[tables.trials["trial_id"] == trial]
-    return Figure("bandwidth_applied", path, "Per-link bandwidth as applied by the seeded schedule (recorded at each "
-                  "change, not the configured distribution). " + provenance(row))
+    return _save(fig, out, "bandwidth_applied", "Per-link bandwidth as applied by the seeded schedule (recorded at each "
+                 "change, not the configured distribution). " + provenance(row))
 
 
 def fidelity(tables: Tables, out: Path) -> Figure | None:
@@ -213,14 +202,10 @@ def fidelity(tables: Tables, out: Path) -> Figure | None:
     ax.set_title("Subspace error vs the paper's bounds")
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "fidelity.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
     r = int(f["r"].iloc[0])
-    return Figure("fidelity", path, f"Measured ‖sin Θ‖_F of the top-{r} left singular subspace vs rate, beside Theorem 4.1 "
-                  "(column) and Theorem 3.2 with C = 1 (TopK; its constant is not given). Sources: "
-                  + ", ".join(sorted(set(f["source"]))))
+    return _save(fig, out, "fidelity", f"Measured ‖sin Θ‖_F of the top-{r} left singular subspace vs rate, beside Theorem 4.1 "
+                 "(column) and Theorem 3.2 with C = 1 (TopK; its constant is not given). Sources: "
+                 + ", ".join(sorted(set(f["source"]))))
 
 
 ALL = (loss_by_rate, throughput_gain, time_to_target, bytes_per_link, bandwidth_applied, fidelity)
