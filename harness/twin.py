@@ -68,11 +68,8 @@ def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_
         if not inference:
             for m in order:
                 graph.pop(m).backward()
-            total = None
-            if spec.train.grad_clip:
-                total = grad_sq_norm(mods[0])
-                for mod in mods[1:]:
-                    total = total + grad_sq_norm(mod)  # pipeline order, as the stages add it up
+            # summed in pipeline order, as the stages add it up the chain
+            total = sum(grad_sq_norm(mod) for mod in mods) if spec.train.grad_clip else None
             for mod, opt in zip(mods, opts, strict=True):
                 optimizer_step(mod, opt, step, spec, total)
         row = {"step": step, "loss": sum(losses) / M, "tokens": spec.train.batch * spec.model.ctx,

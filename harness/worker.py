@@ -144,6 +144,8 @@ class StageWorker:
         total comes back down (two 8-byte messages per link and step, on their own tags)."""
         t0 = time.perf_counter()
         acc = grad_sq_norm(self.module)
+        t["compute"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         if not self.first:
             acc = self.prev.recv(NORM_UP).parts[0][0] + acc
         if not self.last:

@@ -156,13 +156,13 @@ def down(target: Annotated[str, typer.Argument(help="a run id, or a topology fil
 def list_runs() -> None:
     """Runs pipenem has recorded on this machine."""
     table = Table(title="pipenem runs")
-    for col in ("run", "topology", "backend", "owner", "detached", "scheduler", "resources"):
+    for col in ("run", "topology", "backend", "owner", "detached", "processes", "resources"):
         table.add_column(col)
     for r in all_records():
         pids = [int(x["name"]) for x in r.resources if x["kind"] == "process"]
-        sched = ", ".join(f"{p} ({'running' if Path(f'/proc/{p}').exists() else 'gone'})" for p in pids) or "-"
+        procs = ", ".join(f"{p} ({'running' if Path(f'/proc/{p}').exists() else 'gone'})" for p in pids) or "-"
         table.add_row(r.run_id, r.topology, r.backend, f"{r.owner_pid} ({'alive' if r.owner_alive() else 'gone'})",
-                      str(r.detached), sched, str(len(r.resources)))
+                      str(r.detached), procs, str(len(r.resources)))
     console.print(table)
 
 
