@@ -15,14 +15,13 @@ Targets on the 2-core dev machine: column, row, randk, quantize ≤ 5 % of the p
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
 import torch
 
-from harness.allocator import active, find_tcmalloc, preload_env
+from harness.allocator import active, exec_python, find_tcmalloc
 from harness.compressors import Context, build
 from harness.compressors.wire import dense_bytes
 
@@ -74,8 +73,7 @@ def main() -> None:
                     help="malloc to time under; stage workers use tcmalloc where the host has it (harness.allocator)")
     a = ap.parse_args()
     if a.allocator == "tcmalloc" and active() != "tcmalloc" and find_tcmalloc():
-        # preloading only works from process start: run this script again under it
-        os.execve(sys.executable, [sys.executable, *sys.argv], preload_env(dict(os.environ)))
+        exec_python(sys.argv)  # this script again, from the start, under tcmalloc
     allocator = active()
     shape = tuple(int(v) for v in a.shape.split("x"))
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from typing import NoReturn
 
 NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
@@ -55,10 +56,16 @@ def preload_env(env: dict[str, str]) -> dict[str, str]:
     return {**env, "LD_PRELOAD": " ".join(filter(None, [lib, env.get("LD_PRELOAD")]))}
 
 
+def exec_python(python_args: list[str]) -> NoReturn:
+    """Replace this process by ``python PYTHON_ARGS...`` with tcmalloc preloaded where present
+    (a preload only takes effect at process start)."""
+    os.execve(sys.executable, [sys.executable, *python_args], preload_env(dict(os.environ)))
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit("usage: python -m harness.allocator PYTHON-ARGS... (e.g. -m harness.worker RUN_DIR 0)")
-    os.execve(sys.executable, [sys.executable, *argv], preload_env(dict(os.environ)))
+    exec_python(argv)
 
 
 if __name__ == "__main__":
