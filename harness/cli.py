@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -42,6 +43,13 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        # e.g. the results tables: written to a temporary file and renamed, so none is half-written
+        err_console.print(f"[bold red]error:[/] no space left on the device writing {escape(str(exc.filename or '?'))}",
+                          soft_wrap=True, highlight=False)
+        sys.exit(1)
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)

@@ -18,7 +18,8 @@ PAPER_HEADS = 24
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: `lr: .inf` is refused here, not by a worker after bring-up
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
@@ -32,6 +33,9 @@ class ModelConfig(_Strict):
     vocab: int = Field(256, ge=2)  # byte-level tokenizer
     ctx: int = Field(1024, ge=2)
     rope_theta: float = 10000.0
+    # RMSNorm's ε. It bounds the norm's gradient at an all-zero input (~1/√ε: 316× at 1e-5),
+    # which is what a row-masked boundary feeds the next stage (README: row masking).
+    norm_eps: float = Field(1e-5, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -78,6 +82,14 @@ class TrainConfig(_Strict):
     decay_steps: int | None = None  # linear decay to 0 after warm-up over this many steps (default: steps)
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float | None = 1.0
+    # How a boundary's gradient goes back through the forward compressor: ``exact`` multiplies
+    # it by the compressor's Jacobian (kept mask; lowrank's projection) as when compression is
+    # part of the stage's autograd graph; ``straight-through`` passes it unchanged. Default
+    # exact: it is the gradient of the network that actually ran (see README, row masking).
+    boundary_grad: Literal["exact", "straight-through"] = "exact"
+    # Fail a run whose link is down, or crawls with data queued, for longer than this many
+    # seconds (default: 10× the largest message's transfer time at the scheduled rate, ≥ 30 s).
+    stall_timeout: float | None = Field(None, gt=0)
     compress_inference: bool = True  # inference with C_fwd (False: measure the train/infer mismatch)
     target_loss: float | None = None
 
@@ -102,7 +114,7 @@ class ComputeConfig(_Strict):
 class RunSpec(_Strict):
     topology: str  # a topology YAML file
     backend: Literal["netns", "docker", "twin"] = "netns"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     partition: list[int] | None = None  # blocks per stage; default: as even as possible
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -140,10 +152,16 @@ def check_spec(spec: RunSpec) -> tuple[list[int], int]:
     shape = (spec.train.batch // spec.train.micro_batches, spec.model.ctx, spec.model.d_model)
     fwd.check_shape(shape)
     bwd.check_shape(shape)
+    if spec.train.mode == "train":
+        bwd.check_forward(fwd)
     if spec.compute.mode == "modeled":
         from harness.devices import load_profile
 
         load_profile(spec.compute.device)
+    else:
+        from harness.data import data_files
+
+        data_files(spec.data)  # the files exist now, not when a worker reads them after bring-up
     return part, stages
 
 

@@ -86,6 +86,19 @@ def _read(files: list[Path]) -> str:
     return "\n".join(parts)
 
 
+def data_files(cfg: DataConfig) -> list[Path]:
+    """The local files a ``text``/``c4`` dataset reads ([] for the built-in ones); ConfigError
+    naming ``data.paths`` when none is given or none matches."""
+    if cfg.dataset in ("synthetic", "pystdlib"):
+        return []
+    if not cfg.paths:
+        raise ConfigError("data.paths", f"the {cfg.dataset} dataset needs local files (paths)")
+    files = sorted({Path(f) for pattern in cfg.paths for f in glob.glob(pattern, recursive=True) if Path(f).is_file()})
+    if not files:
+        raise ConfigError("data.paths", f"no file matches {cfg.paths}")
+    return files
+
+
 def load_streams(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train tokens, eval tokens) as uint8 tensors."""
     tok = ByteTokenizer()
@@ -98,11 +111,7 @@ def load_streams(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor
         files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "test" not in p.parts)
         tr, ev = _split_files(files, cfg.eval_fraction)
         return tok.encode(_read(tr)), tok.encode(_read(ev))
-    if not cfg.paths:
-        raise ConfigError("data.paths", f"the {cfg.dataset} dataset needs local files (paths)")
-    files = sorted({Path(f) for pattern in cfg.paths for f in glob.glob(pattern, recursive=True)})
-    if not files:
-        raise ConfigError("data.paths", f"no file matches {cfg.paths}")
+    files = data_files(cfg)
     if cfg.dataset == "text":
         if len(files) == 1:
             text = _read(files)

@@ -39,6 +39,11 @@ BUILTIN = {
     "a10g": DeviceProfile("a10g", 125e12, 0.35, "NVIDIA A10G datasheet, BF16 tensor dense peak; efficiency 0.35 assumed"),
     "a10g-fp32": DeviceProfile("a10g-fp32", 31.2e12, 0.5, "NVIDIA A10G datasheet, FP32 peak; efficiency 0.5 assumed"),
     "h100": DeviceProfile("h100", 989e12, 0.35, "NVIDIA H100 SXM datasheet, BF16 dense peak; efficiency 0.35 assumed"),
+    # Not a device: a condition. At 100 GFLOP/s one layer of the CI throughput model (d=512,
+    # 2×1024 tokens) computes a micro-batch forward+backward in ~0.45 s, about what its
+    # activations take over 80 Mbit (0.44 s): compute ≈ comm, where a 10× wire ratio gains ~2×.
+    "compute-heavy": DeviceProfile("compute-heavy", 100e9, 1.0, "a condition, not a device: 100 GFLOP/s so that "
+                                   "compute ≈ comm on the CI comm-bound profile"),
 }
 
 

@@ -69,7 +69,13 @@ def fidelity_cmd(
     if tensor is not None:
         if not tensor.is_file():
             raise ConfigError("tensor", f"{str(tensor)!r} not found")
-        x = torch.load(tensor, map_location="cpu", weights_only=True)
+        if not tensor.is_file():
+            raise ConfigError("tensor", f"{str(tensor)!r} not found")
+        try:
+            x = torch.load(tensor, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - pickle, zip and torch's own errors alike
+            raise ConfigError("tensor", f"{str(tensor)!r} is not a tensor saved with torch.save "
+                                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
             raise ConfigError("tensor", "expected a floating-point tensor with at least 2 dimensions")
         source = str(tensor)

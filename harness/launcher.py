@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import RunSpec, check_spec
+from harness.results import atomic_write
 from testbed.backends import make_backend
+from testbed.linkwatch import LinkWatch
 from testbed.topology import load_topology
 
 
@@ -41,6 +43,13 @@ class RunResult:
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     allocator: str = ""  # the stage workers' malloc (their timings depend on it)
+
+    def link_wire_ratio(self, direction: str) -> float | None:
+        """Dense bytes / bytes the links actually carried in one direction (frames, headers,
+        indices and control messages included), over every link: the ratio behind the bounds."""
+        sel = [lk for lk in self.links if lk["direction"] == direction and lk["payload_bytes"]]
+        dense, sent = sum(lk["dense_bytes"] for lk in sel), sum(lk["payload_bytes"] for lk in sel)
+        return dense / sent if sent and dense else None
 
     def losses(self) -> list[float]:
         last = self.stages - 1
@@ -82,14 +91,16 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("stage*.json"):
         old.unlink()
-    (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1))
+    # a record of what ran (workers get their spec on stdin, never from this file)
+    atomic_write(run_dir / "spec.json", lambda tmp: tmp.write_text(spec.model_dump_json(indent=1)))
     topo = load_topology(spec.topology)
+    message_bytes = spec.train.batch // spec.train.micro_batches * spec.model.ctx * spec.model.d_model * 4
     t_start = time.time()
     procs: list[subprocess.Popen] = []
     with make_backend(backend_name, topo, shared_dirs=[str(run_dir.resolve())]) as backend:
-        (run_dir / "links.json").write_text(json.dumps({"stages": stages, "partition": partition,
-                                                        "links": _links_meta(backend, stages)}))
+        links = _links_meta(backend, stages)
         counters0 = backend.link_counters()
+        watch = LinkWatch(backend, message_bytes, spec.train.stall_timeout)
         lines: queue.Queue = queue.Queue()
         tails = [deque(maxlen=20) for _ in range(stages)]
         try:
@@ -97,15 +108,19 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
                 # through harness.allocator: tcmalloc preloaded where the stage's host has it
                 argv = backend.exec_argv(i, [sys.executable, "-m", "harness.allocator",
                                              "-m", "harness.worker", str(run_dir), str(i)])
-                p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                     env=_worker_env())
-                backend.record.add("process", str(p.pid))
+                p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, env=_worker_env())
+                backend.record.add_process(p.pid)
                 procs.append(p)
+                p.stdin.write(json.dumps({"spec": spec.model_dump(mode="json"), "stages": stages, "partition": partition,
+                                          "links": links[i]}) + "\n")
+                p.stdin.close()
                 threading.Thread(target=_pump, args=(i, p, lines), daemon=True).start()
             if on_start:
                 on_start(procs)
-            _supervise(procs, lines, tails, on_log, backend)
+            _supervise(procs, lines, tails, on_log, backend, watch)
         finally:
+            watch.close()
             for p in procs:
                 if p.poll() is None:
                     p.kill()
@@ -122,10 +137,11 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
                        allocator=", ".join(sorted(allocators)))
     for i in range(stages - 1):
         label = f"{i}-{i + 1}"
-        for direction, stage, key in (("forward", i, "bytes_fwd"), ("backward", i + 1, "bytes_bwd")):
-            payload = sum(r[key] for r in rows if r["stage"] == stage)
+        for direction, stage, key in (("forward", i, "fwd"), ("backward", i + 1, "bwd")):
+            payload = sum(r[f"bytes_{key}"] for r in rows if r["stage"] == stage)
+            dense = sum(r[f"dense_{key}"] for r in rows if r["stage"] == stage)
             iface = counters1[(label, direction)] - counters0[(label, direction)]
-            result.links.append({"link": label, "direction": direction, "payload_bytes": payload,
+            result.links.append({"link": label, "direction": direction, "payload_bytes": payload, "dense_bytes": dense,
                                  "interface_bytes": iface, "overhead": iface / payload if payload else None})
     return result
 
@@ -144,8 +160,9 @@ def _pump(stage: int, proc: subprocess.Popen, lines: queue.Queue) -> None:
 
 
 def _supervise(procs: list[subprocess.Popen], lines: queue.Queue, tails: list[deque],
-               on_log: Callable[[int, str], None] | None, backend) -> None:  # noqa: ANN001
-    """Stream logs until every worker exits; the first one to fail stops all of them."""
+               on_log: Callable[[int, str], None] | None, backend, watch: LinkWatch) -> None:  # noqa: ANN001
+    """Stream logs until every worker exits; the first one to fail stops all of them, and so
+    does a link that is down or stalled for longer than its bound (LinkStalled, named)."""
     done: set[int] = set()
     while len(done) < len(procs):
         try:
@@ -169,3 +186,4 @@ def _supervise(procs: list[subprocess.Popen], lines: queue.Queue, tails: list[de
                 raise StageFailed(i, code, list(tails[i]))
             done.add(i)
         backend.check_scheduler()
+        watch.check()

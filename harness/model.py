@@ -45,10 +45,10 @@ class Block(nn.Module):
         super().__init__()
         d, h = cfg.d_model, cfg.n_heads
         self.n_heads = h
-        self.attn_norm = RMSNorm(d)
+        self.attn_norm = RMSNorm(d, cfg.norm_eps)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)
-        self.ffn_norm = RMSNorm(d)
+        self.ffn_norm = RMSNorm(d, cfg.norm_eps)
         self.gate = nn.Linear(d, cfg.ffn_hidden, bias=False)
         self.up = nn.Linear(d, cfg.ffn_hidden, bias=False)
         self.down = nn.Linear(cfg.ffn_hidden, d, bias=False)
@@ -91,7 +91,7 @@ def build_stages(cfg: ModelConfig, partition: list[int], seed: int) -> list[Stag
     try:
         embed = nn.Embedding(cfg.vocab, cfg.d_model)
         blocks = [Block(cfg) for _ in range(cfg.n_layers)]
-        norm = RMSNorm(cfg.d_model)
+        norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
         for mod in [embed, head, *blocks]:
             for name, p in mod.named_parameters():

@@ -9,6 +9,7 @@ CI-sized suites (a few minutes here); without it, the paper-sized ones (hours on
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -17,11 +18,15 @@ import typer
 from rich.console import Console
 
 from harness.config import build_spec
+from harness.outdir import exclusive
 from harness.suite import load_suite
 from testbed.errors import ConfigError
 
 console = Console()
-SUITES = {True: ("suites/ci-convergence.yaml", "suites/ci-throughput.yaml"),
+# (convergence suite, the suites measured over the links): the first one's model is the one
+# the fidelity table measures
+SUITES = {True: ("suites/ci-convergence.yaml", "suites/ci-throughput.yaml", "suites/ci-throughput-conditions.yaml",
+                 "suites/ci-time-to-target.yaml"),
           False: ("suites/beyond-topk-convergence.yaml", "suites/beyond-topk-throughput.yaml")}
 FIDELITY_RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -72,21 +77,33 @@ def reproduce_cmd(
     out: Annotated[Path, typer.Option(help="results + report folder")] = Path("results/reproduce"),
     check: Annotated[bool, typer.Option(help="exit 1 unless the system properties hold: training gain ≥ 2× and "
                                               "inference gain ≥ 0.8 × wire ratio (comm-bound profile)")] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="twin trials at a time (default: one per CPU); trials over the "
+                                                  "links always run alone")] = os.cpu_count() or 1,
 ) -> None:
     """Reproduce the paper's claims: prints and writes the verdict table and the report."""
     if paper != "beyond-topk":
         raise ConfigError("PAPER", f"unknown paper {paper!r}; available: beyond-topk")
+
+    with exclusive(out):
+        _reproduce(quick, out, check, jobs)
+
+
+def _reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
     from harness.sweep_cli import sweep_with_progress
-    from reports.cli import build_report, verdict_table
+    from reports.cli import build_report, summary_table, verdict_table
+    from reports.tables import load
 
     t0 = time.time()
-    conv_path, thr_path = (repo_file(p) for p in SUITES[quick])
-    trials = []
-    for p in (conv_path, thr_path):
-        _, ts = load_suite(p)
-        trials += ts
+    paths = [repo_file(p) for p in SUITES[quick]]
+    conv_path = paths[0]
+    trials, seen = [], set()
+    for p in paths:
+        for t in load_suite(p)[1]:
+            if t.trial_id not in seen:  # suites share some trials (same config, same id)
+                seen.add(t.trial_id)
+                trials.append(t)
     console.print(f"reproducing Beyond Top-K ({'quick' if quick else 'paper-sized'}): {len(trials)} trials -> {out}")
-    counts = sweep_with_progress(trials, out, retry_failed=True, title="beyond-topk")
+    counts = sweep_with_progress(trials, out, retry_failed=True, title="beyond-topk", jobs=jobs)
     from harness.results import ResultStore
 
     with console.status("measuring subspace fidelity"):
@@ -97,6 +114,7 @@ def reproduce_cmd(
         store.append("fidelity", rows)
     path, vs = build_report(out, title=f"Beyond Top-K reproduction ({'quick' if quick else 'paper-sized'})")
     (out / "verdicts.json").write_text(json.dumps([v.row() for v in vs], indent=1))
+    console.print(summary_table(load(out)))
     console.print(verdict_table(vs))
     console.print(f"{counts['done']} trials ran, {counts['skipped']} reused, {counts['failed']} failed; "
                   f"wall {time.time() - t0:.0f} s; report {path}")

@@ -8,6 +8,7 @@ tables, and the trial row is written last — a trial is "finished" once its row
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -35,9 +36,7 @@ class ResultStore:
         if not old.empty and "trial_id" in new.columns and "trial_id" in old.columns:
             old = old[~old["trial_id"].isin(set(new["trial_id"]))]  # a re-run replaces, never duplicates
         df = pd.concat([old, new], ignore_index=True) if not old.empty else new
-        tmp = self.path(table).with_suffix(".parquet.tmp")
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, self.path(table))
+        atomic_write(self.path(table), lambda tmp: df.to_parquet(tmp, index=False))
 
     def finished(self) -> set[str]:
         t = self.read("trials")
@@ -48,6 +47,23 @@ class ResultStore:
         self.append("steps", steps)
         self.append("links", links)
         self.append("trials", [trial_row])
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one, never a
+    half-written one; on any failure (a full disk) the temporary file is removed."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:
+            exc.filename = str(path)  # pyarrow's I/O errors do not say which file
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def time_to_target(steps: list[dict], target: float | None) -> float | None:

@@ -14,6 +14,9 @@ axes:
   compute: [real, modeled]
   execution: [twin, distributed]
   seed: [0, 1]
+  set:                         # any config field, by its dotted path: every combination is swept
+    train.boundary_grad: [exact, straight-through]
+    train.grad_clip: [1.0, null]
 ```
 
 A trial is self-contained (its full RunSpec) and has a stable id (a digest of its
@@ -35,7 +38,7 @@ from testbed.errors import ConfigError
 from testbed.topology import load_topology
 from testbed.yamlfile import read_yaml
 
-AXES = ("compressor", "rate", "mode", "compute", "execution", "seed", "backend")
+AXES = ("compressor", "rate", "mode", "compute", "execution", "seed", "backend", "set")
 RATED = {"topk", "randk", "column", "row", "lowrank", "sketch"}
 
 
@@ -55,6 +58,12 @@ class Axes(BaseModel):
     execution: list[Literal["twin", "distributed"]] = Field(default_factory=lambda: ["distributed"], min_length=1)
     seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
     backend: list[Literal["netns", "docker"]] = Field(default_factory=lambda: ["netns"], min_length=1)
+    set: dict[str, list[Any]] = Field(default_factory=dict)  # dotted config path -> values
+
+    def variants(self) -> list[dict[str, Any]]:
+        """Every combination of the ``set`` axis' values ({} when it is empty)."""
+        keys = list(self.set)
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(self.set[k] for k in keys))]
 
 
 class Suite(BaseModel):
@@ -82,6 +91,12 @@ class Trial(BaseModel):
     backend: str
     seed: int
     spec: dict[str, Any]
+    overrides: dict[str, Any] = {}  # this trial's values of the ``set`` axis
+
+    @property
+    def variant(self) -> str:
+        """The ``set`` axis' values as one label ('' without that axis)."""
+        return " ".join(f"{k}={v}" for k, v in self.overrides.items())
 
     def run_spec(self) -> RunSpec:
         return RunSpec.model_validate(self.spec)
@@ -114,6 +129,14 @@ def _deep_merge(a: dict, b: dict) -> dict:
     return out
 
 
+def _nested(path: str, value: Any) -> dict:
+    """'train.lr', 1e-3 -> {'train': {'lr': 1e-3}}."""
+    out: Any = value
+    for key in reversed(path.split(".")):
+        out = {key: out}
+    return out
+
+
 def topology_digest(path: str) -> str:
     """What a topology *is* (its parsed model, trace samples included), as a short hash."""
     try:
@@ -128,8 +151,8 @@ def expand(suite: Suite) -> list[Trial]:
     ax = suite.axes
     trials, seen = [], set()
     topo_key = topology_digest(suite.topology)
-    for choice, rate, mode, compute, execution, seed, backend in itertools.product(
-            ax.compressor, ax.rate or [None], ax.mode, ax.compute, ax.execution, ax.seed, ax.backend):
+    for choice, rate, mode, compute, execution, seed, backend, overrides in itertools.product(
+            ax.compressor, ax.rate or [None], ax.mode, ax.compute, ax.execution, ax.seed, ax.backend, ax.variants()):
         rated = _takes_rate(choice.fwd) or _takes_rate(choice.bwd)
         r = rate if rated else None
         fwd, bwd = _with_rate(choice.fwd, r), _with_rate(choice.bwd, r)
@@ -138,6 +161,8 @@ def expand(suite: Suite) -> list[Trial]:
         spec = _deep_merge(suite.base, {"topology": suite.topology, "seed": seed, "backend": backend if execution == "distributed" else "twin",
                                         "train": {"mode": mode}, "compute": {"mode": compute},
                                         "compression": {"fwd": fwd, "bwd": bwd}})
+        for path, value in overrides.items():
+            spec = _deep_merge(spec, _nested(path, value))
         # the id names the topology by its content, not its path: a moved checkout still resumes
         body = json.dumps({"spec": {**spec, "topology": topo_key}, "execution": execution}, sort_keys=True, default=str)
         if body in seen:
@@ -145,7 +170,8 @@ def expand(suite: Suite) -> list[Trial]:
         seen.add(body)
         tid = hashlib.sha256(body.encode()).hexdigest()[:12]
         trials.append(Trial(trial_id=tid, suite=suite.name, compressor=choice.label, rate=r, fwd=fwd, bwd=bwd, mode=mode,
-                            compute=compute, execution=execution, backend=backend, seed=seed, spec=spec))
+                            compute=compute, execution=execution, backend=backend, seed=seed, spec=spec,
+                            overrides=overrides))
     return trials
 
 
@@ -181,11 +207,25 @@ def load_suite(path: str | Path) -> tuple[Suite, list[Trial]]:
         try:
             spec = build_spec(t.spec)
         except ConfigError as exc:
-            raise ConfigError(f"base.{exc.field}" if exc.field else "base", exc.message, str(path)) from None
+            raise ConfigError(_axis_field(t, exc.field), exc.message, str(path)) from None
         try:
             check_spec(spec)
         except ConfigError as exc:
-            # a bad compressor parameter on one axis value fails that trial, not the suite
-            if not exc.field.startswith("compression"):
-                raise ConfigError(exc.field, exc.message, str(path)) from None
+            # before anything runs: name the axis value that produced the bad trial
+            raise ConfigError(_axis_field(t, exc.field), exc.message, str(path)) from None
     return suite, trials
+
+
+def _axis_field(t: Trial, field: str) -> str:
+    """Where in the suite a trial's bad field comes from: an axis value, or base."""
+    if field.startswith("compression"):
+        where = f"axes.compressor[{t.compressor}]"
+        if t.rate is not None and ".rate" in field:
+            return f"axes.rate[{t.rate:g}] ({where})"
+        return f"{where}.{field.removeprefix('compression.')}"
+    if field == "seed":
+        return f"axes.seed[{t.seed}]"
+    for key in t.overrides:
+        if field.startswith(key):
+            return f"axes.set.{key}"
+    return f"base.{field}" if field else "base"

@@ -20,8 +20,9 @@ import torch
 
 from harness.allocator import active
 from harness.compressors import build
-from harness.compressors.base import Context
+from harness.compressors.base import Context, ForwardRecord
 from harness.config import RunSpec, check_spec
+from harness.devices import load_profile
 from harness.results import ResultStore, time_to_target
 from harness.suite import Trial
 from testbed.errors import ConfigError
@@ -42,11 +43,17 @@ class Executor(Protocol):
 
 
 def payload_wire_ratio(spec: RunSpec, direction: str) -> float:
-    """Dense bytes / payload bytes of this spec's compressor on one boundary micro-batch."""
-    c = build(spec.compression.fwd if direction == "forward" else spec.compression.bwd)
+    """Dense bytes / payload bytes of this spec's compressor on one boundary micro-batch of
+    seeded noise (a twin has no link to count; distributed trials also record the ratio
+    of the bytes their links carried)."""
     shape = (spec.train.batch // spec.train.micro_batches, spec.model.ctx, spec.model.d_model)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    return x.numel() * 4 / c.encode(x, Context()).nbytes
+    fwd = build(spec.compression.fwd)
+    fctx = Context(direction="forward")
+    p = fwd.encode(x, fctx)
+    if direction == "backward":
+        p = build(spec.compression.bwd).encode(x, Context(direction="backward", forward=ForwardRecord(fwd, p, fctx)))
+    return x.numel() * 4 / p.nbytes
 
 
 class LocalExecutor:
@@ -61,8 +68,9 @@ class LocalExecutor:
             "compressor": trial.compressor, "rate": trial.rate, "fwd": str(trial.fwd), "bwd": str(trial.bwd),
             "direction": _direction(trial), "mode": trial.mode, "compute": trial.compute, "execution": trial.execution,
             "backend": trial.backend if trial.execution == "distributed" else "none (single process)",
-            "device": spec.compute.device if trial.compute == "modeled" else "cpu (real compute)",
+            "device": load_profile(spec.compute.device).name if trial.compute == "modeled" else "cpu (real compute)",
             "seed": trial.seed, "steps_run": spec.train.steps, "target_loss": spec.train.target_loss,
+            **config_columns(spec), "variant": trial.variant,
             "fwd_wire_ratio": payload_wire_ratio(spec, "forward"),
             "bwd_wire_ratio": payload_wire_ratio(spec, "backward") if trial.mode == "train" else None,
         }
@@ -95,10 +103,20 @@ class LocalExecutor:
             base.update(tokens_per_s=result.throughput(), throughput_kind="pipeline over emulated links",
                         final_loss=_tail_mean(losses) if losses else None, eval_loss=None,
                         initial_loss=losses[0] if losses else None, time_to_target_s=time_to_target(last, spec.train.target_loss),
-                        run_id=result.run_id, allocator=result.allocator)
+                        run_id=result.run_id, allocator=result.allocator,
+                        fwd_link_wire_ratio=result.link_wire_ratio("forward"),
+                        bwd_link_wire_ratio=result.link_wire_ratio("backward") if trial.mode == "train" else None)
             links = link_rows(trial.trial_id, result)
         base.update(status="ok", error=None, wall_s=time.time() - t0, finished_at=time.time())
         return TrialOutcome(base, steps, links)
+
+
+def config_columns(spec: RunSpec) -> dict:
+    """The settings that change results, recorded with every trial (reports show and group by them)."""
+    t, m = spec.train, spec.model
+    return {"boundary_grad": t.boundary_grad, "grad_clip": t.grad_clip, "norm_eps": m.norm_eps, "lr": t.lr,
+            "warmup": t.warmup, "batch": t.batch, "micro_batches": t.micro_batches, "schedule": t.schedule,
+            "d_model": m.d_model, "n_layers": m.n_layers, "ctx": m.ctx, "dataset": spec.data.dataset}
 
 
 def _tail_mean(values: list[float], k: int = 3) -> float | None:
@@ -119,10 +137,10 @@ def link_rows(trial_id: str, result) -> list[dict]:  # noqa: ANN001
     span_end = max(r["end"] for r in result.steps)
     for tot in result.links:
         stage = int(tot["link"].split("-")[0]) + (0 if tot["direction"] == "forward" else 1)
-        key = "bytes_fwd" if tot["direction"] == "forward" else "bytes_bwd"
+        key = "bytes_fwd" if tot["direction"] == "forward" else "bytes_bwd"  # what that stage sent on the link
         out.append({"trial_id": trial_id, "link": tot["link"], "direction": tot["direction"], "window": -1,
                     "t_start": None, "t_end": None, "rate_bps": None, "payload_bytes": tot["payload_bytes"],
-                    "interface_bytes": tot["interface_bytes"], "achieved_bps": None})
+                    "dense_bytes": tot["dense_bytes"], "interface_bytes": tot["interface_bytes"], "achieved_bps": None})
         windows = sorted((a for a in result.applied if a["link"] == tot["link"] and a["direction"] == tot["direction"]),
                          key=lambda a: a["applied_at"])
         for k, w in enumerate(windows):
@@ -130,7 +148,8 @@ def link_rows(trial_id: str, result) -> list[dict]:  # noqa: ANN001
             end = windows[k + 1]["applied_at"] if k + 1 < len(windows) else span_end
             sent = sum(r[key] for r in result.steps if r["stage"] == stage and start <= r["end"] < end)
             out.append({"trial_id": trial_id, "link": tot["link"], "direction": tot["direction"], "window": w["window"],
-                        "t_start": start, "t_end": end, "rate_bps": w["rate_bps"], "payload_bytes": sent,
+                        "t_start": start, "t_end": end, "rate_bps": w["rate_bps"], "up": w.get("up", True),
+                        "event": w.get("event", ""), "payload_bytes": sent,
                         "interface_bytes": None, "achieved_bps": sent * 8 / (end - start) if end > start else None})
     return out
 
@@ -138,35 +157,81 @@ def link_rows(trial_id: str, result) -> list[dict]:  # noqa: ANN001
 def failed_row(trial: Trial, error: str) -> dict:
     return {"trial_id": trial.trial_id, "suite": trial.suite, "compressor": trial.compressor, "rate": trial.rate,
             "fwd": str(trial.fwd), "bwd": str(trial.bwd), "direction": _direction(trial), "mode": trial.mode,
-            "compute": trial.compute, "execution": trial.execution, "seed": trial.seed, "status": "failed",
+            "compute": trial.compute, "execution": trial.execution, "seed": trial.seed, "variant": trial.variant,
+            **config_columns(trial.run_spec()), "status": "failed",
             "error": error, "finished_at": time.time()}
 
 
+def _run_in_child(trial: Trial, run_dir: Path) -> TrialOutcome:
+    """A twin trial in a pool process (no progress events cross the process boundary)."""
+    return LocalExecutor().run(trial, run_dir, lambda _p: None)
+
+
 def run_trials(trials: list[Trial], out: Path, executor: Executor | None = None,
-               on_event: Callable[[str, Trial, dict], None] | None = None, retry_failed: bool = False) -> ResultStore:
-    """Run what is not finished yet; a failing trial is recorded with its error and the sweep goes on."""
+               on_event: Callable[[str, Trial, dict], None] | None = None, retry_failed: bool = False,
+               jobs: int = 1) -> ResultStore:
+    """Run what is not finished yet; a failing trial is recorded with its error and the sweep goes on.
+
+    ``jobs > 1`` runs twin trials (one process each, no network) that many at a time, before
+    the distributed ones, which always run alone: their timings must not share the CPU."""
     store = ResultStore(out)
     executor = executor or LocalExecutor()
     done = store.finished()
     if retry_failed and done:
         t = store.read("trials")
         done = set(t.loc[t["status"] == "ok", "trial_id"])
+    emit = on_event or (lambda *_: None)
+    todo = []
     for trial in trials:
         if trial.trial_id in done:
-            on_event and on_event("skip", trial, {})
-            continue
-        on_event and on_event("start", trial, {})
+            emit("skip", trial, {})
+        else:
+            todo.append(trial)
+    if jobs > 1 and isinstance(executor, LocalExecutor):
+        twins = [t for t in todo if t.execution == "twin"]
+        todo = [t for t in todo if t.execution != "twin"]
+        _run_pool(twins, out, store, emit, jobs)
+    for trial in todo:
+        emit("start", trial, {})
         try:
-            outcome = executor.run(trial, out / "runs" / trial.trial_id, lambda p, t=trial: on_event and on_event("progress", t, p))
-        except ConfigError as exc:
-            store.record_trial(failed_row(trial, f"bad config: {exc}"), [], [])
-            on_event and on_event("failed", trial, {"error": str(exc)})
-            continue
+            outcome = executor.run(trial, out / "runs" / trial.trial_id, lambda p, t=trial: emit("progress", t, p))
         except Exception as exc:  # noqa: BLE001 - one failed trial must not stop the sweep
-            msg = f"{type(exc).__name__}: {exc}"
-            store.record_trial(failed_row(trial, msg), [], [])
-            on_event and on_event("failed", trial, {"error": msg, "traceback": traceback.format_exc()})
+            _record_failure(store, emit, trial, exc, traceback.format_exc())
             continue
         store.record_trial(outcome.row, outcome.steps, outcome.links)
-        on_event and on_event("done", trial, outcome.row)
+        emit("done", trial, outcome.row)
     return store
+
+
+def _record_failure(store: ResultStore, emit: Callable, trial: Trial, exc: BaseException, tb: str) -> None:
+    msg = f"bad config: {exc}" if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+    store.record_trial(failed_row(trial, msg), [], [])
+    emit("failed", trial, {"error": str(exc) if isinstance(exc, ConfigError) else msg, "traceback": tb})
+
+
+def _run_pool(trials: list[Trial], out: Path, store: ResultStore, emit: Callable, jobs: int) -> None:
+    """Twin trials in ``jobs`` spawned processes; only this process writes the tables."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    if not trials:
+        return
+    # spawn: a fork of a process that already runs torch's thread pools can deadlock
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {}
+        for trial in trials:
+            futures[pool.submit(_run_in_child, trial, out / "runs" / trial.trial_id)] = trial
+            emit("start", trial, {})
+        try:
+            for fut in as_completed(futures):
+                trial = futures[fut]
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+                    _record_failure(store, emit, trial, exc, "".join(traceback.format_exception(exc)))
+                    continue
+                store.record_trial(outcome.row, outcome.steps, outcome.links)
+                emit("done", trial, outcome.row)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

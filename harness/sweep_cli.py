@@ -16,13 +16,16 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
+from harness.outdir import exclusive
 from harness.suite import Trial, load_suite
 
 console = Console()
 
 
-def sweep_with_progress(trials: list[Trial], out: Path, retry_failed: bool = False, title: str = "trials") -> dict:
+def sweep_with_progress(trials: list[Trial], out: Path, retry_failed: bool = False, title: str = "trials",
+                        jobs: int = 1) -> dict:
     """Run trials under a rich progress display; returns counts."""
     from harness.sweep import run_trials
 
@@ -48,9 +51,9 @@ def sweep_with_progress(trials: list[Trial], out: Path, retry_failed: bool = Fal
                 counts[{"done": "done", "failed": "failed", "skip": "skipped"}[kind]] += 1
                 bar.advance(task)
                 if kind == "failed":
-                    console.print(f"[red]trial {trial.trial_id} ({label}) failed:[/] {data.get('error')}")
+                    console.print(Text.assemble((f"trial {trial.trial_id} ({label}) failed: ", "red"), str(data.get("error"))))
 
-        run_trials(trials, out, on_event=on_event, retry_failed=retry_failed)
+        run_trials(trials, out, on_event=on_event, retry_failed=retry_failed, jobs=jobs)
     return counts
 
 
@@ -58,10 +61,13 @@ def run_cmd(
     suite: Annotated[Path, typer.Argument(help="suite YAML")],
     out: Annotated[Path, typer.Option(help="results folder (Parquet tables); re-running resumes")] = Path("results/run"),
     retry_failed: Annotated[bool, typer.Option(help="run failed trials again")] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="twin trials run this many at a time (one process each); "
+                                                  "distributed trials always run alone")] = 1,
 ) -> None:
     """Run a benchmark suite: every trial of its sweep, appended to OUT's tables as it finishes."""
     s, trials = load_suite(suite)
-    console.print(f"suite {s.name}: {len(trials)} trials -> {out}")
-    counts = sweep_with_progress(trials, out, retry_failed, title=s.name)
+    with exclusive(out):
+        console.print(f"suite {s.name}: {len(trials)} trials -> {out}")
+        counts = sweep_with_progress(trials, out, retry_failed, title=s.name, jobs=jobs)
     console.print(f"{counts['done']} ran, {counts['skipped']} already finished, {counts['failed']} failed; "
                   f"tables in {out} (`pipenem report {out}`)")

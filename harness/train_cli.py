@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from harness.config import load_spec
+from harness.config import RunSpec, check_spec, load_spec
+from harness.outdir import exclusive
 
 console = Console()
 
@@ -24,26 +26,39 @@ def train_cmd(
 ) -> None:
     """Train (or serve, train.mode: infer) a pipeline over real shaped links, one process per stage."""
     spec = load_spec(config)
-    out.mkdir(parents=True, exist_ok=True)
+    check_spec(spec)  # everything a worker would refuse, refused before any namespace exists
+    with exclusive(out):
+        _train(spec, out, twin, backend, quiet)
+
+
+def _train(spec: RunSpec, out: Path, twin: bool, backend: str, quiet: bool) -> None:
     if twin:
         from harness.twin import run_twin
 
         with console.status("twin running") as status:
             rows = run_twin(spec, on_step=lambda r: status.update(f"step {r['step']} loss {r['loss']:.4f}"))
-        summary = {"execution": "twin", "compute": "real", "seed": spec.seed, "losses": [r["loss"] for r in rows]}
+        summary = {"execution": "twin", "compute": "real", "seed": spec.seed, **semantics(spec),
+                   "losses": [r["loss"] for r in rows], "grad_norms": [r["grad_norm"] for r in rows]}
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        console.print(f"twin: {len(rows)} steps, loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f} (seed {spec.seed})")
+        console.print(f"twin: {len(rows)} steps, loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f} (seed {spec.seed}; "
+                      + ", ".join(f"{k} {v}" for k, v in semantics(spec).items()) + ")", highlight=False)
         return
     from harness.launcher import StageFailed, run_pipeline
+    from testbed.linkwatch import LinkStalled
 
     def log(stage: int, line: str) -> None:
         if not quiet:
-            console.print(f"[dim]\\[stage {stage}][/] {line}", highlight=False)
+            console.print(Text.assemble((f"[stage {stage}] ", "dim"), line), highlight=False)  # literally, never markup
 
     try:
         result = run_pipeline(spec, out, backend_name=backend, on_log=log)
     except StageFailed as exc:
-        console.print(f"[bold red]failed:[/] {exc}; the network and all stages were torn down")
+        console.print(Text.assemble(("failed: ", "bold red"), str(exc), "; the network and all stages were torn down"))
+        if exc.tail:
+            console.print(Text(f"last output of stage {exc.stage}:\n" + "\n".join(exc.tail), style="dim"), highlight=False)
+        raise typer.Exit(1) from None
+    except LinkStalled as exc:
+        console.print(Text.assemble(("failed: ", "bold red"), str(exc), "; the network and all stages were torn down"))
         raise typer.Exit(1) from None
     tput = result.throughput()
     summary = {
@@ -51,7 +66,8 @@ def train_cmd(
         "compute": spec.compute.mode, "device": spec.compute.device if spec.compute.mode == "modeled" else "cpu (real)",
         "mode": spec.train.mode, "schedule": spec.train.schedule, "seed": spec.seed, "stages": result.stages,
         "partition": result.partition, "losses": result.losses(), "tokens_per_s": tput, "wall_s": result.wall_s,
-        "links": result.links, "compression": spec.compression.model_dump(),
+        "links": result.links, "compression": spec.compression.model_dump(), **semantics(spec),
+        "link_wire_ratio": {"forward": result.link_wire_ratio("forward"), "backward": result.link_wire_ratio("backward")},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     table = Table(title=f"{spec.train.mode} over {result.stages} stages ({backend}, {summary['shaper']}, compute {spec.compute.mode}, seed {spec.seed})")
@@ -66,6 +82,11 @@ def train_cmd(
         console.print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps")
     console.print(f"throughput {tput:,.0f} tokens/s (measured after 1 warm-up step; compute {spec.compute.mode}); "
                   f"summary in {out / 'summary.json'}")
+
+
+def semantics(spec) -> dict:  # noqa: ANN001
+    """The settings that change results, stated with every run (README: Results a researcher can trust)."""
+    return {"boundary_grad": spec.train.boundary_grad, "grad_clip": spec.train.grad_clip, "norm_eps": spec.model.norm_eps}
 
 
 def load_topology_shaper(path: str) -> str:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.compressors import Compressor, Context, build
+from harness.compressors.base import ForwardRecord
 from harness.config import RunSpec
 from harness.devices import load_profile
 from harness.model import Stage, stage_flops
@@ -90,12 +91,21 @@ class BoundaryCodecs:
         self.micro = spec.train.micro_batches
         self._state: dict[tuple[int, str, str], dict] = {}
 
-    def ctx(self, boundary: int, direction: str, side: str, step: int, m: int) -> Context:
+        self.exact = spec.train.boundary_grad == "exact"
+
+    def ctx(self, boundary: int, direction: str, side: str, step: int, m: int,
+            forward: ForwardRecord | None = None) -> Context:
         state = self._state.setdefault((boundary, direction, side), {})
-        return Context(boundary=boundary, direction=direction, step=step * self.micro + m, seed=self.seed, state=state)
+        return Context(boundary=boundary, direction=direction, step=step * self.micro + m, seed=self.seed, state=state,
+                       forward=forward)
 
     def codec(self, direction: str) -> Compressor:
         return self.fwd if direction == "forward" else self.bwd
+
+    def boundary_grad(self, grad: torch.Tensor, sent: ForwardRecord) -> torch.Tensor:
+        """The gradient the sender of the activations back-propagates, from the one it received:
+        through its forward compressor's Jacobian (``exact``) or unchanged (``straight-through``)."""
+        return sent.codec.vjp(grad, sent.payload, sent.ctx) if self.exact else grad
 
 
 class ModeledCompute:

@@ -5,9 +5,12 @@ lower stage hosts it) with gloo's device bound to this end's link address, so ev
 pipeline byte — and the rendezvous — crosses exactly the shaped link: no full mesh,
 no routing. Plain ``send``/``recv`` (``batch_isend_irecv`` can hang on gloo).
 
-A payload goes as: its descriptor length (one int64), the descriptor (int64s: header
-ints, then dtype code and numel of each part), then each part as it is — no
-concatenation copy. ``bytes_sent`` counts every byte handed to gloo.
+A payload goes exactly as ``Payload.to_bytes()`` lays it out (the one wire format, see
+``harness/compressors/wire.py``), behind a 16-byte frame (two int64: total bytes, header
+bytes). It is sent in pieces — frame, header block, each part as it is, each part's
+zero padding — so large parts are never copied; the receiver lands them in one buffer
+that ``Payload.from_bytes`` reads. ``bytes_sent`` counts every byte handed to gloo
+(frame included); ``dense_sent`` the dense size of the tensors those payloads stand for.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import timedelta
 import torch
 from torch.distributed import ProcessGroupGloo, TCPStore
 
-from harness.compressors.wire import DTYPE_CODES, DTYPES, Payload
+from harness.compressors.wire import Payload, align, parse_header_block, part_bytes
 
 FWD, BWD = 0, 1  # tags: the two directions of a link never mix
 NORM_UP, NORM_DOWN = 2, 3  # the gradient-norm sum up the chain and its total back (control, 8 bytes)
@@ -43,6 +46,7 @@ class LinkChannel:
         self.window = window
         self._pending: deque = deque()  # (work, tensors kept alive until the send completes)
         self.bytes_sent = 0
+        self.dense_sent = 0
         self.send_wait_s = 0.0
         self._inbox: dict[int, queue.Queue] = {}
         self._closed = False
@@ -59,16 +63,16 @@ class LinkChannel:
         self._pending.popleft()[0].wait()
         self.send_wait_s += time.perf_counter() - t0
 
-    def send(self, payload: Payload, tag: int) -> None:
+    def send(self, payload: Payload, tag: int, dense_bytes: int = 0) -> None:
         """Post the payload's sends (asynchronous; at most ``window`` messages in flight)."""
-        desc = [len(payload.header), len(payload.parts), *payload.header]
-        for p in payload.parts:
-            desc += [DTYPE_CODES[p.dtype], p.numel()]
-        d = torch.tensor(desc, dtype=torch.int64)
-        self._post(torch.tensor([d.numel()], dtype=torch.int64), tag)
-        self._post(d, tag)
-        for p in payload.parts:
-            self._post(p.contiguous() if p.dtype != torch.bool else p.to(torch.uint8), tag)
+        self._post(torch.tensor([payload.nbytes, payload.header_bytes], dtype=torch.int64), tag)
+        self._post(payload.header_block(), tag)
+        for raw in payload.raw_parts():
+            self._post(raw, tag)
+            pad = align(raw.numel()) - raw.numel()
+            if pad:
+                self._post(torch.zeros(pad, dtype=torch.uint8), tag)
+        self.dense_sent += dense_bytes
 
     def recv(self, tag: int) -> Payload:
         """The next payload of this direction. A background thread keeps a receive posted at
@@ -91,20 +95,19 @@ class LinkChannel:
                 self._inbox[tag].put(exc)
 
     def _recv_now(self, tag: int) -> Payload:
-        n = torch.empty(1, dtype=torch.int64)
-        self.pg.recv([n], self.peer, tag).wait()
-        d = torch.empty(int(n), dtype=torch.int64)
-        self.pg.recv([d], self.peer, tag).wait()
-        desc = d.tolist()
-        n_header, n_parts = desc[0], desc[1]
-        header = tuple(desc[2:2 + n_header])
-        parts = []
-        for j in range(n_parts):
-            code, numel = desc[2 + n_header + 2 * j], desc[3 + n_header + 2 * j]
-            t = torch.empty(numel, dtype=DTYPES[code] if DTYPES[code] != torch.bool else torch.uint8)
-            self.pg.recv([t], self.peer, tag).wait()
-            parts.append(t.bool() if DTYPES[code] == torch.bool else t)
-        return Payload(parts, header)
+        frame = torch.empty(2, dtype=torch.int64)
+        self.pg.recv([frame], self.peer, tag).wait()
+        total, head = (int(v) for v in frame)
+        buf = torch.empty(total, dtype=torch.uint8)
+        self.pg.recv([buf[:head]], self.peer, tag).wait()
+        _, specs, off = parse_header_block(buf)
+        for dtype, numel in specs:
+            size = part_bytes(dtype, numel)
+            self.pg.recv([buf[off:off + size]], self.peer, tag).wait()
+            if align(size) > size:
+                self.pg.recv([buf[off + size:off + align(size)]], self.peer, tag).wait()
+            off += align(size)
+        return Payload.from_bytes(buf)
 
     def flush(self) -> None:
         while self._pending:

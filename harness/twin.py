@@ -1,7 +1,8 @@
 """The single-process twin: the same model, partition, compressors and seed in one process.
 
 Boundaries are applied in-graph: forward returns ``D_fwd(E_fwd(x))``; backward passes
-``D_bwd(E_bwd(grad))`` on (straight-through). Micro-batches run forward in order and
+``D_bwd(E_bwd(grad))`` on, through the forward compressor's Jacobian (``exact``) or
+unchanged (``straight-through``), exactly as the stage workers do. Micro-batches run forward in order and
 backward in the schedule's order, so parameter gradients accumulate in the same order
 as on the stages, and with ``none`` the losses equal the distributed run's bit for bit.
 No network: the fast path for convergence sweeps.
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from harness.compressors.base import ForwardRecord
 from harness.config import RunSpec, check_spec
 from harness.data import Batches, load_streams
 from harness.model import build_stages
@@ -24,17 +26,21 @@ from harness.training import BoundaryCodecs, grad_sq_norm, lm_loss, make_optimiz
 class _Boundary(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, codecs, boundary, step, m):  # noqa: ANN001, ANN205
-        ctx.meta = (codecs, boundary, step, m)
         c = codecs.codec("forward")
-        payload = c.encode(x.detach(), codecs.ctx(boundary, "forward", "send", step, m))
-        return c.decode(payload, codecs.ctx(boundary, "forward", "recv", step, m))
+        send = codecs.ctx(boundary, "forward", "send", step, m)
+        payload = c.encode(x.detach(), send)
+        recv = codecs.ctx(boundary, "forward", "recv", step, m)
+        # what each side of the link holds of this forward (its backward needs it)
+        ctx.meta = (codecs, boundary, step, m, ForwardRecord(c, payload, send), ForwardRecord(c, payload, recv))
+        return c.decode(payload, recv)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001, ANN205
-        codecs, boundary, step, m = ctx.meta
+        codecs, boundary, step, m, sent, received = ctx.meta
         c = codecs.codec("backward")
-        payload = c.encode(grad, codecs.ctx(boundary, "backward", "send", step, m))
-        return c.decode(payload, codecs.ctx(boundary, "backward", "recv", step, m)), None, None, None, None
+        payload = c.encode(grad, codecs.ctx(boundary, "backward", "send", step, m, forward=received))
+        g = c.decode(payload, codecs.ctx(boundary, "backward", "recv", step, m, forward=sent))
+        return codecs.boundary_grad(g, sent), None, None, None, None
 
 
 def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_batches: int = 0) -> list[dict]:
@@ -53,33 +59,56 @@ def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_
     rows = []
     for step in range(spec.train.steps):
         t0 = time.time()
-        x, y = batches.get(step)
-        losses, graph = [], {}
-        with torch.set_grad_enabled(not inference):
-            for m, (xm, ym) in enumerate(zip(x.chunk(M), y.chunk(M), strict=True)):
-                h = xm
-                for i, mod in enumerate(mods):
-                    if i > 0:
-                        h = _Boundary.apply(h, codecs, i - 1, step, m)
-                    h = mod(h)
-                loss = lm_loss(h, ym)
-                losses.append(loss.item())
-                graph[m] = loss / M
+        losses = _forward_backward(mods, codecs, batches, spec, step, order, inference)
+        total = None
         if not inference:
-            for m in order:
-                graph.pop(m).backward()
             # summed in pipeline order, as the stages add it up the chain
-            total = sum(grad_sq_norm(mod) for mod in mods) if spec.train.grad_clip else None
+            total = sum(grad_sq_norm(mod) for mod in mods)
             for mod, opt in zip(mods, opts, strict=True):
-                optimizer_step(mod, opt, step, spec, total)
+                optimizer_step(mod, opt, step, spec, total if spec.train.grad_clip else None)
         row = {"step": step, "loss": sum(losses) / M, "tokens": spec.train.batch * spec.model.ctx,
-               "start": t0, "end": time.time()}
+               "grad_norm": float(total.sqrt()) if total is not None else None, "start": t0, "end": time.time()}
         if eval_batches and step == spec.train.steps - 1:
             row["eval_loss"] = evaluate(mods, codecs, held_out, spec, eval_batches)
         rows.append(row)
         if on_step:
             on_step(row)
     return rows
+
+
+def _forward_backward(mods: list, codecs: BoundaryCodecs, batches: Batches, spec: RunSpec, step: int,
+                      order: list[int], inference: bool) -> list[float]:
+    """One step's micro-batches forward (in order) and backward (in the schedule's order);
+    parameter gradients accumulate as on the stages. Returns the micro-batch losses."""
+    M = spec.train.micro_batches
+    x, y = batches.get(step)
+    losses, graph = [], {}
+    with torch.set_grad_enabled(not inference):
+        for m, (xm, ym) in enumerate(zip(x.chunk(M), y.chunk(M), strict=True)):
+            h = xm
+            for i, mod in enumerate(mods):
+                if i > 0:
+                    h = _Boundary.apply(h, codecs, i - 1, step, m)
+                h = mod(h)
+            loss = lm_loss(h, ym)
+            losses.append(loss.item())
+            graph[m] = loss / M
+    if not inference:
+        for m in order:
+            graph.pop(m).backward()
+    return losses
+
+
+def stage_gradient_norms(spec: RunSpec, step: int = 0) -> list[float]:
+    """ℓ2 norm of each stage's parameter gradients after one step's backward (no update):
+    how the boundary semantics distribute the gradient over the pipeline (README: row masking)."""
+    partition, _ = check_spec(spec)
+    mods = build_stages(spec.model, partition, spec.seed)
+    train, _ = load_streams(spec.data, spec.seed)
+    batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
+    _forward_backward(mods, BoundaryCodecs(spec), batches, spec, step,
+                      backward_order(spec.train.schedule, spec.train.micro_batches), False)
+    return [float(grad_sq_norm(mod).sqrt()) for mod in mods]
 
 
 @torch.no_grad()

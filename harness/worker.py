@@ -1,9 +1,11 @@
 """One pipeline stage: ``python -m harness.worker RUN_DIR STAGE`` (started inside its host).
 
-Reads ``RUN_DIR/spec.json`` and ``RUN_DIR/links.json``, joins its links' process
-groups, runs the schedule, and writes ``RUN_DIR/stage{STAGE}.json`` (per-step metrics).
+Reads its spec and links from the launcher (one JSON line on stdin: never from a file
+another run could overwrite), joins its links' process groups, runs the schedule, and
+writes ``RUN_DIR/stage{STAGE}.json`` (per-step metrics).
 At every boundary the sender sends ``C.encode(tensor)``; the receiver decodes it and
-goes on; backward gradients come back through ``C_bwd`` (straight-through).
+goes on; backward gradients come back through ``C_bwd`` and, with ``boundary_grad: exact``,
+through the Jacobian of the ``C_fwd`` this stage applied to that micro-batch.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pathlib import Path
 import torch
 
 from harness.allocator import active
+from harness.compressors.base import ForwardRecord
 from harness.compressors.wire import Payload
 from harness.config import RunSpec
 from harness.data import Batches, load_streams
 from harness.model import build_stages
+from harness.results import atomic_write
 from harness.schedule import SCHEDULES
 from harness.training import (
     BoundaryCodecs,
@@ -59,13 +63,14 @@ class StageWorker:
         spec, M = self.spec, self.spec.train.micro_batches
         t = {"compute": 0.0, "encode": 0.0, "decode": 0.0, "recv_wait": 0.0}
         start = time.time()
-        sent0 = {"fwd": self.next.bytes_sent if self.next else 0, "bwd": self.prev.bytes_sent if self.prev else 0}
+        sent0 = self._counters()
         sw0 = sum(c.send_wait_s for c in (self.prev, self.next) if c)
         x_mb = y_mb = None
         if self.batches is not None:
             x, y = self.batches.get(step)
             x_mb, y_mb = x.chunk(M), y.chunk(M)
         saved: dict[int, tuple] = {}
+        self._sent, self._received = {}, {}  # per micro-batch: this stage's forward records
         losses = []
         actions = [("F", m) for m in range(M)] if self.inference else SCHEDULES[spec.train.schedule](self.stages, M, self.stage)
         for kind, m in actions:
@@ -100,6 +105,7 @@ class StageWorker:
                 t["compute"] += time.perf_counter() - t0
                 if not self.first:
                     self._send(self.prev, BWD, "backward", self.stage - 1, g_in, step, m, t)
+        total = None
         if not self.inference and not self.modeled:
             total = self._model_sq_norm(t) if spec.train.grad_clip else None
             t0 = time.perf_counter()
@@ -113,18 +119,31 @@ class StageWorker:
         return {
             "step": step, "stage": self.stage, "start": start, "end": time.time(),
             "loss": sum(losses) / len(losses) if losses else None,
+            # the whole model's gradient norm before clipping (known to every stage when clipping)
+            "grad_norm": float(total.sqrt()) if total is not None else None,
             "tokens": spec.train.batch * spec.model.ctx,
             "compute_s": t["compute"], "encode_s": t["encode"], "decode_s": t["decode"],
             "recv_wait_s": t["recv_wait"], "send_wait_s": send_wait,
-            "bytes_fwd": (self.next.bytes_sent if self.next else 0) - sent0["fwd"],
-            "bytes_bwd": (self.prev.bytes_sent if self.prev else 0) - sent0["bwd"],
+            **{k: v - sent0[k] for k, v in self._counters().items()},
         }
+
+    def _counters(self) -> dict[str, int]:
+        """Bytes this stage handed to its links (frames and control messages included) and the
+        dense size of the tensors they carried, forward (to next) and backward (to prev)."""
+        nxt, prv = self.next, self.prev
+        return {"bytes_fwd": nxt.bytes_sent if nxt else 0, "bytes_bwd": prv.bytes_sent if prv else 0,
+                "dense_fwd": nxt.dense_sent if nxt else 0, "dense_bwd": prv.dense_sent if prv else 0}
 
     def _send(self, chan: LinkChannel, tag: int, direction: str, boundary: int, x: torch.Tensor, step: int, m: int, t: dict) -> None:
         t0 = time.perf_counter()
-        payload = self.codecs.codec(direction).encode(x, self.codecs.ctx(boundary, direction, "send", step, m))
+        codec = self.codecs.codec(direction)
+        ctx = self.codecs.ctx(boundary, direction, "send", step, m,
+                              forward=self._received.pop(m, None) if direction == "backward" else None)
+        payload = codec.encode(x, ctx)
+        if direction == "forward" and not self.inference:
+            self._sent[m] = ForwardRecord(codec, payload, ctx)
         t["encode"] += time.perf_counter() - t0
-        chan.send(payload, tag)
+        chan.send(payload, tag, dense_bytes=x.numel() * x.element_size())
 
     def _receive(self, tag: int, direction: str, step: int, m: int, t: dict) -> torch.Tensor:
         chan = self.prev if direction == "forward" else self.next
@@ -132,11 +151,17 @@ class StageWorker:
         t0 = time.perf_counter()
         payload = chan.recv(tag)
         t1 = time.perf_counter()
-        x = self.codecs.codec(direction).decode(payload, self.codecs.ctx(boundary, direction, "recv", step, m))
+        codec = self.codecs.codec(direction)
+        sent = self._sent.pop(m) if direction == "backward" else None
+        ctx = self.codecs.ctx(boundary, direction, "recv", step, m, forward=sent)
+        x = codec.decode(payload, ctx)
+        if sent is not None:
+            x = self.codecs.boundary_grad(x, sent)
         t["recv_wait"] += t1 - t0
         t["decode"] += time.perf_counter() - t1
         if direction == "forward" and not self.inference:
-            x = x.detach().requires_grad_(True)  # a leaf: its grad is what goes back (straight-through)
+            self._received[m] = ForwardRecord(codec, payload, ctx)
+            x = x.detach().requires_grad_(True)  # a leaf: its grad is what goes back
         return x
 
     def _model_sq_norm(self, t: dict) -> torch.Tensor:
@@ -164,9 +189,9 @@ class StageWorker:
 
 def main(run_dir: str, stage: int) -> None:
     d = Path(run_dir)
-    spec = RunSpec.model_validate_json((d / "spec.json").read_text())
-    meta = json.loads((d / "links.json").read_text())
-    worker = StageWorker(spec, stage, meta["stages"], meta["partition"], meta["links"][stage])
+    meta = json.loads(sys.stdin.readline())
+    spec = RunSpec.model_validate(meta["spec"])
+    worker = StageWorker(spec, stage, meta["stages"], meta["partition"], meta["links"])
     print(f"stage {stage}: joined its links", flush=True)
     steps = []
     for step in range(spec.train.steps):
@@ -177,9 +202,13 @@ def main(run_dir: str, stage: int) -> None:
         elif stage == 0 and step % spec.log_every == 0:
             print(f"stage {stage}: step {step} done", flush=True)
     worker.close()
-    tmp = d / f"stage{stage}.json.tmp"
-    tmp.write_text(json.dumps({"stage": stage, "pid": os.getpid(), "allocator": active(), "steps": steps}))
-    os.replace(tmp, d / f"stage{stage}.json")
+    out = d / f"stage{stage}.json"
+    try:
+        atomic_write(out, lambda tmp: tmp.write_text(json.dumps({"stage": stage, "pid": os.getpid(),
+                                                                 "allocator": active(), "steps": steps})))
+    except OSError as exc:  # e.g. a full disk: one line naming the file, nothing half-written left
+        print(f"stage {stage}: cannot write {out}: {exc.strerror or exc}", flush=True)
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from reports import figures, html
-from reports.tables import load
+from reports.summary import convergence_summary, fmt_interval
+from reports.tables import Tables, load
 from reports.verdicts import Verdict, verdicts
 from testbed.errors import ConfigError
 
@@ -27,10 +29,30 @@ def build_report(results: Path, out: Path | None = None, title: str = "pipenem r
 
 
 def verdict_table(vs: list[Verdict]) -> Table:
-    table = Table(title="Beyond Top-K: claims vs measured")
+    """Every verdict with its measurement, interval and sample count (text added literally, never as markup)."""
+    table = Table(title="Beyond Top-K: claims vs measured (95% intervals; n = seeds or steps)")
     for col in ("claim", "measured", "bound", "verdict"):
         table.add_column(col)
     for v in vs:
-        colour = "green" if v.verdict.startswith("reproduced") else ("yellow" if "bound" in v.verdict else "red")
-        table.add_row(v.claim, v.measured, v.bound, f"[{colour}]{v.verdict}[/]")
+        colour = "green" if v.verdict.startswith("reproduced") else (
+            "yellow" if "bound" in v.verdict or v.verdict.startswith("inconclusive") else "red")
+        measured = v.measured + (f"\n{v.explanation}" if v.explanation else "")
+        table.add_row(Text(v.claim), Text(measured), Text(v.bound), Text(v.verdict, style=colour))
+    return table
+
+
+def summary_table(tables: Tables) -> Table:
+    """Convergence per configuration: held-out loss and gap, mean [95% interval] over seeds."""
+    df = convergence_summary(tables)
+    table = Table(title="Convergence (twin): mean [95% t-interval] over seeds")
+    if df.empty:
+        return table
+    extra = [c for c in df.columns if c in ("variant", "boundary_grad", "grad_clip", "norm_eps")]
+    for col in ("compressor", "rate", *extra, "seeds", "held-out loss", "std", "gap"):
+        table.add_column(col)
+    for _, r in df.iterrows():
+        table.add_row(Text(str(r["compressor"])), "-" if r["rate"] != r["rate"] else f"{r['rate']:g}",
+                      *(Text(str(r[c])) for c in extra), str(r["seeds"]),
+                      fmt_interval(r["eval_loss"], r["eval_lo"], r["eval_hi"]), f"{r['eval_std']:.3f}",
+                      "-" if r["compressor"] == "none" else fmt_interval(r["gap"], r["gap_lo"], r["gap_hi"], "+.3f"))
     return table

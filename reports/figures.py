@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports.tables import Tables, loss_curves, provenance, smoothed_loss, wire_bound  # noqa: E402
+from reports.stats import t_interval  # noqa: E402
+from reports.tables import Tables, loss_curves, provenance, smoothed_loss, step_seconds, wire_bound  # noqa: E402
 
 COLOURS = {"none": "black", "topk-fwd": "tab:orange", "topk-fwd+bwd": "tab:red", "column-fwd+bwd": "tab:blue",
            "row-fwd+bwd": "tab:green"}
@@ -23,6 +24,15 @@ class Figure:
     name: str
     path: Path
     caption: str
+
+
+def seed_band(curves: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series, int]:
+    """Per step: mean over seeds of each seed's smoothed loss, and its 95% t-interval."""
+    per_seed = pd.DataFrame({seed: smoothed_loss(g) for seed, g in curves.groupby("seed")})
+    est = [t_interval(list(row.dropna())) for _, row in per_seed.iterrows()]
+    idx = per_seed.index
+    return (pd.Series([e.mean for e in est], idx), pd.Series([e.lo for e in est], idx),
+            pd.Series([e.hi for e in est], idx), per_seed.shape[1])
 
 
 def _colour(label: str) -> str | None:
@@ -50,17 +60,20 @@ def loss_by_rate(tables: Tables, out: Path) -> Figure | None:
     for ax, rate in zip(axes[0], rates, strict=True):
         sel = curves[(curves["rate"] - rate).abs() < 1e-9] if rate is not None else curves
         for label, grp in pd.concat([base, sel]).groupby("compressor", sort=False):
-            g = smoothed_loss(grp)
-            ax.plot(g.index, g.values, label=label, color=_colour(label), lw=1.6 if label == "none" else 1.2,
-                    ls="--" if label == "none" else "-")
+            mean, lo, hi, n = seed_band(grp)
+            line = ax.plot(mean.index, mean.values, label=f"{label} (n={n})", color=_colour(label),
+                           lw=1.6 if label == "none" else 1.2, ls="--" if label == "none" else "-")[0]
+            if n > 1:
+                ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.15, lw=0)
         ax.set_title(f"compression rate {rate:g}" if rate is not None else "all")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("training loss (5-step moving average)")
+    axes[0][0].set_ylabel("training loss (5-step moving avg.), mean ± 95% CI over seeds")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("Convergence under compression (fwd/bwd at every stage boundary)")
     return _save(fig, out, "loss_by_rate", "Training loss vs step per compressor, one panel per rate (the paper's Figures 1 "
-                 "and 3). " + provenance(tables.ok[tables.ok["mode"] == "train"]))
+                 "and 3): the mean over seeds of each seed's 5-step moving average, shaded ± its 95% Student-t interval "
+                 "(n = seeds). " + provenance(tables.ok[tables.ok["mode"] == "train"]))
 
 
 def throughput_gain(tables: Tables, out: Path) -> Figure | None:
@@ -97,45 +110,52 @@ def throughput_gain(tables: Tables, out: Path) -> Figure | None:
                  "bandwidth-bound link allows (the measured wire ratio) and the paper's claims. " + provenance(d))
 
 
+SAME_RUN = ("d_model", "n_layers", "ctx", "batch", "micro_batches", "boundary_grad")  # what must match to combine
+
+
 def time_to_target(tables: Tables, out: Path) -> Figure | None:
-    """Projected time to the baseline's loss: steps needed (twin) × seconds per step (over the links)."""
+    """Time to the baseline's loss: steps needed (twin, mean over seeds) × seconds per step
+    measured over the links for the same model, batch and compressor."""
     conv, t = loss_curves(tables), tables.ok
-    if conv.empty or t.empty:
+    if conv.empty or t.empty or not set(SAME_RUN) <= set(t.columns):
         return None
-    conv = conv[(conv["mode"] == "train") & (conv["execution"] == "twin")]
+    twins = t[(t["mode"] == "train") & (t["execution"] == "twin")]
     dist = t[(t["execution"] == "distributed") & (t["mode"] == "train")]
-    if conv.empty or dist.empty:
+    conv = conv[(conv["mode"] == "train") & (conv["execution"] == "twin")]
+    if twins.empty or dist.empty or conv.empty:
         return None
     base = smoothed_loss(conv[conv["compressor"] == "none"])
     if base.empty:
         return None
     target = float(base.iloc[int(len(base) * 0.8)])
-    tokens_per_s = {label if label == "none" else (label, rate): g["tokens_per_s"].mean()
-                    for (label, rate), g in dist.groupby(["compressor", "rate"], dropna=False)}
-    rows = []
+    rows, used = [], []
     for (label, rate), g in conv.groupby(["compressor", "rate"], dropna=False):
-        key = label if label == "none" else (label, rate)
-        if key not in tokens_per_s:
+        cfg = twins[twins["trial_id"].isin(set(g["trial_id"]))].iloc[0]
+        same = dist[(dist["compressor"] == label) & ((dist["rate"] == rate) | (dist["rate"].isna() & pd.isna(rate)))]
+        for col in SAME_RUN:
+            same = same[same[col].astype(str) == str(cfg[col])]
+        if same.empty:
             continue
+        secs = [x for tid in same["trial_id"] for x in step_seconds(tables, tid)]
         curve = smoothed_loss(g)
         hit = curve[curve <= target]
-        tokens_per_step = g["tokens"].iloc[0]
-        secs = (hit.index[0] + 1) * tokens_per_step / tokens_per_s[key] if not hit.empty else None
-        rows.append((label if label == "none" else f"{label} {rate:g}", secs))
+        total = (hit.index[0] + 1) * float(np.mean(secs)) if not hit.empty and secs else None
+        rows.append((label if label == "none" else f"{label} {rate:g}", total, None if hit.empty else int(hit.index[0]) + 1))
+        used.append(same)
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = [r[0] for r in rows]
-    vals = [r[1] if r[1] is not None else 0 for r in rows]
-    bars = ax.barh(names, vals, color=["tab:gray" if r[1] is None else "tab:blue" for r in rows])
+    bars = ax.barh([r[0] for r in rows], [r[1] or 0 for r in rows], color=["tab:gray" if r[1] is None else "tab:blue" for r in rows])
     for b, r in zip(bars, rows, strict=True):
-        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, " not reached" if r[1] is None else f" {r[1]:.1f} s",
+        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, " not reached" if r[1] is None else f" {r[1]:.1f} s ({r[2]} steps)",
                 va="center", fontsize=9)
     ax.set_xlabel(f"projected seconds to loss {target:.3f} (baseline at 80% of its run)")
     ax.set_title("Time to target loss")
-    return _save(fig, out, "time_to_target", "Projected time to reach the baseline's loss: steps needed in the single-process "
-                 "twin × the step time measured over the emulated links for the same compressor (throughput alone hides "
-                 "that a compressed run may need more steps). Projection, not a single measured run. " + provenance(dist))
+    return _save(fig, out, "time_to_target", "Projected time to reach the baseline's loss: steps the single-process twin "
+                 "needed (mean curve over seeds) × seconds per step measured over the emulated links for the same model, "
+                 f"batch, partition and compressor (matched on {', '.join(SAME_RUN)}). Throughput alone hides that a "
+                 "compressed run may need more steps. A projection from two runs, not one measured run. "
+                 + provenance(pd.concat(used)))
 
 
 def bytes_per_link(tables: Tables, out: Path) -> Figure | None:
@@ -172,7 +192,11 @@ def bandwidth_applied(tables: Tables, out: Path) -> Figure | None:
         g = g.sort_values("t_start")
         xs = list(g["t_start"] - t0) + [g["t_end"].iloc[-1] - t0]
         ys = list(g["rate_bps"] / 1e6) + [g["rate_bps"].iloc[-1] / 1e6]
-        ax.step(xs, ys, where="post", label=f"{link} {direction}")
+        line = ax.step(xs, ys, where="post", label=f"{link} {direction}")[0]
+        if "up" in g.columns:  # scheduled outages (topology events): shaded, the link carries nothing
+            for _, row in g[g["up"] == False].iterrows():  # noqa: E712 - a column of bools
+                ax.axvspan(row["t_start"] - t0, row["t_end"] - t0, color=line.get_color(), alpha=0.15, lw=0)
+                ax.text(row["t_start"] - t0, ax.get_ylim()[0], f" {link} down", fontsize=7, color=line.get_color())
     ax.set_yscale("log")
     ax.set_xlabel("seconds since bring-up")
     ax.set_ylabel("bandwidth applied (Mbit/s, log)")
@@ -180,7 +204,8 @@ def bandwidth_applied(tables: Tables, out: Path) -> Figure | None:
     ax.legend(fontsize=7, ncol=2)
     row = tables.trials[tables.trials["trial_id"] == trial]
     return _save(fig, out, "bandwidth_applied", "Per-link bandwidth as applied by the seeded schedule (recorded at each "
-                 "change, not the configured distribution). " + provenance(row))
+                 "change, not the configured distribution); shaded spans are scheduled outages (topology events). "
+                 + provenance(row))
 
 
 def fidelity(tables: Tables, out: Path) -> Figure | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.figures import Figure
+from reports.summary import CONVERGENCE_NOTE, convergence_summary, throughput_summary
 from reports.tables import Tables, provenance
 from reports.verdicts import Verdict
 
@@ -18,15 +19,16 @@ table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px soli
 th{background:#f3f3f3}figure{margin:2em 0}figcaption{font-size:13px;color:#444}img{max-width:100%}
 .reproduced{color:#16691e;font-weight:600}.not{color:#a40000;font-weight:600}.bound{color:#7a4c00;font-weight:600}"""
 
-TRIAL_COLUMNS = ["trial_id", "suite", "compressor", "rate", "direction", "mode", "execution", "backend", "compute", "device",
-                 "seed", "status", "initial_loss", "final_loss", "eval_loss", "tokens_per_s", "throughput_kind",
-                 "fwd_wire_ratio", "bwd_wire_ratio", "wall_s", "error"]
+TRIAL_COLUMNS = ["trial_id", "suite", "compressor", "rate", "direction", "variant", "mode", "execution", "backend", "compute",
+                 "device", "boundary_grad", "grad_clip", "norm_eps", "seed", "status", "initial_loss", "final_loss",
+                 "eval_loss", "tokens_per_s", "throughput_kind", "fwd_wire_ratio", "bwd_wire_ratio", "fwd_link_wire_ratio",
+                 "bwd_link_wire_ratio", "wall_s", "error"]
 
 
 def _cls(verdict: str) -> str:
     if verdict.startswith("reproduced"):
         return "reproduced"
-    if "bound" in verdict:
+    if "bound" in verdict or verdict.startswith("inconclusive"):
         return "bound"
     return "not"
 
@@ -38,13 +40,26 @@ def write(out: Path, tables: Tables, figures: list[Figure], verdicts: list[Verdi
              f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from the result tables. "
              f"{html.escape(provenance(tables.ok))}.</p>"]
     if verdicts:
-        parts.append("<h2>Claims</h2><table><tr><th>claim</th><th>as published</th><th>measured</th><th>bound</th>"
-                     "<th>verdict</th><th>reason</th></tr>")
+        parts.append("<h2>Claims</h2><p>Measured values with their 95% interval and n (seeds for convergence, steps "
+                     "for throughput). A verdict is decided only when the whole interval clears the rule's threshold; "
+                     "otherwise it is inconclusive.</p><table><tr><th>claim</th><th>as published</th><th>measured</th>"
+                     "<th>bound</th><th>verdict</th><th>reason</th></tr>")
         for v in verdicts:
-            parts.append(f"<tr><td>{html.escape(v.claim)}</td><td>{html.escape(v.published)}</td><td>{html.escape(v.measured)}</td>"
+            measured = html.escape(v.measured) + (f"<br><i>{html.escape(v.explanation)}</i>" if v.explanation else "")
+            parts.append(f"<tr><td>{html.escape(v.claim)}</td><td>{html.escape(v.published)}</td><td>{measured}</td>"
                          f"<td>{html.escape(v.bound)}</td><td class='{_cls(v.verdict)}'>{html.escape(v.verdict)}</td>"
                          f"<td>{html.escape(v.reason)}</td></tr>")
         parts.append("</table>")
+    conv = convergence_summary(tables)
+    if not conv.empty:
+        parts.append(f"<h2>Convergence over seeds</h2><p>{html.escape(CONVERGENCE_NOTE)}</p>"
+                     + conv.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    thr = throughput_summary(tables)
+    if not thr.empty:
+        parts.append("<h2>Throughput over the emulated links</h2><p>Seconds per step: mean and 95% t-interval over the "
+                     "steps after the first (warm-up); link wire ratio = dense bytes / bytes the links carried.</p>"
+                     + thr.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+    if verdicts:
         pd.DataFrame([v.row() for v in verdicts]).to_csv(out / "verdicts.csv", index=False)
     for fig in figures:
         data = base64.b64encode(fig.path.read_bytes()).decode()

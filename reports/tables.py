@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +47,37 @@ def provenance(trials: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def wire_ratios(trials: pd.DataFrame) -> tuple[float, float | None]:
+    """(forward, backward) wire ratio: dense bytes / bytes the links carried (frames, headers,
+    indices and control messages included) where the trials ran over links; the payload
+    ratio on seeded noise otherwise (older tables, twins)."""
+    def pick(direction: str) -> float | None:
+        for col in (f"{direction}_link_wire_ratio", f"{direction}_wire_ratio"):
+            if col in trials.columns and trials[col].notna().any():
+                return float(trials[col].mean())
+        return None
+
+    return pick("fwd") or math.nan, pick("bwd")
+
+
 def wire_bound(trials: pd.DataFrame, mode: str) -> float:
     """The gain a bandwidth-bound pipeline can reach: the wire ratio of what crosses the links
     (forward only for inference; the smaller of forward and backward for training)."""
-    fwd = float(trials["fwd_wire_ratio"].mean())
-    return fwd if mode == "infer" else min(fwd, float(trials["bwd_wire_ratio"].mean()))
+    fwd, bwd = wire_ratios(trials)
+    return fwd if mode == "infer" or bwd is None else min(fwd, bwd)
 
 
+def step_seconds(tables: Tables, trial_id: str, skip: int = 1) -> list[float]:
+    """Seconds of each step of a distributed trial after ``skip`` warm-up steps: a step ends
+    when its last stage finishes and starts when the previous step ended, as the trial's
+    tokens_per_s is measured (its tokens ÷ the sum of these)."""
+    s = tables.steps
+    s = s[s["trial_id"] == trial_id]
+    if s.empty:
+        return []
+    per = s.groupby("step").agg(end=("end", "max"), start=("start", "min")).sort_index()
+    dur = per["end"] - per["end"].shift(1).fillna(per["start"])
+    return [float(d) for d in dur.iloc[skip:]] if len(dur) > skip else [float(d) for d in dur]
 def smoothed_loss(curves: pd.DataFrame, window: int = 5) -> pd.Series:
     """Mean loss per step over the given rows, as a moving average (what the plots draw)."""
     return curves.groupby("step")["loss"].mean().rolling(window, min_periods=1).mean()

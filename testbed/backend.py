@@ -130,7 +130,7 @@ class Backend(ABC):
         return applied_log(self.run_id)
 
     def _needs_scheduler(self) -> bool:
-        return any(len(Schedule.change_times(c, 3600.0)) > 1 for _, c in self.schedule.channels)
+        return bool(self.topology.events) or any(len(Schedule.change_times(c, 3600.0)) > 1 for _, c in self.schedule.channels)
 
     def _spawn_scheduler(self) -> None:
         # A detached run's scheduler outlives this process: its own session (no SIGHUP/SIGINT
@@ -138,7 +138,7 @@ class Backend(ABC):
         quiet = subprocess.DEVNULL if self.record.detached else None
         self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.scheduler"], stdin=subprocess.PIPE, text=True,
                                            start_new_session=self.record.detached, stdout=quiet, stderr=quiet)
-        self.record.add("process", str(self._scheduler.pid))
+        self.record.add_process(self._scheduler.pid)
 
     @property
     def scheduler_pid(self) -> int | None:

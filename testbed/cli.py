@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from testbed.capabilities import doctor as run_doctor
+from testbed.errors import ConfigError
 from testbed.registry import all_records
 from testbed.topology import Topology, load_topology
 from testbed.units import format_rate
@@ -69,15 +71,19 @@ def show(file: FileArg,
     """The resolved links and the first values the seeded schedule will apply."""
     from testbed.schedule import Schedule
 
+    if windows < 1:
+        raise ConfigError("--windows", f"must be at least 1, got {windows}")
     topo = load_topology(file)
     sched = Schedule(topo)
+    horizon = max([1e4] + [ev.end + 1 for ev in topo.events])
+    events = sched.events(until=horizon)
     rows = []
     for label, ch in sched.channels:
-        times = Schedule.change_times(ch, until=1e6)[:windows]
+        mine = [e for e in events if e.link == label and e.direction == ch.direction][:windows]
         rows.append({"link": label, "direction": ch.direction, "bandwidth": _dist_text(ch.params.bandwidth),
                      "delay": _dist_text(ch.params.delay), "loss": _dist_text(ch.params.loss),
                      "resample_every_s": ch.params.resample_every,
-                     "windows": [{"t": t, "rate_bps": sched.state(ch, w, t).rate_bps} for w, t in enumerate(times)]})
+                     "windows": [{"t": e.t, "rate_bps": e.state.rate_bps, "up": e.state.up, "event": e.event} for e in mine]})
     if json_out:
         print(json.dumps({"name": topo.name, "seed": topo.seed, "stages": topo.stages, "links": rows}, indent=1))
         return
@@ -87,7 +93,8 @@ def show(file: FileArg,
     for r in rows:
         table.add_row(r["link"], r["direction"], r["bandwidth"], r["delay"], r["loss"],
                       f"{r['resample_every_s']:g}s" if r["resample_every_s"] else "-",
-                      ", ".join(f"{w['t']:g}s: {format_rate(w['rate_bps'])}" for w in r["windows"]))
+                      ", ".join(f"{w['t']:g}s: " + (format_rate(w["rate_bps"]) if w["up"] else "DOWN")
+                                + (f" ({w['event']})" if w["event"] else "") for w in r["windows"]))
     console.print(table)
 
 
@@ -113,6 +120,8 @@ def up(file: FileArg,
        seconds: Annotated[float | None, typer.Option("--for", help="stay up this long, then tear down (default: until Ctrl-C)")] = None,
        backend: Annotated[str, typer.Option(help="netns or docker")] = "netns") -> None:
     """Bring a topology up. In the foreground it applies the schedule until Ctrl-C/SIGTERM."""
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError("--for", f"must be a finite number of seconds > 0, got {seconds}")
     topo = load_topology(file)
     b = _backend(topo, detached=detach, backend=backend)
     b.up()
@@ -202,13 +211,14 @@ def probe_cmd(file: FileArg,
     """Bring up, measure every link's TCP goodput both ways, tear down."""
     from testbed.probe import probe
 
+    for name, value in (("--seconds", seconds), ("--interval", interval)):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(name, f"must be a finite number of seconds > 0, got {value}")
     topo = load_topology(file)
     if link is not None and link not in {f"{i}-{i + 1}" for i in range(topo.stages - 1)}:
-        from testbed.errors import ConfigError
 
         raise ConfigError("--link", f"{link!r} is not a link of {topo.name} (links are 0-1 .. {topo.stages - 2}-{topo.stages - 1})")
     if direction not in (None, "forward", "backward"):
-        from testbed.errors import ConfigError
 
         raise ConfigError("--direction", "must be forward or backward")
     results = []

@@ -13,3 +13,4 @@ class LinkState:
     delay_s: float = 0.0
     jitter_s: float = 0.0
     loss_pct: float = 0.0
+    up: bool = True  # False during a scheduled outage (the link's interfaces are set down)

@@ -19,6 +19,7 @@ from testbed import shaping
 from testbed.backend import Backend, LinkEnd, LinkInfo
 from testbed.capabilities import require_for
 from testbed.linkstate import LinkState
+from testbed.registry import proc_start_time
 from testbed.topology import Topology, bottleneck_label
 
 
@@ -164,7 +165,7 @@ def destroy_resources(resources: list[dict[str, Any]]) -> list[str]:
     removed = []
     for res in reversed(resources):
         if res["kind"] == "process":
-            removed += _kill_pid(int(res["name"]))
+            removed += _kill_pid(int(res["name"]), res.get("start"))
     present = set(netns.listnetns())
     for res in reversed(resources):
         if res["kind"] == "netns" and res["name"] in present:
@@ -186,8 +187,11 @@ def destroy_resources(resources: list[dict[str, Any]]) -> list[str]:
     return removed
 
 
-def _kill_pid(pid: int) -> list[str]:
-    """Kill a pipenem helper process we started (only if it still runs our module)."""
+def _kill_pid(pid: int, start: str | None = None) -> list[str]:
+    """Kill a pipenem helper process we started: only if it is the same process (kernel start
+    time as recorded; older records have none) and still runs our module."""
+    if start and proc_start_time(pid) != start:
+        return []  # that PID now belongs to another process, maybe another run's worker
     try:
         cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
     except OSError:

@@ -31,7 +31,7 @@ def new_run_id() -> str:
     return RUN_PREFIX + secrets.token_hex(3)
 
 
-def _proc_start_time(pid: int) -> str | None:
+def proc_start_time(pid: int) -> str | None:
     """Kernel start time of ``pid`` (guards against pid reuse), None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -53,7 +53,7 @@ class RunRecord:
 
     def __post_init__(self) -> None:
         if self.owner_start is None:
-            self.owner_start = _proc_start_time(self.owner_pid)
+            self.owner_start = proc_start_time(self.owner_pid)
 
     @property
     def path(self) -> Path:
@@ -70,8 +70,12 @@ class RunRecord:
         self.resources.append({"kind": kind, "name": name, **extra})
         self.save()
 
+    def add_process(self, pid: int) -> None:
+        """A helper process, with its kernel start time: a reused PID is never mistaken for it."""
+        self.add("process", str(pid), start=proc_start_time(pid) or "")
+
     def owner_alive(self) -> bool:
-        return _proc_start_time(self.owner_pid) == self.owner_start and self.owner_start is not None
+        return proc_start_time(self.owner_pid) == self.owner_start and self.owner_start is not None
 
     def forget(self) -> None:
         self.path.unlink(missing_ok=True)

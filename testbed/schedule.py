@@ -8,8 +8,9 @@ on how far the schedule was read, or on which other links exist.
 
 from __future__ import annotations
 
+import bisect
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -26,9 +27,11 @@ class RateEvent:
     link: str  # "1-2", or "bn:NAME" for a shared bottleneck
     direction: str
     state: LinkState
+    event: str = ""  # the topology event in force ("down 10s", "bandwidth 1Mbit for 20s"), if any
 
     def row(self) -> dict:
-        return {"t": self.t, "window": self.window, "link": self.link, "direction": self.direction, **asdict(self.state)}
+        return {"t": self.t, "window": self.window, "link": self.link, "direction": self.direction, **asdict(self.state),
+                "event": self.event}
 
 
 class Schedule:
@@ -39,6 +42,7 @@ class Schedule:
         self.channels: list[tuple[str, Channel]] = [(c.label, c) for c in topology.channels() + topology.bottleneck_channels()]
 
     def state(self, channel: Channel, window: int, t: float) -> LinkState:
+        """The sampled state of ``channel`` in its natural ``window`` (events not applied)."""
         values = {}
         for idx, kind in enumerate(PARAM_KINDS):
             dist = getattr(channel.params, kind)
@@ -71,11 +75,25 @@ class Schedule:
         return [e for e in self.events(until=1e-9)]
 
     def events(self, until: float) -> list[RateEvent]:
-        """Every state change in [0, until), sorted by time (window 0 = bring-up)."""
+        """Every state change in [0, until), sorted by time (window 0 = bring-up). A topology
+        event starts and ends windows of its own; the values drawn for the natural windows
+        do not depend on whether there are events."""
         out = []
         for label, ch in self.channels:
-            for w, t in enumerate(self.change_times(ch, until)):
-                out.append(RateEvent(t=t, window=w, link=label, direction=ch.direction, state=self.state(ch, w, t)))
+            natural = self.change_times(ch, until)
+            faults = [ev for ev in self.topology.events if ev.applies(label, ch.direction)]
+            times = sorted(set(natural) | {t for ev in faults for t in (ev.at, ev.end) if t < until})
+            for w, t in enumerate(times):
+                base = self.state(ch, bisect.bisect_right(natural, t) - 1, t)
+                active = [ev for ev in faults if ev.at <= t < ev.end]
+                state, note = base, ""
+                for ev in active:
+                    if ev.down is not None:
+                        state = replace(state, up=False)
+                    else:
+                        state = replace(state, rate_bps=base_value("bandwidth", ev.bandwidth, ev.bandwidth.value))
+                    note = ev.describe()
+                out.append(RateEvent(t=t, window=w, link=label, direction=ch.direction, state=state, event=note))
         out.sort(key=lambda e: (e.t, e.link, e.direction))
         return out
 

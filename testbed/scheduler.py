@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from testbed import shaping
 from testbed.linkstate import LinkState
 
+IFF_UP = 0x1  # the administrative "up" flag of an interface (a scheduled outage clears it)
+
 
 def _events(cfg: dict) -> Iterator[dict]:
     yield from cfg["events"]
@@ -66,9 +68,11 @@ def main() -> None:
                     return  # the run was taken down
             elif os.getppid() != parent:
                 return  # owner died (SIGKILL): stop touching links; `topo clean` removes them
-            state = LinkState(e["rate_bps"], e["delay_s"], e["jitter_s"], e["loss_pct"])
+            state = LinkState(e["rate_bps"], e["delay_s"], e["jitter_s"], e["loss_pct"], e.get("up", True))
             for h, idx in targets.get((e["link"], e["direction"]), []):
                 shaping.change(h, idx, cfg["shaper"], state, cfg["with_netem"])
+                if h.get_links(idx)[0]["flags"] & IFF_UP != (IFF_UP if state.up else 0):
+                    h.link("set", index=idx, state="up" if state.up else "down")  # a scheduled outage
             log.write(json.dumps({**e, "applied_at": time.time()}) + "\n")
             log.flush()
 

@@ -24,6 +24,13 @@ MIN_BURST = 64 * 1024 + 1514  # one full GSO super-packet plus a frame
 QUEUE_TIME = 0.1  # seconds of traffic the queue may hold
 MIN_QUEUE = 256 * 1024
 
+# What tbf/htb can be given (pyroute2 0.9 packs tc's 32-bit fields; no 64-bit rate):
+# the rate is a u32 of bytes/s, and the bucket's drain time (MIN_BURST at the rate) is a
+# u32 of kernel ticks — measured here: 2 kbit/s is the lowest that packs; 8 kbit/s leaves
+# room for kernels with a coarser clock.
+MAX_RATE_BPS = (2**32 - 1) * 8  # 34.36 Gbit/s
+MIN_RATE_BPS = 8_000  # 8 kbit/s
+
 ROOT = 0x10000  # 1:0
 HTB_CLASS = 0x10010  # 1:10, also the htb default class: unclassified traffic is shaped too
 NETEM_UNDER_HTB = 0x100000  # 10:0
@@ -42,7 +49,7 @@ class BucketParams:
 
 def bucket(rate_bps: float) -> BucketParams:
     """Token-bucket sizing derived from the rate (bit/s)."""
-    rate = max(int(rate_bps / 8), 1)
+    rate = int(min(max(rate_bps, MIN_RATE_BPS), MAX_RATE_BPS) / 8)  # a distribution's tail stays packable
     burst = max(int(rate * BURST_TIME), MIN_BURST)
     limit = max(int(rate * QUEUE_TIME), MIN_QUEUE) + burst
     return BucketParams(rate=rate, burst=burst, limit=limit)

@@ -33,7 +33,15 @@ from pydantic import (
 )
 
 from testbed.errors import ConfigError
-from testbed.units import canonical_unit, default_unit, parse_duration, split_quantity, units_for
+from testbed.shaping import MAX_RATE_BPS, MIN_RATE_BPS
+from testbed.units import (
+    canonical_unit,
+    default_unit,
+    format_rate,
+    parse_duration,
+    split_quantity,
+    units_for,
+)
 from testbed.yamlfile import read_yaml
 
 Direction = Literal["forward", "backward"]
@@ -41,7 +49,8 @@ DIRECTIONS: tuple[Direction, Direction] = ("forward", "backward")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.nan`/`.inf` anywhere is refused as "not a finite number"
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- distributions
@@ -217,6 +226,14 @@ def _check(kind: str, d: Fixed | Normal | Uniform | Trace) -> Fixed | Normal | U
         raise ValueError("a normal bandwidth needs 'min' > 0 to truncate at (bandwidth is never ≤ 0)")
     if kind == "bandwidth" and lo <= 0:
         raise ValueError(f"bandwidth must be > 0 (got {lo:g} {unit})")
+    if kind == "bandwidth":
+        scale = units_for(kind)[unit]
+        top = hi if math.isfinite(hi) else d.mean if isinstance(d, Normal) else hi
+        if lo * scale < MIN_RATE_BPS:
+            raise ValueError(f"bandwidth {lo:g} {unit} is below what tbf/htb can shape ({format_rate(MIN_RATE_BPS)})")
+        if top * scale > MAX_RATE_BPS:
+            raise ValueError(f"bandwidth {top:g} {unit} is above what tbf/htb can shape ({format_rate(MAX_RATE_BPS)}: "
+                             "tc's rate is a 32-bit count of bytes/s)")
     if kind in ("delay", "jitter") and lo < 0:
         raise ValueError(f"{kind} must be ≥ 0")
     if kind == "loss" and (lo < 0 or hi > 100):
@@ -328,17 +345,74 @@ class Channel(BaseModel):
         return self.link[1] if self.direction == "forward" else self.link[0]
 
 
+class LinkEvent(_Strict):
+    """A scheduled fault on one pipeline link, applied by the same scheduler as the bandwidth:
+    ``{at: 30s, link: 1-2, down: 10s}`` (both ends set down, then up again) or
+    ``{at: 60s, link: 3-4, bandwidth: 1Mbit, for: 20s}`` (then back to the schedule's value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+    at: float
+    link: str = Field(pattern=r"^\d+-\d+$")
+    direction: Literal["both", "forward", "backward"] = "both"
+    down: float | None = None
+    bandwidth: BandwidthParam | None = None
+    for_: float | None = Field(None, alias="for")
+
+    @field_validator("at", "down", "for_", mode="before")
+    @classmethod
+    def _span(cls, v: Any) -> Any:
+        return None if v is None else parse_duration(v)
+
+    @model_validator(mode="after")
+    def _kind(self) -> LinkEvent:
+        if (self.down is None) == (self.bandwidth is None):
+            raise ValueError("an event is either 'down: DURATION' or 'bandwidth: RATE' with 'for: DURATION'")
+        if self.bandwidth is not None:
+            if self.for_ is None:
+                raise ValueError("a bandwidth event needs 'for: DURATION'")
+            if not isinstance(self.bandwidth, Fixed):
+                raise ValueError("an event's bandwidth is one value, e.g. '1Mbit'")
+        elif self.for_ is not None:
+            raise ValueError("'for' goes with 'bandwidth'; a down event's duration is 'down: DURATION'")
+        elif self.direction != "both":
+            raise ValueError("a link is down in both directions (omit 'direction')")
+        return self
+
+    @property
+    def end(self) -> float:
+        return self.at + (self.down if self.down is not None else self.for_)
+
+    @property
+    def stages(self) -> tuple[int, int]:
+        a, b = self.link.split("-")
+        return int(a), int(b)
+
+    def applies(self, label: str, direction: str) -> bool:
+        return self.link == label and self.direction in ("both", direction)
+
+    def describe(self) -> str:
+        if self.down is not None:
+            return f"down {self.down:g}s"
+        return f"bandwidth {self.bandwidth.value:g}{self.bandwidth.unit} for {self.for_:g}s"
+
+
 class Topology(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     stages: int = Field(ge=2, le=64)
     shaper: Literal["tbf", "htb"] = "tbf"
     defaults: LinkParams | None = None
     links: list[LinkSpec] = []
     bottlenecks: list[Bottleneck] = []
+    events: list[LinkEvent] = []
 
     @model_validator(mode="after")
     def _structure(self) -> Topology:
+        for k, ev in enumerate(self.events):
+            a, b = ev.stages
+            if b != a + 1 or b >= self.stages:
+                raise _FieldError(f"events[{k}].link", f"{ev.link} is not a pipeline link of this topology (0-1 .. "
+                                                      f"{self.stages - 2}-{self.stages - 1})")
         seen: set[tuple[tuple[int, int], str]] = set()
         for k, link in enumerate(self.links):
             a, b = link.between

@@ -7,6 +7,7 @@ is a trap: to tc, ``bps``/``kbps``/``mbps`` mean **bytes** per second, so
 
 from __future__ import annotations
 
+import math
 import re
 
 BANDWIDTH_UNITS: dict[str, float] = {"bit": 1.0, "Kbit": 1e3, "Mbit": 1e6, "Gbit": 1e9}
@@ -61,6 +62,8 @@ def parse_duration(value: str | float | int) -> float:
     else:
         number, unit = split_quantity(value)
         seconds = number * TIME_UNITS[canonical_unit("delay", unit or "s")]
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite duration")
     if seconds <= 0:
         raise ValueError("must be > 0")
     return seconds

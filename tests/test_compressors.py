@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from harness.compressors import REGISTRY, Context, Payload, build, wire_ratio
+from harness.compressors.base import ForwardRecord
 from harness.compressors.wire import index_width, pack_uint, positions_bytes, unpack_uint
 from testbed.errors import ConfigError
 
@@ -202,7 +204,11 @@ def test_every_compressor_roundtrips_and_reports_an_exact_size(name: str) -> Non
     if name in ("ef", "ef21"):
         spec["inner"] = {"name": "topk", "rate": 0.5}
     c = build(spec)
-    x_hat, p = c.roundtrip(X)
+    ctx = None
+    if name == "mirror":  # backward only: it follows a masking forward of the same micro-batch
+        fwd, fctx = build({"name": "column", "rate": 0.5}), Context()
+        ctx = Context(direction="backward", forward=ForwardRecord(fwd, fwd.encode(X, fctx), fctx))
+    x_hat, p = c.roundtrip(X, ctx)
     assert x_hat.shape == X.shape and x_hat.dtype == X.dtype
     assert len(p.to_bytes()) == p.nbytes
     if name != "lowrank_adaptive":  # on full-rank noise it honestly sends more than dense
@@ -253,3 +259,76 @@ def test_rank_larger_than_the_tensor_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         c.encode(X, Context())
     assert info.value.field == "rank"
+
+
+@pytest.mark.parametrize("spec", [{"name": "column", "rate": 0.7}, {"name": "row", "rate": 0.3},
+                                  {"name": "topk", "rate": 0.8}, {"name": "topk", "rate": 0.5, "scope": "tensor"},
+                                  {"name": "randk", "rate": 0.6}, {"name": "randk", "rate": 0.6, "scale": True},
+                                  {"name": "ef", "inner": {"name": "column", "rate": 0.5}}])
+def test_exact_boundary_gradient_is_the_autograd_gradient_of_the_masked_forward(spec: dict) -> None:
+    """For masking compressors, vjp == autograd through decode(encode(x)) with the kept positions fixed."""
+    c = build(spec)
+    x = torch.randn(3, 16, 24)
+    ctx = Context(boundary=2, step=5, seed=1)
+    p = c.encode(x, ctx)
+    mask = c.kept_mask(p, ctx).expand(3, 16, 24).float()
+    scale = 16 * 24 / math.ceil(0.4 * 16 * 24) if spec.get("scale") else 1.0  # randk's N/k
+    xv = x.clone().requires_grad_(True)
+    out = xv * mask * scale
+    g = torch.randn_like(x)
+    out.backward(g)
+    assert torch.allclose(c.vjp(g, p, ctx), xv.grad)
+    assert c.jacobian == "mask"
+    # the mask is what decode kept: decode(encode(x)) is x on the mask, 0 elsewhere (ef: same here, no carried error yet)
+    if not spec.get("scale"):
+        assert torch.equal(c.decode(p, ctx), x * mask)
+
+
+@pytest.mark.parametrize("method", ["svd", "power"])
+def test_lowrank_exact_gradient_is_the_orthogonal_projection_it_applied(method: str) -> None:
+    c = build({"name": "lowrank", "rank": 4, "method": method})
+    x = torch.randn(2, 32, 16)
+    p = c.encode(x, Context())
+    g = torch.randn_like(x)
+    v = c.vjp(g, p, Context())
+    assert torch.allclose(c.vjp(v, p, Context()), v, atol=1e-5)  # a projection: idempotent
+    assert torch.allclose((v * g).sum(), (v * v).sum(), rtol=1e-4)  # orthogonal: <Pg, g> = |Pg|²
+    if method == "svd":  # it projects onto the column space the forward kept
+        assert torch.allclose(c.vjp(c.decode(p, Context()), p, Context()), c.decode(p, Context()), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["quantize", "fp16", "sketch", "none"])
+def test_quantizers_casts_and_sketch_stay_straight_through(name: str) -> None:
+    c = build({"name": name, "rate": 0.5} if name == "sketch" else name)
+    x = torch.randn(2, 8, 64)
+    p = c.encode(x, Context())
+    g = torch.randn_like(x)
+    assert c.jacobian == "straight-through" and c.vjp(g, p, Context()) is g
+
+
+@pytest.mark.parametrize("fwd", [{"name": "column", "rate": 0.9}, {"name": "topk", "rate": 0.9},
+                                 {"name": "row", "rate": 0.5}, {"name": "randk", "rate": 0.9}])
+def test_mirror_sends_the_gradient_at_the_forward_kept_positions_as_values_only(fwd: dict) -> None:
+    f, m = build(fwd), build("mirror")
+    x, g = torch.randn(4, 64, 128), torch.randn(4, 64, 128)
+    fctx = Context(boundary=1, step=2)
+    fp = f.encode(x, fctx)
+    bctx = Context(boundary=1, direction="backward", step=2, forward=ForwardRecord(f, fp, fctx))
+    bp = m.encode(g, bctx)
+    mask = f.kept_mask(fp, fctx)
+    assert torch.equal(m.decode(Payload.from_bytes(bp.to_bytes()), bctx), g * mask)
+    kept = int(mask.expand(4, 64, 128).sum())
+    assert bp.nbytes == _expected(SHAPE_INTS, [kept * 4])  # values only: no index bytes
+    if fwd["name"] != "randk":  # randk's forward carries no indices either
+        assert wire_ratio(g, bp) > wire_ratio(x, fp)
+
+
+def test_mirror_refuses_a_forward_without_kept_positions() -> None:
+    from harness.config import build_spec, check_spec
+
+    spec = build_spec({"topology": str(Path(__file__).parent.parent / "topologies" / "ci-4stage.yaml"),
+                       "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32},
+                       "compression": {"fwd": {"name": "quantize", "bits": 4}, "bwd": "mirror"}})
+    with pytest.raises(ConfigError) as exc:
+        check_spec(spec)
+    assert exc.value.field == "compression.bwd" and "quantize" in exc.value.message

@@ -78,6 +78,7 @@ def test_batches_are_reproducible_windows() -> None:
 
 
 def test_c4_shards_load_with_datasets(tmp_path: Path) -> None:
+    pytest.importorskip("datasets", reason="the c4 loader needs the optional `datasets` package (pipenem[data]; tox installs it)")
     shard = tmp_path / "c4-train.00000-of-01024.json.gz"
     with gzip.open(shard, "wt") as fh:
         for i in range(40):

@@ -157,3 +157,29 @@ def _worker_pid(stage: int) -> int:
         if b"harness.worker" in argv and argv[-2:-1] == [str(stage).encode()]:
             return pid
     raise AssertionError(f"no worker for stage {stage}")
+
+
+def test_exact_boundary_gradients_and_mirror_match_the_twin_and_links_carry_payload_bytes(tmp_path: Path) -> None:
+    """Exact semantics (the default) with a mirror backward: distributed == twin; the links carry
+    exactly the payloads' bytes (Payload.to_bytes framing) and mirror sends values only."""
+    spec = build_spec(_spec(train={"steps": 4}, compression={"fwd": {"name": "column", "rate": 0.5}, "bwd": "mirror"}))
+    assert spec.train.boundary_grad == "exact"
+    result = run_pipeline(spec, tmp_path)
+    twin = [r["loss"] for r in run_twin(spec)]
+    assert result.losses() == pytest.approx(twin, rel=1e-5, abs=1e-6)
+    straight = build_spec(_spec(train={"steps": 4, "boundary_grad": "straight-through"},
+                                compression={"fwd": {"name": "column", "rate": 0.5}, "bwd": "mirror"}))
+    assert [r["loss"] for r in run_twin(straight)][1:] == pytest.approx(twin[1:], rel=1e-6)  # mirror zeroes the rest anyway
+    # per micro-batch and boundary: a 16-byte frame + the payload (header + values [+ indices])
+    mb = 8 // 4 * 32 * 32  # entries of one micro-batch's activation
+    msgs = 4 * 4  # steps × micro-batches
+    header = 8 * ((2 + 8 * 5 + 5 * 1 + 7) // 8)  # fp32 3-D shape header, one part
+    norm_msgs = 4 * 32  # per step, one 32-byte grad-norm control message each way on every link
+    for row in result.links:
+        if row["direction"] == "backward":  # mirror: values at the kept half of the columns, no indices
+            assert row["payload_bytes"] == msgs * (16 + header + mb // 2 * 4) + norm_msgs, row
+        assert row["dense_bytes"] == msgs * mb * 4
+        assert 1.0 < row["overhead"] < 1.6, row  # interface counters: payload + TCP/IP and gloo per-message overhead
+    bwd_ratio = result.link_wire_ratio("backward")
+    assert 1.9 < bwd_ratio < 2.0  # dense / (values + frame + header + control)
+    assert result.link_wire_ratio("forward") < bwd_ratio  # the forward also carries column indices

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -79,17 +80,24 @@ def test_missing_suite_file_exit_2(tmp_path: Path) -> None:
 
 
 def test_a_failing_trial_is_recorded_and_the_others_complete(tmp_path: Path) -> None:
-    f = _suite(tmp_path, {"compressor": [{"label": "none"}, {"label": "bad-bits", "fwd": {"name": "quantize", "bits": 3}},
+    """A trial that fails while it runs (here: a plug-in compressor that raises) is recorded
+    with its error and the sweep goes on; a bad config is refused before anything runs."""
+    (tmp_path / "flaky_compressor.py").write_text(
+        "from harness.compressors.dense import NoCompression\n\n"
+        "class Flaky(NoCompression):\n    name = 'flaky'\n\n"
+        "    def encode(self, x, ctx):\n        raise RuntimeError('flaky encode at step %d' % ctx.step)\n")
+    f = _suite(tmp_path, {"compressor": [{"label": "none"}, {"label": "flaky", "fwd": {"name": "flaky_compressor:Flaky"}},
                                          {"label": "column", "fwd": "column", "bwd": "column"}],
                           "rate": [0.5], "execution": ["twin"]})
-    out = pipenem("run", str(f), "--out", str(tmp_path / "res"))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
+    out = pipenem("run", str(f), "--out", str(tmp_path / "res"), env=env)
     assert out.returncode == 0, out.stderr
     t = pd.read_parquet(tmp_path / "res" / "trials.parquet").set_index("compressor")
-    assert t.loc["bad-bits", "status"] == "failed" and "bits" in t.loc["bad-bits", "error"]
+    assert t.loc["flaky", "status"] == "failed" and "flaky encode at step 0" in t.loc["flaky", "error"]
     assert t.loc["none", "status"] == "ok" and t.loc["column", "status"] == "ok"
     steps = pd.read_parquet(tmp_path / "res" / "steps.parquet")
     assert steps.groupby("trial_id").size().tolist() == [4, 4]
-    again = pipenem("run", str(f), "--out", str(tmp_path / "res"))
+    again = pipenem("run", str(f), "--out", str(tmp_path / "res"), env=env)
     assert "0 ran, 3 already finished" in " ".join(again.stdout.split())
 
 
@@ -108,7 +116,7 @@ def test_sigint_mid_trial_keeps_valid_tables_and_resume_skips_finished(tmp_path:
     # wait until the first trial is recorded and the second one's network is up, then interrupt it
     deadline = time.time() + 240
     while time.time() < deadline:
-        runs = list((res / "runs").glob("*/links.json")) if (res / "runs").exists() else []
+        runs = list((res / "runs").glob("*/spec.json")) if (res / "runs").exists() else []
         if (res / "trials.parquet").exists() and len(runs) == 2:
             break
         time.sleep(0.2)
@@ -126,3 +134,38 @@ def test_sigint_mid_trial_keeps_valid_tables_and_resume_skips_finished(tmp_path:
     assert len(trials) == 2 and set(trials["status"]) == {"ok"}
     links = pd.read_parquet(res / "links.parquet")
     assert set(links["trial_id"]) == set(trials["trial_id"])
+
+
+def test_the_set_axis_sweeps_any_config_field_and_every_trial_records_its_settings(tmp_path: Path) -> None:
+    f = _suite(tmp_path, {"compressor": [{"label": "row-fwd", "fwd": "row"}], "rate": [0.1], "execution": ["twin"],
+                          "set": {"train.boundary_grad": ["exact", "straight-through"], "model.norm_eps": [1e-5, 1e-2]}})
+    _, trials = load_suite(f)
+    assert len(trials) == 4 and len({t.trial_id for t in trials}) == 4
+    t = next(t for t in trials if t.overrides == {"train.boundary_grad": "straight-through", "model.norm_eps": 1e-2})
+    assert t.run_spec().train.boundary_grad == "straight-through" and t.run_spec().model.norm_eps == 1e-2
+    assert t.run_spec().train.steps == 4  # the rest of base is kept
+    assert sorted(t.variant.split()) == ["model.norm_eps=0.01", "train.boundary_grad=straight-through"]
+    bad = _suite(tmp_path, {"execution": ["twin"], "set": {"train.boundary_grad": ["exact", "sideways"]}}, name="bad")
+    r = pipenem("run", str(bad), "--out", str(tmp_path / "never"))
+    assert r.returncode == 2 and "axes.set.train.boundary_grad" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_parallel_twin_jobs_give_the_same_tables_as_one_at_a_time(tmp_path: Path) -> None:
+    """--jobs runs twin trials in separate processes: same rows, same ids, bit-equal losses."""
+    f = _suite(tmp_path, {"compressor": [{"label": "none"}, {"label": "column", "fwd": "column", "bwd": "mirror"}],
+                          "rate": [0.5], "execution": ["twin"], "seed": [0, 1],
+                          "set": {"train.boundary_grad": ["exact", "straight-through"]}})
+    for jobs in (1, 2):
+        r = pipenem("run", str(f), "--out", str(tmp_path / f"j{jobs}"), "--jobs", str(jobs))
+        assert r.returncode == 0, r.stderr
+    one, two = (pd.read_parquet(tmp_path / f"j{j}" / "trials.parquet").sort_values("trial_id", ignore_index=True) for j in (1, 2))
+    assert len(one) == 8 and list(one["trial_id"]) == list(two["trial_id"]) and set(one["status"]) == {"ok"}
+    assert list(one["final_loss"]) == list(two["final_loss"]) and list(one["eval_loss"]) == list(two["eval_loss"])
+    assert set(one["boundary_grad"]) == {"exact", "straight-through"} and set(one["grad_clip"]) == {1.0}
+    steps = [pd.read_parquet(tmp_path / f"j{j}" / "steps.parquet").sort_values(["trial_id", "step"], ignore_index=True)
+             for j in (1, 2)]
+    assert list(steps[0]["loss"]) == list(steps[1]["loss"]) and steps[0]["grad_norm"].notna().all()
+    # the baseline does not depend on boundary semantics: identical under both
+    base = one[one["compressor"] == "none"].groupby("seed")["final_loss"].nunique()
+    assert (base == 1).all()

@@ -8,7 +8,16 @@
 See README.md here for the protocol and how to write your own.
 """
 
-from harness.compressors import dense, feedback, lowrank, quantize, sketch, sparse, structured  # noqa: F401
+from harness.compressors import (  # noqa: F401
+    dense,
+    feedback,
+    lowrank,
+    mirror,
+    quantize,
+    sketch,
+    sparse,
+    structured,
+)
 from harness.compressors.base import (
     REGISTRY,
     Compressor,

@@ -26,13 +26,18 @@ from testbed.errors import ConfigError
 
 @dataclass
 class Context:
-    """Where a tensor is being compressed. ``state`` is this side's state for (boundary, direction)."""
+    """Where a tensor is being compressed. ``state`` is this side's state for (boundary, direction).
+
+    ``forward`` is set for backward-direction contexts: the forward payload of the same
+    boundary and micro-batch, as this side holds it (the sender of the gradient received it,
+    the receiver sent it). ``mirror`` and the exact boundary Jacobian read it."""
 
     boundary: int = 0
     direction: str = "forward"
     step: int = 0
     seed: int = 0
     state: dict[str, Any] = field(default_factory=dict)
+    forward: ForwardRecord | None = None
 
     def generator(self, salt: int = 0) -> torch.Generator:
         """A generator both sides derive identically (for seeded index choices and projections)."""
@@ -41,6 +46,19 @@ class Context:
         g = torch.Generator()
         g.manual_seed(int.from_bytes(digest.digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF)
         return g
+
+
+@dataclass
+class ForwardRecord:
+    """What one boundary's forward compression was: the compressor, its payload and context.
+    Enough to rebuild its Jacobian (kept positions, projection) on either side of the link."""
+
+    codec: Compressor
+    payload: Payload
+    ctx: Context
+
+    def kept_mask(self) -> torch.Tensor | None:
+        return self.codec.kept_mask(self.payload, self.ctx)
 
 
 class Compressor(ABC):
@@ -56,6 +74,25 @@ class Compressor(ABC):
 
     @abstractmethod
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor: ...
+
+    # ---- the boundary Jacobian (``train.boundary_grad: exact``)
+    jacobian: ClassVar[str] = "straight-through"  # what vjp() applies: mask | projection | straight-through
+
+    def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor | None:
+        """For masking compressors: a bool tensor broadcastable to the input's (b, n, d) view
+        (:func:`as_3d`), True where an entry was kept, rebuilt from the payload and ctx alone
+        (so the receiver of the forward can rebuild it too). None otherwise."""
+        return None
+
+    def vjp(self, grad: torch.Tensor, payload: Payload, ctx: Context) -> torch.Tensor:
+        """The gradient w.r.t. the compressor's input, given the gradient w.r.t. its decoded
+        output: the transposed Jacobian of ``decode(encode(x))`` at this forward, with its
+        data-dependent choices (kept positions, projection) held fixed. The default is the
+        kept mask where there is one, else straight-through (the identity)."""
+        mask = self.kept_mask(payload, ctx)
+        if mask is None:
+            return grad
+        return (as_3d(grad) * mask).view(grad.shape)
 
     # ---- descriptive
     def params(self) -> dict[str, Any]:
@@ -90,11 +127,15 @@ class Compressor(ABC):
     def check_shape(self, shape: torch.Size | tuple[int, ...]) -> None:  # noqa: B027 - optional hook
         """Raise ConfigError if this configuration cannot compress tensors of this shape."""
 
+    def check_forward(self, fwd: Compressor) -> None:  # noqa: B027 - optional hook
+        """Used as the backward compressor: raise ConfigError if it cannot follow ``fwd``."""
+
     def roundtrip(self, x: torch.Tensor, ctx: Context | None = None) -> tuple[torch.Tensor, Payload]:
         """encode -> bytes -> decode, as on a real link (for tests and fidelity tables)."""
         send_ctx = ctx or Context()
         recv_ctx = Context(send_ctx.boundary, send_ctx.direction, send_ctx.step, send_ctx.seed,
-                           state=send_ctx.state if not self.receiver_state else send_ctx.state.setdefault("_peer", {}))
+                           state=send_ctx.state if not self.receiver_state else send_ctx.state.setdefault("_peer", {}),
+                           forward=send_ctx.forward)
         p = self.encode(x, send_ctx)
         back = Payload.from_bytes(p.to_bytes())
         return self.decode(back, recv_ctx), p
@@ -125,8 +166,6 @@ def as_3d(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[-2], x.shape[-1])
 
 
-DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
-CODE_DTYPE = {v: k for k, v in DTYPE_CODE.items()}
 
 
 # ------------------------------------------------------------------ registry

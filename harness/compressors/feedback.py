@@ -35,6 +35,17 @@ class _Wrapper(Compressor):
     def check_shape(self, shape: torch.Size | tuple[int, ...]) -> None:
         self.inner.check_shape(shape)
 
+    # The Jacobian w.r.t. x, with the carried error / estimate held fixed, is the inner one's.
+    @property
+    def jacobian(self) -> str:  # type: ignore[override]
+        return self.inner.jacobian
+
+    def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor | None:
+        return self.inner.kept_mask(payload, _sub(ctx, "inner"))
+
+    def vjp(self, grad: torch.Tensor, payload: Payload, ctx: Context) -> torch.Tensor:
+        return self.inner.vjp(grad, payload, _sub(ctx, "inner"))
+
 
 @register
 class ErrorFeedback(_Wrapper):

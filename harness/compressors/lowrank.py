@@ -23,6 +23,7 @@ from testbed.errors import ConfigError
 class LowRank(Compressor):
     name = "lowrank"
     stateful = True  # (power method) warm start on the sender
+    jacobian = "projection"
     cost_note = "svd: O(n·d·min(n,d)) per instance; power: O(n·d·r·iters)"
 
     def __init__(self, *, rate: float | None = None, rank: int | None = None, method: str = "svd", iters: int = 1) -> None:
@@ -72,6 +73,16 @@ class LowRank(Compressor):
         p = payload.parts[0].view(dtype).view(b, n, r).float()
         q = payload.parts[1].view(dtype).view(b, d, r).float()
         return (p @ q.transpose(1, 2)).to(dtype).view(shape)
+
+    def vjp(self, grad: torch.Tensor, payload: Payload, ctx: Context) -> torch.Tensor:
+        """Both methods send x̃ = U Uᵀ x with U an orthonormal basis of P's columns (svd: the
+        top-r left singular vectors; power: P itself). With U held fixed that is a linear
+        map, symmetric, so the gradient goes back through the same projection: U Uᵀ g."""
+        dtype, shape, (r,) = read_shape(payload.header)
+        b, n, _ = fold(shape)
+        u = torch.linalg.qr(payload.parts[0].view(dtype).view(b, n, r).float()).Q
+        g = as_3d(grad).float()
+        return (u @ (u.transpose(1, 2) @ g)).to(grad.dtype).view(grad.shape)
 
 
 @register

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from harness.compressors.base import CODE_DTYPE, DTYPE_CODE
+from harness.compressors.wire import DTYPE_CODES, DTYPES
 
 
 def shape_header(x: torch.Tensor) -> tuple[int, ...]:
-    return (DTYPE_CODE[x.dtype], x.dim(), *x.shape)
+    return (DTYPE_CODES[x.dtype], x.dim(), *x.shape)  # the wire format's one dtype table
 
 
 def read_shape(header: tuple[int, ...]) -> tuple[torch.dtype, tuple[int, ...], tuple[int, ...]]:
     """(dtype, shape, the rest of the header)."""
     ndim = header[1]
-    return CODE_DTYPE[header[0]], tuple(header[2:2 + ndim]), header[2 + ndim:]
+    return DTYPES[header[0]], tuple(header[2:2 + ndim]), header[2 + ndim:]
 
 
 def fold(shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.compressors.base import Compressor, Context, check_rate, kept, register
-from harness.compressors.shapes import read_shape, shape_header
+from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept, register
+from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, decode_positions, encode_positions
 from testbed.errors import ConfigError
 
@@ -19,6 +19,7 @@ class TopK(Compressor):
     """
 
     name = "topk"
+    jacobian = "mask"
 
     def __init__(self, *, rate: float, scope: str = "instance") -> None:
         self._rate = check_rate(rate)
@@ -42,11 +43,19 @@ class TopK(Compressor):
         pos, mode = encode_positions(idx, n)
         return Payload([flat.gather(1, idx).reshape(-1), pos], shape_header(x) + (mode, k))
 
-    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+    def _kept(self, payload: Payload) -> tuple[torch.dtype, tuple, int, int, int, torch.Tensor]:
         dtype, shape, (mode, k) = read_shape(payload.header)
-        template = torch.empty(shape, dtype=dtype, device="meta")
-        rows, n = self._rows(template).shape
-        idx = decode_positions(payload.parts[1], mode, rows, k, n)
+        rows, n = self._rows(torch.empty(shape, dtype=dtype, device="meta")).shape
+        return dtype, shape, rows, n, k, decode_positions(payload.parts[1], mode, rows, k, n)
+
+    def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        _, shape, rows, n, _, idx = self._kept(payload)
+        mask = torch.zeros(rows, n, dtype=torch.bool)
+        mask.scatter_(1, idx, True)
+        return as_3d(mask.view(shape))
+
+    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        dtype, shape, rows, n, k, idx = self._kept(payload)
         out = torch.zeros(rows, n, dtype=dtype)
         out.scatter_(1, idx, payload.parts[0].view(dtype).view(rows, k))
         return out.view(shape)
@@ -61,6 +70,7 @@ class RandK(Compressor):
     """
 
     name = "randk"
+    jacobian = "mask"
 
     def __init__(self, *, rate: float, scale: bool = False) -> None:
         self._rate = check_rate(rate)
@@ -78,6 +88,22 @@ class RandK(Compressor):
         k = kept(self._rate, flat.shape[1])
         vals = flat[:, self._positions(ctx, flat.shape[1], k)]
         return Payload([vals.contiguous().view(-1)], shape_header(x) + (k,))
+
+    def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        _, shape, (k,) = read_shape(payload.header)
+        n = shape[-2] * shape[-1] if len(shape) >= 3 else int(torch.Size(shape).numel())
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[self._positions(ctx, n, k)] = True
+        _, rows_n, d = fold(shape)
+        return mask.view(1, rows_n, d) if len(shape) >= 3 else as_3d(mask.view(shape))
+
+    def vjp(self, grad: torch.Tensor, payload: Payload, ctx: Context) -> torch.Tensor:
+        g = super().vjp(grad, payload, ctx)
+        if self.scale:  # decode multiplies the kept values by N/k: so does its Jacobian
+            _, shape, (k,) = read_shape(payload.header)
+            n = shape[-2] * shape[-1] if len(shape) >= 3 else int(torch.Size(shape).numel())
+            g = g * (n / k)
+        return g
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, (k,) = read_shape(payload.header)

@@ -32,6 +32,7 @@ def squared_norms(g: torch.Tensor, axis: int) -> torch.Tensor:
 
 class _AxisMask(Compressor):
     axis: int  # 2: columns (features), 1: rows (tokens) of the (b, n, d) view
+    jacobian = "mask"
 
     def __init__(self, *, rate: float) -> None:
         self._rate = check_rate(rate)
@@ -53,11 +54,19 @@ class _AxisMask(Compressor):
         pos, mode = encode_positions(idx, size)
         return Payload([vals.contiguous().view(-1), pos], shape_header(x) + (mode, k))
 
-    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+    def _kept(self, payload: Payload) -> tuple[torch.dtype, tuple, tuple[int, int, int], int, torch.Tensor]:
         dtype, shape, (mode, k) = read_shape(payload.header)
         b, n, d = fold(shape)
-        size = (b, n, d)[self.axis]
-        idx = decode_positions(payload.parts[1], mode, b, k, size)
+        return dtype, shape, (b, n, d), k, decode_positions(payload.parts[1], mode, b, k, (b, n, d)[self.axis])
+
+    def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        _, _, (b, n, d), _, idx = self._kept(payload)
+        mask = torch.zeros(b, (b, n, d)[self.axis], dtype=torch.bool)
+        mask.scatter_(1, idx, True)
+        return mask.unsqueeze(1) if self.axis == 2 else mask.unsqueeze(2)
+
+    def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        dtype, shape, (b, n, d), k, idx = self._kept(payload)
         out = torch.zeros(b, n, d, dtype=dtype)
         vals = payload.parts[0].view(dtype)
         if self.axis == 2:

@@ -9,7 +9,9 @@ Wire layout of a payload (little-endian)::
     part bytes, each padded to a multiple of 8 (so the receiver views them in place)
 
 ``Payload.nbytes`` is ``len(Payload.to_bytes())`` computed without copying:
-values, indices, masks, scales and this header are all counted.
+values, indices, masks, scales and this header are all counted. This is also exactly
+what a pipeline link carries (``harness/transport.py`` sends these bytes, in pieces so
+the large parts are not copied, behind a 16-byte frame: total and header length).
 """
 
 from __future__ import annotations
@@ -31,48 +33,71 @@ class Payload:
 
     @property
     def header_bytes(self) -> int:
-        return _align(2 + 8 * len(self.header) + 5 * len(self.parts))
+        return align(2 + 8 * len(self.header) + 5 * len(self.parts))
 
     @property
     def nbytes(self) -> int:
-        return self.header_bytes + sum(_align(p.numel() * p.element_size()) for p in self.parts)
+        return self.header_bytes + sum(align(p.numel() * p.element_size()) for p in self.parts)
+
+    def header_block(self) -> torch.Tensor:
+        """The first ``header_bytes`` of :meth:`to_bytes` (counts, header ints, part specs, padding)."""
+        head = struct.pack(f"<BB{len(self.header)}q", len(self.header), len(self.parts), *self.header)
+        head += b"".join(struct.pack("<BI", DTYPE_CODES[p.dtype], p.numel()) for p in self.parts)
+        out = torch.zeros(self.header_bytes, dtype=torch.uint8)
+        out[:len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
+        return out
+
+    def raw_parts(self) -> list[torch.Tensor]:
+        """Each part's bytes as a uint8 view (no copy, except bools, which go as one byte each)."""
+        out = []
+        for p in self.parts:
+            raw = p.contiguous().reshape(-1)
+            out.append(raw.to(torch.uint8) if p.dtype == torch.bool else raw.view(torch.uint8))
+        return out
 
     def to_bytes(self) -> torch.Tensor:
         """One uint8 tensor, ready for a send; ``len == nbytes``."""
-        head = struct.pack(f"<BB{len(self.header)}q", len(self.header), len(self.parts), *self.header)
-        head += b"".join(struct.pack("<BI", DTYPE_CODES[p.dtype], p.numel()) for p in self.parts)
         out = torch.zeros(self.nbytes, dtype=torch.uint8)
-        out[:len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
+        out[:self.header_bytes] = self.header_block()
         off = self.header_bytes
-        for p in self.parts:
-            raw = p.contiguous().reshape(-1)
-            raw = raw.to(torch.uint8) if p.dtype == torch.bool else raw.view(torch.uint8)
+        for raw in self.raw_parts():
             out[off:off + raw.numel()] = raw
-            off += _align(raw.numel())
+            off += align(raw.numel())
         return out
 
     @classmethod
     def from_bytes(cls, buf: torch.Tensor) -> Payload:
-        n_header, n_parts = int(buf[0]), int(buf[1])
-        view = buf[: 2 + 8 * n_header + 5 * n_parts].numpy().tobytes()
-        header = struct.unpack_from(f"<{n_header}q", view, 2)
-        off = 2 + 8 * n_header
-        specs = []
-        for _ in range(n_parts):
-            code, numel = struct.unpack_from("<BI", view, off)
-            specs.append((DTYPES[code], numel))
-            off += 5
+        header, specs, off = parse_header_block(buf)
         parts = []
-        off = _align(off)
         for dtype, numel in specs:
             size = numel * torch.empty((), dtype=dtype).element_size()
             chunk = buf[off:off + size]
             parts.append(chunk.bool() if dtype == torch.bool else chunk.view(dtype))
-            off += _align(size)
+            off += align(size)
         return cls(parts=parts, header=tuple(header))
 
 
-def _align(n: int) -> int:
+def parse_header_block(buf: torch.Tensor) -> tuple[tuple[int, ...], list[tuple[torch.dtype, int]], int]:
+    """(header ints, (dtype, numel) per part, header_bytes) from the start of a payload's bytes."""
+    n_header, n_parts = int(buf[0]), int(buf[1])
+    view = buf[: 2 + 8 * n_header + 5 * n_parts].numpy().tobytes()
+    header = struct.unpack_from(f"<{n_header}q", view, 2)
+    off = 2 + 8 * n_header
+    specs = []
+    for _ in range(n_parts):
+        code, numel = struct.unpack_from("<BI", view, off)
+        specs.append((DTYPES[code], numel))
+        off += 5
+    return tuple(header), specs, align(off)
+
+
+def part_bytes(dtype: torch.dtype, numel: int) -> int:
+    """Bytes a part of this dtype and size takes on the wire (bools: one byte each), unpadded."""
+    return numel * (1 if dtype == torch.bool else torch.empty((), dtype=dtype).element_size())
+
+
+def align(n: int) -> int:
+    """Round up to a multiple of 8 (parts start 8-aligned so they can be viewed in place)."""
     return (n + 7) & ~7
 
 

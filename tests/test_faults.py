@@ -1,0 +1,305 @@
+"""Faults a testbed must survive: dead and crawling links, scheduled outages, a shared output
+folder, and bad input caught before anything is brought up. Real namespaces, real links."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed.registry import all_records
+from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem
+
+TINY = {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}
+
+
+def _config(tmp_path: Path, topology: Path | None = None, name: str = "run.yaml", **over) -> Path:
+    cfg = {"topology": str(topology or TOPOLOGIES / "ci-4stage.yaml"), "seed": 0, "model": TINY,
+           "data": {"dataset": "synthetic"}, "train": {"steps": 4, "batch": 8, "micro_batches": 2, "warmup": 1, "lr": 0.01}}
+    for k, v in over.items():
+        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _topology(tmp_path: Path, **extra) -> Path:
+    topo = {"name": "faults", "seed": 0, "stages": 4, "defaults": {"bandwidth": "1Gbit"},
+            "links": [{"between": [1, 2], "bandwidth": "80Mbit"}], **extra}
+    path = tmp_path / "topo.yaml"
+    path.write_text(yaml.safe_dump(topo))
+    return path
+
+
+def _start_train(cfg: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", "train", str(cfg), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> list[str]:
+    seen, end = [], time.time() + timeout
+    while time.time() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"never saw {text!r}: {''.join(seen)[-2000:]}")
+
+
+def _link_end(label: str, forward: bool = True) -> tuple[str, str]:
+    """(namespace, interface) of the sending end of a pipeline link of the one running run
+    (the netns backend names link i's ends RUNl{i}a, in stage i, and RUNl{i}b, in stage i+1)."""
+    from pyroute2 import IPRoute
+
+    recs = [r for r in all_records() if not r.detached]
+    assert len(recs) == 1, recs
+    ifname = f"{recs[0].run_id}l{label.split('-')[0]}{'a' if forward else 'b'}"
+    for ns in (r["name"] for r in recs[0].resources if r["kind"] == "netns"):
+        with IPRoute(netns=ns, flags=0) as h:
+            if h.link_lookup(ifname=ifname):
+                return ns, ifname
+    raise AssertionError(f"no interface {ifname} in run {recs[0].run_id}")
+
+
+# ------------------------------------------------------------------ bad input, before bring-up
+
+BAD_TOPOLOGIES = [
+    ("normal-nan", {"defaults": {"bandwidth": {"dist": "normal", "mean": float("nan"), "std": 1, "unit": "Mbit", "min": 1}}},
+     "defaults.bandwidth.mean"),
+    ("fixed-inf", {"defaults": {"bandwidth": {"dist": "fixed", "value": float("inf"), "unit": "Mbit"}}}, "defaults.bandwidth.value"),
+    ("too-fast", {"defaults": {"bandwidth": "100000Gbit"}}, "above what tbf/htb can shape"),
+    ("too-slow", {"defaults": {"bandwidth": "1bit"}}, "below what tbf/htb can shape"),
+    ("negative-seed", {"seed": -1}, "seed"),
+    ("inf-resample", {"defaults": {"bandwidth": "1Gbit", "resample_every": float("inf")}}, "resample_every"),
+    ("event-link", {"events": [{"at": "1s", "link": "3-4", "down": "1s"}]}, "events[0].link"),
+    ("event-kind", {"events": [{"at": "1s", "link": "1-2", "bandwidth": "1Mbit"}]}, "events[0]"),
+]
+
+
+@pytest.mark.parametrize("name,patch,words", BAD_TOPOLOGIES, ids=[b[0] for b in BAD_TOPOLOGIES])
+def test_bad_topology_values_are_refused_by_validate(tmp_path: Path, name: str, patch: dict, words: str) -> None:
+    topo = {"name": "bad", "stages": 4, "defaults": {"bandwidth": "1Gbit"}}
+    topo.update(patch)
+    f = tmp_path / "t.yaml"
+    f.write_text(yaml.safe_dump(topo))
+    r = pipenem("topo", "validate", str(f))
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_files_that_are_not_utf8_or_repeat_a_key_are_refused(tmp_path: Path) -> None:
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"name: \xff\xfe\n")
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("name: a\nstages: 4\nname: b\ndefaults: {bandwidth: 1Gbit}\n")
+    for cmd in (("topo", "validate"), ("train",), ("run",)):
+        for f, words in ((binary, "not UTF-8 text"), (dup, "duplicate key")):
+            r = pipenem(*cmd, str(f), *(("--out", str(tmp_path / "o")) if cmd[0] != "topo" else ()))
+            assert r.returncode == 2 and words in r.stderr and str(f) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "'name'" in pipenem("topo", "validate", str(dup)).stderr
+
+
+@needs_netns
+@pytest.mark.netns
+@pytest.mark.parametrize("over,field", [
+    ({"train": {"lr": float("inf")}}, "train.lr"),
+    ({"seed": -1}, "seed"),
+    ({"data": {"dataset": "text", "paths": ["/nonexistent/*.txt"]}}, "data.paths"),
+    ({"train": {"stall_timeout": 0}}, "train.stall_timeout"),
+])
+def test_bad_train_configs_exit_2_before_any_namespace_exists(tmp_path: Path, over: dict, field: str) -> None:
+    before = netns_names()
+    t0 = time.time()
+    r = pipenem("train", str(_config(tmp_path, **over)), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and field in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert time.time() - t0 < 15  # refused up front, not by a worker after bring-up
+    assert netns_names() == before and all_records() == []
+
+
+def test_bad_suite_axis_values_exit_2_naming_the_value(tmp_path: Path) -> None:
+    base = {"model": TINY, "train": {"steps": 2, "batch": 8, "micro_batches": 2}}
+    for axes, words in (({"compressor": [{"label": "c", "fwd": "column"}], "rate": [2.0], "execution": ["twin"]}, "axes.rate[2]"),
+                        ({"compressor": [{"label": "x", "fwd": "nosuch"}], "execution": ["twin"]}, "axes.compressor[x]"),
+                        ({"execution": ["twin"], "seed": [0, -3]}, "axes.seed[-3]")):
+        f = tmp_path / "s.yaml"
+        f.write_text(yaml.safe_dump({"name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"), "base": base, "axes": axes}))
+        r = pipenem("run", str(f), "--out", str(tmp_path / "never"))
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "never").exists()
+
+
+def test_small_cli_inputs_are_checked(tmp_path: Path) -> None:
+    topo = str(TOPOLOGIES / "ci-4stage.yaml")
+    for args, words in ((("topo", "up", topo, "--for", "-5"), "--for"), (("topo", "up", topo, "--for", "nan"), "--for"),
+                        (("topo", "show", topo, "--windows", "-1"), "--windows")):
+        r = pipenem(*args)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a tensor")
+    r = pipenem("fidelity", str(bad))
+    assert r.returncode == 2 and "not a tensor saved with torch.save" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root ignores file permissions only for root; this checks /proc")
+def test_an_unwritable_out_folder_is_refused_naming_it(tmp_path: Path) -> None:
+    r = pipenem("train", str(_config(tmp_path)), "--out", "/proc/pipenem-out")
+    assert r.returncode == 2 and "--out" in r.stderr and "/proc/pipenem-out" in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_netns
+@pytest.mark.netns
+def test_a_full_disk_is_one_message_naming_the_file_and_leaves_no_tmp(tmp_path: Path) -> None:
+    out = tmp_path / "small"
+    out.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20k", "tmpfs", str(out)], check=True)
+    try:
+        f = tmp_path / "s.yaml"
+        f.write_text(yaml.safe_dump({"name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+                                     "base": {"model": TINY, "train": {"steps": 40, "batch": 8, "micro_batches": 2}},
+                                     "axes": {"execution": ["twin"], "seed": [0, 1, 2, 3]}}))
+        r = pipenem("run", str(f), "--out", str(out))
+        assert r.returncode == 1 and "no space left" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert ".parquet" in r.stderr  # names the file
+        assert not list(out.glob("*.tmp")), list(out.iterdir())
+    finally:
+        subprocess.run(["umount", str(out)], check=True)
+
+
+# ------------------------------------------------------------------ one owner per --out
+
+@needs_netns
+@pytest.mark.netns
+def test_a_second_run_on_a_busy_out_folder_exits_2_at_once_and_the_first_is_unaffected(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = _start_train(_config(tmp_path, train={"steps": 400}, name="a.yaml"), out)
+    try:
+        _wait_for(first, "joined its links")
+        t0 = time.time()
+        second = pipenem("train", str(_config(tmp_path, train={"steps": 15}, name="b.yaml")), "--out", str(out))
+        assert second.returncode == 2 and f"PID {first.pid}" in second.stderr, second.stderr
+        assert time.time() - t0 < 10
+        suite = tmp_path / "s.yaml"
+        suite.write_text(yaml.safe_dump({"name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"), "base": {"model": TINY},
+                                         "axes": {"execution": ["twin"]}}))
+        assert pipenem("run", str(suite), "--out", str(out)).returncode == 2
+        first.communicate(timeout=180)
+        assert first.returncode == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["losses"]) == 400  # the first run's own spec, not the second's 15 steps
+
+
+# ------------------------------------------------------------------ links that die or crawl
+
+@needs_netns
+@pytest.mark.netns
+def test_a_link_set_down_mid_run_ends_it_within_the_bound_naming_the_link(tmp_path: Path) -> None:
+    """Default bound (30 s floor) on the CI topology: the run ends ≤ 90 s after the link died."""
+    before = netns_names()
+    proc = _start_train(_config(tmp_path, train={"steps": 100000}, log_every=1), tmp_path / "out")
+    try:
+        _wait_for(proc, "step 3 ")
+        ns, ifname = _link_end("1-2")
+        from pyroute2 import IPRoute
+
+        with IPRoute(netns=ns, flags=0) as h:
+            h.link("set", index=h.link_lookup(ifname=ifname)[0], state="down")
+        t0 = time.time()
+        out, _ = proc.communicate(timeout=120)
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and took <= 90, (took, out[-2000:])
+    assert "link 1-2 is down" in out and "Traceback" not in out, out[-2000:]
+    assert netns_names() == before and all_records() == []
+
+
+@needs_netns
+@pytest.mark.netns
+def test_a_link_slowed_to_a_crawl_is_reported_as_stalled_with_bytes_and_rates(tmp_path: Path) -> None:
+    proc = _start_train(_config(tmp_path, train={"steps": 100000, "stall_timeout": 8}, log_every=1), tmp_path / "out")
+    try:
+        _wait_for(proc, "step 3 ")
+        ns, ifname = _link_end("1-2")
+        from pyroute2 import IPRoute
+
+        with IPRoute(netns=ns, flags=0) as h:  # 1 kbit/s, behind pipenem's back (as `tc qdisc change` would)
+            h.tc("change", "tbf", h.link_lookup(ifname=ifname)[0], 0x10000, rate=125, burst=1600, limit=20000)
+        t0 = time.time()
+        out, _ = proc.communicate(timeout=120)
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and took < 40, (took, out[-2000:])
+    assert "link 1-2 forward stalled" in out and "bytes moved" in out and "80.0 Mbit/s" in out, out[-2000:]
+    assert all_records() == []
+
+
+@needs_netns
+@pytest.mark.netns
+def test_a_short_scheduled_outage_is_ridden_through_and_a_long_one_reported(tmp_path: Path) -> None:
+    from harness.config import load_spec
+    from harness.twin import run_twin
+
+    # short: 3 s down while training; transfers resume, losses are the twin's (bit for bit)
+    short = _topology(tmp_path, events=[{"at": "6s", "link": "1-2", "down": "3s"}])
+    cfg = _config(tmp_path, short, train={"steps": 60, "stall_timeout": 20})
+    r = pipenem("train", str(cfg), "--out", str(tmp_path / "short"), timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    summary = json.loads((tmp_path / "short" / "summary.json").read_text())
+    assert summary["losses"] == [row["loss"] for row in run_twin(load_spec(cfg))]
+    assert summary["wall_s"] > 9  # it did live through the outage
+    # long: 120 s down with a 6 s bound: reported as down, within the bound
+    (tmp_path / "long").mkdir()
+    long_topo = _topology(tmp_path / "long", events=[{"at": "5s", "link": "1-2", "down": "120s"}])
+    t0 = time.time()
+    r = pipenem("train", str(_config(tmp_path / "long", long_topo, train={"steps": 100000, "stall_timeout": 6})),
+                "--out", str(tmp_path / "long" / "out"), timeout=120)
+    assert r.returncode == 1 and "link 1-2 is down" in r.stdout and time.time() - t0 < 60, r.stdout[-2000:]
+    assert all_records() == []
+
+
+# ------------------------------------------------------------------ messages and cleanup details
+
+@needs_netns
+@pytest.mark.netns
+def test_a_failing_stage_message_with_markup_like_text_is_printed_literally(tmp_path: Path) -> None:
+    mod = tmp_path / "markup_compressor.py"
+    mod.write_text("from harness.compressors.dense import NoCompression\n\n"
+                   "class Boom(NoCompression):\n    name = 'boom'\n\n"
+                   "    def encode(self, x, ctx):\n"
+                   "        raise RuntimeError(\"closing tag '[/__w/pytorch/unbound_buffer.cc:78]' [bold]x\")\n")
+    cfg = _config(tmp_path, compression={"fwd": {"name": "markup_compressor:Boom"}, "bwd": "none"})
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
+    r = pipenem("train", str(cfg), "--out", str(tmp_path / "out"), env=env)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr
+    assert "[/__w/pytorch/unbound_buffer.cc:78]' [bold]x" in r.stdout and "MarkupError" not in r.stdout + r.stderr
+    assert "stage 0" in r.stdout and "RuntimeError" in r.stdout  # the failing stage's own last lines
+
+
+def test_topo_clean_never_kills_a_reused_pid() -> None:
+    from testbed.netns import _kill_pid
+    from testbed.registry import proc_start_time
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "testbed.standin"])
+    try:
+        time.sleep(0.2)
+        assert _kill_pid(proc.pid, "12345") == []  # recorded start time differs: another process now
+        assert proc.poll() is None
+        assert _kill_pid(proc.pid, proc_start_time(proc.pid)) == [f"process {proc.pid}"]
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
