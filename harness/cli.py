@@ -36,6 +36,8 @@ def main() -> None:
     try:
         # standalone_mode=False: click returns typer.Exit's code instead of raising it
         rc = app(standalone_mode=False)
+        if rc == 130:  # click turns Ctrl-C into Abort and, not standalone, returns 130 silently
+            err_console.print("interrupted; everything this run created was removed")
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except (ConfigError, UnsupportedError) as exc:

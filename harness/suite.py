@@ -143,7 +143,8 @@ def topology_digest(path: str) -> str:
         topo = load_topology(path)
     except (ConfigError, OSError):
         return path  # reported when the suite is loaded; the id then falls back to the path
-    return "sha256:" + hashlib.sha256(topo.model_dump_json().encode()).hexdigest()[:16]
+    # exclude_defaults: a field added to the model later (with its default) keeps old ids valid
+    return "sha256:" + hashlib.sha256(topo.model_dump_json(exclude_defaults=True).encode()).hexdigest()[:16]
 
 
 def expand(suite: Suite) -> list[Trial]:

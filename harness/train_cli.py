@@ -68,6 +68,7 @@ def _train(spec: RunSpec, out: Path, twin: bool, backend: str, quiet: bool) -> N
         "partition": result.partition, "losses": result.losses(), "tokens_per_s": tput, "wall_s": result.wall_s,
         "links": result.links, "compression": spec.compression.model_dump(), **semantics(spec),
         "link_wire_ratio": {"forward": result.link_wire_ratio("forward"), "backward": result.link_wire_ratio("backward")},
+        "applied": result.applied,  # every link state the schedule applied (events included), with its time
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     table = Table(title=f"{spec.train.mode} over {result.stages} stages ({backend}, {summary['shaper']}, compute {spec.compute.mode}, seed {spec.seed})")

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -53,6 +55,32 @@ def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> list[s
         if text in line:
             return seen
     raise AssertionError(f"never saw {text!r}: {''.join(seen)[-2000:]}")
+
+
+def _interrupt_training(tmp_path: Path, act: Callable[[subprocess.Popen], None], **train) -> tuple[int, str, float]:
+    """Start a long `pipenem train`, do ``act`` once it is at step 3, then wait for its end:
+    (exit status, output, seconds from ``act`` to the end)."""
+    proc = _start_train(_config(tmp_path, train={"steps": 100000, **train}, log_every=1), tmp_path / "out")
+    try:
+        _wait_for(proc, "step 3 ")
+        act(proc)
+        t0 = time.time()
+        out, _ = proc.communicate(timeout=150)
+        return proc.returncode, out, time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _on_link(label: str, change: Callable[[Any, int], None]) -> Callable[[subprocess.Popen], None]:
+    """An action that changes the forward sending end of ``label`` behind pipenem's back."""
+    def act(_proc: subprocess.Popen) -> None:
+        from pyroute2 import IPRoute
+
+        ns, ifname = _link_end(label)
+        with IPRoute(netns=ns, flags=0) as h:
+            change(h, h.link_lookup(ifname=ifname)[0])
+    return act
 
 
 def _link_end(label: str, forward: bool = True) -> tuple[str, str]:
@@ -206,21 +234,8 @@ def test_a_second_run_on_a_busy_out_folder_exits_2_at_once_and_the_first_is_unaf
 def test_a_link_set_down_mid_run_ends_it_within_the_bound_naming_the_link(tmp_path: Path) -> None:
     """Default bound (30 s floor) on the CI topology: the run ends ≤ 90 s after the link died."""
     before = netns_names()
-    proc = _start_train(_config(tmp_path, train={"steps": 100000}, log_every=1), tmp_path / "out")
-    try:
-        _wait_for(proc, "step 3 ")
-        ns, ifname = _link_end("1-2")
-        from pyroute2 import IPRoute
-
-        with IPRoute(netns=ns, flags=0) as h:
-            h.link("set", index=h.link_lookup(ifname=ifname)[0], state="down")
-        t0 = time.time()
-        out, _ = proc.communicate(timeout=120)
-        took = time.time() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1 and took <= 90, (took, out[-2000:])
+    rc, out, took = _interrupt_training(tmp_path, _on_link("1-2", lambda h, idx: h.link("set", index=idx, state="down")))
+    assert rc == 1 and took <= 90, (took, out[-2000:])
     assert "link 1-2 is down" in out and "Traceback" not in out, out[-2000:]
     assert netns_names() == before and all_records() == []
 
@@ -228,21 +243,10 @@ def test_a_link_set_down_mid_run_ends_it_within_the_bound_naming_the_link(tmp_pa
 @needs_netns
 @pytest.mark.netns
 def test_a_link_slowed_to_a_crawl_is_reported_as_stalled_with_bytes_and_rates(tmp_path: Path) -> None:
-    proc = _start_train(_config(tmp_path, train={"steps": 100000, "stall_timeout": 8}, log_every=1), tmp_path / "out")
-    try:
-        _wait_for(proc, "step 3 ")
-        ns, ifname = _link_end("1-2")
-        from pyroute2 import IPRoute
-
-        with IPRoute(netns=ns, flags=0) as h:  # 1 kbit/s, behind pipenem's back (as `tc qdisc change` would)
-            h.tc("change", "tbf", h.link_lookup(ifname=ifname)[0], 0x10000, rate=125, burst=1600, limit=20000)
-        t0 = time.time()
-        out, _ = proc.communicate(timeout=120)
-        took = time.time() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1 and took < 40, (took, out[-2000:])
+    # 1 kbit/s (125 bytes/s), as `tc qdisc change` by hand would
+    crawl = _on_link("1-2", lambda h, idx: h.tc("change", "tbf", idx, 0x10000, rate=125, burst=1600, limit=20000))
+    rc, out, took = _interrupt_training(tmp_path, crawl, stall_timeout=8)
+    assert rc == 1 and took < 40, (took, out[-2000:])
     assert "link 1-2 forward stalled" in out and "bytes moved" in out and "80.0 Mbit/s" in out, out[-2000:]
     assert all_records() == []
 
@@ -255,12 +259,17 @@ def test_a_short_scheduled_outage_is_ridden_through_and_a_long_one_reported(tmp_
 
     # short: 3 s down while training; transfers resume, losses are the twin's (bit for bit)
     short = _topology(tmp_path, events=[{"at": "6s", "link": "1-2", "down": "3s"}])
-    cfg = _config(tmp_path, short, train={"steps": 60, "stall_timeout": 20})
+    cfg = _config(tmp_path, short, train={"steps": 300, "stall_timeout": 20})
     r = pipenem("train", str(cfg), "--out", str(tmp_path / "short"), timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     summary = json.loads((tmp_path / "short" / "summary.json").read_text())
     assert summary["losses"] == [row["loss"] for row in run_twin(load_spec(cfg))]
-    assert summary["wall_s"] > 9  # it did live through the outage
+    downs = [a for a in summary["applied"] if a["link"] == "1-2" and not a["up"]]
+    assert {a["direction"] for a in downs} == {"forward", "backward"} and all(a["event"] == "down 3s" for a in downs)
+    t_down = min(a["applied_at"] for a in downs)
+    steps = json.loads((tmp_path / "short" / "stage0.json").read_text())["steps"]
+    assert steps[0]["start"] < t_down < steps[-1]["end"]  # the outage fell inside the run ...
+    assert max(r["end"] - r["start"] for r in steps) > 2.5  # ... and a step waited it out
     # long: 120 s down with a 6 s bound: reported as down, within the bound
     (tmp_path / "long").mkdir()
     long_topo = _topology(tmp_path / "long", events=[{"at": "5s", "link": "1-2", "down": "120s"}])
@@ -303,3 +312,12 @@ def test_topo_clean_never_kills_a_reused_pid() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@needs_netns
+@pytest.mark.netns
+def test_ctrl_c_on_train_says_so_and_leaves_nothing(tmp_path: Path) -> None:
+    before = netns_names()
+    rc, out, _ = _interrupt_training(tmp_path, lambda proc: proc.send_signal(signal.SIGINT))
+    assert rc == 130 and "interrupted; everything this run created was removed" in out, out[-1000:]
+    assert netns_names() == before and all_records() == []

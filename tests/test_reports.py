@@ -152,3 +152,15 @@ def test_report_html_is_self_contained_with_captions(tmp_path: Path) -> None:
     assert "execution: twin" in text and "seed: 0" in text  # captions say how numbers were obtained
     assert (root / "loss_by_rate.png").exists() and (root / "trials.csv").exists()
     assert pd.read_csv(root / "verdicts.csv").shape[0] == len(vs)
+
+
+def test_throughput_claims_use_only_trials_of_the_papers_model(tmp_path: Path) -> None:
+    """Distributed trials of another model (e.g. time-to-target runs of the small convergence
+    model) are not mixed into the paper's throughput claims."""
+    rows = [{**r, "d_model": 512, "ctx": 1024} for r in _thr_rows("train")] + [
+        _trial("small-base", "none", None, "train", "distributed", d_model=64, ctx=64),
+        _trial("small-col", "column-fwd+bwd", 0.9, "train", "distributed", d_model=64, ctx=64, fwd_link_wire_ratio=9.0)]
+    times = {"train-base": [9, 4.0, 4.1, 3.9, 4.0], "train-col": [9, 1.9, 2.0, 1.95, 2.0],
+             "small-base": [9, 1.0, 1.0, 1.0, 1.0], "small-col": [9, 0.9, 0.9, 0.9, 0.9]}
+    v = {v.claim: v for v in verdicts(load(_dist_store(tmp_path, times, rows)))}[TRAIN_GAIN]
+    assert v.verdict == "reproduced" and v.n == 4 and 1.95 < v.value < 2.1
