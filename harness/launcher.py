@@ -22,11 +22,13 @@ from testbed.topology import load_topology
 
 
 class StageFailed(RuntimeError):
-    def __init__(self, stage: int, code: int, tail: list[str]) -> None:
+    def __init__(self, stage: int, code: int, tail: list[str], links: str = "") -> None:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         if code > 128:  # `docker exec` reports a signal inside the container as 128 + n
             how += f" (signal {code - 128} inside its container)"
-        super().__init__(f"stage {stage} {how}" + (": " + " | ".join(tail[-3:]) if tail else ""))
+        # what the link watch saw when it died: a stage's TCP error is often a link's fault
+        super().__init__(f"stage {stage} {how}" + (f" while {links}" if links else "")
+                         + (": " + " | ".join(tail[-3:]) if tail else ""))
         self.stage, self.code, self.tail = stage, code, tail
 
 
@@ -183,7 +185,7 @@ def _supervise(procs: list[subprocess.Popen], lines: queue.Queue, tails: list[de
                     s, extra = lines.get_nowait()
                     if extra is not None:
                         tails[s].append(extra)
-                raise StageFailed(i, code, list(tails[i]))
+                raise StageFailed(i, code, list(tails[i]), links=watch.explain())
             done.add(i)
         backend.check_scheduler()
         watch.check()

@@ -51,6 +51,7 @@ class _Channel:
     receiver: Any
     samples: deque = field(default_factory=deque)  # (t, tx_bytes, backlog_bytes)
     down_since: float | None = None
+    down_what: tuple = ()  # (LinkEnd, operstate) first seen down
 
 
 class LinkWatch:
@@ -106,41 +107,68 @@ class LinkWatch:
         return total
 
     def check(self, now: float | None = None) -> None:
+        """Sample (at most every ``POLL_S``) and raise LinkStalled for a channel past its bound."""
         now = time.time() if now is None else now
         if now - self._last < POLL_S:
             return
         self._last = now
         for ch in self._channels:
-            snd = self._link(ch.sender)
-            rcv = self._link(ch.receiver)
-            down = [(e, m.get_attr("IFLA_OPERSTATE")) for e, m in ((ch.sender, snd), (ch.receiver, rcv))
-                    if m.get_attr("IFLA_OPERSTATE") != "UP"]
             rate = self.expected_bps(ch.label, ch.direction, now)
             bound = self.bound_s(rate)
-            if down:
-                if ch.down_since is None:
-                    ch.down_since = now
-                    log.debug("link %s: %s is %s", ch.label, down[0][0].ifname, down[0][1])
-                if now - ch.down_since > bound:
-                    end, state = down[0]
-                    raise LinkStalled(ch.label, None, f"link {ch.label} is down: interface {end.ifname} in {end.host} has "
-                                                      f"been {state} for {now - ch.down_since:.0f} s (bound {bound:.0f} s)")
-                ch.samples.clear()
-                continue
-            ch.down_since = None
-            ch.samples.append((now, snd.get_attr("IFLA_STATS64")["tx_bytes"], self._backlog(ch.sender)))
-            while ch.samples and now - ch.samples[0][0] > bound + POLL_S:
-                ch.samples.popleft()
-            self._judge(ch, now, rate, bound)
+            self._sample(ch, now, bound)
+            if ch.down_since is not None and now - ch.down_since > bound:
+                raise LinkStalled(ch.label, None, self._down_text(ch, now) + f" (bound {bound:.0f} s)")
+            crawl = self._crawl(ch, rate)
+            if crawl and now - ch.samples[0][0] >= bound:
+                raise LinkStalled(ch.label, ch.direction, f"link {ch.label} {ch.direction} stalled: {crawl} (bound {bound:.0f} s)")
 
-    def _judge(self, ch: _Channel, now: float, rate: float, bound: float) -> None:
-        t0, tx0, _ = ch.samples[0]
-        span = now - t0
-        if span < bound or not all(backlog > 0 for _, _, backlog in ch.samples):
+    def explain(self) -> str:
+        """What the links look like now, for a failure that surfaced elsewhere first (a stage whose
+        TCP connection timed out on a crawling link): every channel down or crawling, even
+        for less than its bound. '' when every link looks healthy."""
+        now = time.time()
+        notes = []
+        for ch in self._channels:
+            rate = self.expected_bps(ch.label, ch.direction, now)
+            try:
+                self._sample(ch, now, self.bound_s(rate))
+            except Exception:  # noqa: BLE001 - the namespace may be going away: explain what we have
+                pass
+            if ch.down_since is not None:
+                notes.append(self._down_text(ch, now))
+            elif crawl := self._crawl(ch, rate):
+                notes.append(f"link {ch.label} {ch.direction} crawling: {crawl}")
+        return "; ".join(notes)
+
+    def _sample(self, ch: _Channel, now: float, bound: float) -> None:
+        snd, rcv = self._link(ch.sender), self._link(ch.receiver)
+        down = [(e, m.get_attr("IFLA_OPERSTATE")) for e, m in ((ch.sender, snd), (ch.receiver, rcv))
+                if m.get_attr("IFLA_OPERSTATE") != "UP"]
+        if down:
+            if ch.down_since is None:
+                ch.down_since, ch.down_what = now, down[0]
+                log.debug("link %s: %s is %s", ch.label, down[0][0].ifname, down[0][1])
+            ch.samples.clear()
             return
-        moved = ch.samples[-1][1] - tx0
-        achieved = moved * 8 / span
-        if achieved < SLOW_FRACTION * rate:
-            raise LinkStalled(ch.label, ch.direction, (
-                f"link {ch.label} {ch.direction} stalled: {moved:,} bytes moved in the last {span:.0f} s with data queued "
-                f"throughout ({format_rate(achieved)}); the schedule gives {format_rate(rate)} (bound {bound:.0f} s)"))
+        ch.down_since = None
+        ch.samples.append((now, snd.get_attr("IFLA_STATS64")["tx_bytes"], self._backlog(ch.sender)))
+        while ch.samples and now - ch.samples[0][0] > bound + POLL_S:
+            ch.samples.popleft()
+
+    @staticmethod
+    def _down_text(ch: _Channel, now: float) -> str:
+        end, state = ch.down_what
+        return (f"link {ch.label} is down: interface {end.ifname} in {end.host} has been {state} "
+                f"for {now - ch.down_since:.0f} s")
+
+    @staticmethod
+    def _crawl(ch: _Channel, rate: float) -> str:
+        """'' unless the sampled span had data queued throughout and moved < SLOW_FRACTION of ``rate``."""
+        if len(ch.samples) < 2 or not all(backlog > 0 for _, _, backlog in ch.samples):
+            return ""
+        (t0, tx0, _), (t1, tx1, _) = ch.samples[0], ch.samples[-1]
+        achieved = (tx1 - tx0) * 8 / (t1 - t0)
+        if achieved >= SLOW_FRACTION * rate:
+            return ""
+        return (f"{tx1 - tx0:,} bytes moved in the last {t1 - t0:.0f} s with data queued throughout "
+                f"({format_rate(achieved)}); the schedule gives {format_rate(rate)}")
