@@ -5,8 +5,12 @@ each sending end has put on the wire, and whether its shaper holds data waiting 
 A link **stalls** when, for longer than its bound,
 
 - an end is down (operstate not UP: ``ip link set down``, a scheduled outage), or
-- its sender's shaper holds queued data at every sample while the bytes sent grow at
-  less than :data:`SLOW_FRACTION` of the rate the schedule gives now.
+- data waits to cross it at every sample while the bytes sent grow at less than
+  :data:`SLOW_FRACTION` of the rate the schedule gives now. Data *waits* when the
+  sender's shaper holds a backlog or the sender's TCP sockets to the receiver have
+  segments in flight, unacknowledged (sock_diag). The shaper alone is not enough: on a
+  crawling link TCP backs off and the shaper sits empty for seconds between
+  retransmissions; an idle link (a stage computing) has neither.
 
 The bound is ``stall_timeout`` when the user sets one; otherwise the time the largest
 message needs at the scheduled rate, × :data:`SLOW_FACTOR`, but at least
@@ -23,8 +27,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from socket import AF_INET
 from typing import Any
 
+from pyroute2.netlink import NETLINK_SOCK_DIAG
+from pyroute2.netlink.diag import DiagSocket, MarshalDiag
+from pyroute2.netlink.nlsocket import NetlinkSocket
+
+from testbed import shaping
 from testbed.units import format_rate
 
 log = logging.getLogger(__name__)
@@ -49,7 +59,7 @@ class _Channel:
     direction: str
     sender: Any  # LinkEnd
     receiver: Any
-    samples: deque = field(default_factory=deque)  # (t, tx_bytes, backlog_bytes)
+    samples: deque = field(default_factory=deque)  # (t, tx_bytes, backlog_bytes, unacked_segments)
     down_since: float | None = None
     down_what: tuple = ()  # (LinkEnd, operstate) first seen down
 
@@ -62,6 +72,8 @@ class LinkWatch:
 
         self.backend, self.message_bytes, self.stall_timeout = backend, message_bytes, stall_timeout
         self._handles: dict[str, Any] = {}
+        self._diag: dict[str, Any] = {}  # sock_diag handles per sending host, opened on first use
+        self._unacked: dict[str, dict[str, int]] = {}  # host -> peer address -> segments, this poll
         self._index: dict[tuple[str, str], int] = {}
         self._channels: list[_Channel] = []
         for link in backend.links:
@@ -76,9 +88,10 @@ class LinkWatch:
         self._last = 0.0
 
     def close(self) -> None:
-        for h in self._handles.values():
+        for h in [*self._handles.values(), *self._diag.values()]:
             h.close()
         self._handles.clear()
+        self._diag.clear()
 
     # ---------------------------------------------------------------- bounds
     def expected_bps(self, label: str, direction: str, now: float) -> float:
@@ -106,28 +119,74 @@ class LinkWatch:
                 total += queue["backlog"]
         return total
 
+    def _unacked_segments(self, sender: Any, receiver: Any) -> int:
+        """Segments the sender's TCP sockets to the receiver's address have in flight, unacked."""
+        if sender.host not in self._unacked:
+            if sender.host not in self._diag:
+                self._diag[sender.host] = _NetnsDiag(sender.host)
+            by_peer: dict[str, int] = {}
+            for m in self._diag[sender.host].get_sock_stats(family=AF_INET, extensions=_INET_DIAG_INFO):
+                info = m.get_attr("INET_DIAG_INFO")
+                if info is not None:
+                    by_peer[m["idiag_dst"]] = by_peer.get(m["idiag_dst"], 0) + info["tcpi_unacked"]
+            self._unacked[sender.host] = by_peer
+        return self._unacked[sender.host].get(receiver.address, 0)
+
     def check(self, now: float | None = None) -> None:
         """Sample (at most every ``POLL_S``) and raise LinkStalled for a channel past its bound."""
         now = time.time() if now is None else now
         if now - self._last < POLL_S:
             return
         self._last = now
+        self._unacked.clear()
+        stalled = []
         for ch in self._channels:
             rate = self.expected_bps(ch.label, ch.direction, now)
             bound = self.bound_s(rate)
             self._sample(ch, now, bound)
             if ch.down_since is not None and now - ch.down_since > bound:
                 raise LinkStalled(ch.label, None, self._down_text(ch, now) + f" (bound {bound:.0f} s)")
-            crawl = self._crawl(ch, rate)
-            if crawl and now - ch.samples[0][0] >= bound:
-                raise LinkStalled(ch.label, ch.direction, f"link {ch.label} {ch.direction} stalled: {crawl} (bound {bound:.0f} s)")
+            crawl, since, shaped = self._crawl(ch, rate)
+            if crawl and now - since >= bound:
+                stalled.append((not shaped, since, ch, f"{crawl} (bound {bound:.0f} s)"))
+        if stalled:
+            unshaped, _, ch, text = min(stalled, key=lambda c: c[:2])
+            raise LinkStalled(ch.label, ch.direction, self._culprit(ch, text, unshaped, now))
+
+    def _culprit(self, ch: _Channel, text: str, unshaped: bool, now: float) -> str:
+        """The stall message. A crawling direction also starves the reverse one of its TCP
+        acknowledgements, so both can look stalled, the starved one sometimes first: name the
+        direction whose shaper is set below the schedule (changed behind pipenem's back) if
+        there is one, and say so when the stalled direction's own shaper held nothing."""
+        rev = next(c for c in self._channels if c.label == ch.label and c.direction != ch.direction)
+        own, other = self._shaper_below_schedule(ch, now), self._shaper_below_schedule(rev, now)
+        if unshaped and other and not own:
+            return (f"link {rev.label} {rev.direction} stalled: {other}; link {ch.label} {ch.direction}, "
+                    f"starved of its acknowledgements: {text}")
+        note = own or (f"its own shaper held no backlog, so link {rev.label} {rev.direction}, which carries "
+                       f"its acknowledgements, may be what is slow" if unshaped else "")
+        return f"link {ch.label} {ch.direction} stalled: {text}" + (f"; {note}" if note else "")
+
+    def _shaper_below_schedule(self, ch: _Channel, now: float) -> str:
+        """'' unless the sender's shaper is set to well under the scheduled rate."""
+        scheduled = self.expected_bps(ch.label, ch.direction, now)
+        try:
+            rate = shaping.applied_rate(self._handles[ch.sender.host], self._index[(ch.sender.host, ch.sender.ifname)],
+                                        self.backend.topology.shaper)
+        except Exception:  # noqa: BLE001 - a diagnosis only; the namespace may be going away
+            return ""
+        if rate is None or rate * 8.0 >= 0.5 * scheduled:
+            return ""
+        return (f"its shaper is set to {format_rate(rate * 8.0)}, the schedule gives {format_rate(scheduled)} "
+                f"(changed outside pipenem?)")
 
     def explain(self) -> str:
         """What the links look like now, for a failure that surfaced elsewhere first (a stage whose
-        TCP connection timed out on a crawling link): every channel down or crawling, even
-        for less than its bound. '' when every link looks healthy."""
+        TCP connection timed out on a crawling link): every channel down, crawling (even for
+        less than its bound) or shaped well under its schedule. '' when every link looks healthy."""
         now = time.time()
         notes = []
+        self._unacked.clear()
         for ch in self._channels:
             rate = self.expected_bps(ch.label, ch.direction, now)
             try:
@@ -136,8 +195,11 @@ class LinkWatch:
                 pass
             if ch.down_since is not None:
                 notes.append(self._down_text(ch, now))
-            elif crawl := self._crawl(ch, rate):
-                notes.append(f"link {ch.label} {ch.direction} crawling: {crawl}")
+                continue
+            crawl = self._crawl(ch, rate, trailing=False)[0]
+            shaper = self._shaper_below_schedule(ch, now)
+            if crawl or shaper:
+                notes.append(f"link {ch.label} {ch.direction} crawling: " + "; ".join(n for n in (crawl, shaper) if n))
         return "; ".join(notes)
 
     def _sample(self, ch: _Channel, now: float, bound: float) -> None:
@@ -151,7 +213,8 @@ class LinkWatch:
             ch.samples.clear()
             return
         ch.down_since = None
-        ch.samples.append((now, snd.get_attr("IFLA_STATS64")["tx_bytes"], self._backlog(ch.sender)))
+        ch.samples.append((now, snd.get_attr("IFLA_STATS64")["tx_bytes"], self._backlog(ch.sender),
+                           self._unacked_segments(ch.sender, ch.receiver)))
         while ch.samples and now - ch.samples[0][0] > bound + POLL_S:
             ch.samples.popleft()
 
@@ -162,13 +225,44 @@ class LinkWatch:
                 f"for {now - ch.down_since:.0f} s")
 
     @staticmethod
-    def _crawl(ch: _Channel, rate: float) -> str:
-        """'' unless the sampled span had data queued throughout and moved < SLOW_FRACTION of ``rate``."""
-        if len(ch.samples) < 2 or not all(backlog > 0 for _, _, backlog in ch.samples):
-            return ""
-        (t0, tx0, _), (t1, tx1, _) = ch.samples[0], ch.samples[-1]
+    def _crawl(ch: _Channel, rate: float, trailing: bool = True) -> tuple[str, float, bool]:
+        """('', 0, False) unless a run of samples with data waiting moved < SLOW_FRACTION of
+        ``rate``; else (what was seen, when that run began, whether the sender's shaper held
+        a backlog in it). The run is the trailing one (what is
+        happening now), or with ``trailing=False`` the latest one, which may have ended (a
+        stage's connection that timed out on the crawl took its waiting data with it)."""
+        samples = list(ch.samples)
+        end = len(samples)
+        if not trailing:
+            while end and not _waiting(samples[end - 1]):
+                end -= 1
+        start = end
+        while start and _waiting(samples[start - 1]):
+            start -= 1
+        if end - start < 2:
+            return "", 0.0, False
+        (t0, tx0, *_), (t1, tx1, *_) = samples[start], samples[end - 1]
         achieved = (tx1 - tx0) * 8 / (t1 - t0)
         if achieved >= SLOW_FRACTION * rate:
-            return ""
-        return (f"{tx1 - tx0:,} bytes moved in the last {t1 - t0:.0f} s with data queued throughout "
-                f"({format_rate(achieved)}); the schedule gives {format_rate(rate)}")
+            return "", 0.0, False
+        shaped = any(backlog > 0 for _, _, backlog, _ in samples[start:end])
+        return (f"{tx1 - tx0:,} bytes moved in {t1 - t0:.0f} s with data waiting throughout "
+                f"({format_rate(achieved)}); the schedule gives {format_rate(rate)}", t0, shaped)
+
+
+def _waiting(sample: tuple) -> bool:
+    _, _, backlog, unacked = sample
+    return backlog > 0 or unacked > 0
+
+
+_INET_DIAG_INFO = 1 << (2 - 1)  # ask sock_diag for struct tcp_info (INET_DIAG_INFO = 2)
+
+
+class _NetnsDiag(DiagSocket):
+    """A sock_diag socket opened inside a named network namespace (pyroute2's DiagSocket
+    takes no netns argument; its base class does)."""
+
+    def __init__(self, netns: str) -> None:
+        NetlinkSocket.__init__(self, NETLINK_SOCK_DIAG, netns=netns, flags=0)
+        self.set_marshal(MarshalDiag())
+        self.bind()

@@ -57,3 +57,33 @@ def test_trace_changes_at_its_change_points(tmp_path) -> None:
     fwd = [(e.t, e.state.rate_bps) for e in s.events(12) if e.direction == "forward"]
     assert fwd == [(0.0, 30e6), (3.0, 90e6), (6.0, 30e6), (9.0, 90e6)]
     assert s.at(4.0)[("0-1", "forward")].rate_bps == 90e6
+
+
+# ---------------------------------------------------------------- the link watch's judgement
+
+def _channel(samples: list[tuple[float, int, int, int]]):
+    from testbed.linkwatch import _Channel
+
+    ch = _Channel("1-2", "forward", None, None)
+    ch.samples.extend(samples)  # (t, tx_bytes, shaper backlog, unacked TCP segments)
+    return ch
+
+
+def test_a_crawl_counts_only_while_data_waits_and_only_the_latest_run() -> None:
+    from testbed.linkwatch import LinkWatch
+
+    rate = 80e6
+    # healthy, then TCP backing off: shaper empty between retransmissions but segments unacked
+    ch = _channel([(0, 0, 5000, 3), (1, 10_000_000, 0, 0)] + [(2 + i, 10_000_000 + 70 * i, 0, 1) for i in range(8)])
+    text, since, shaped = LinkWatch._crawl(ch, rate)
+    assert text.startswith("490 bytes moved in 7 s with data waiting throughout") and since == 2 and not shaped
+    assert "the schedule gives 80.0 Mbit/s" in text
+    # an idle link (a stage computing): nothing waits, nothing moves — not a crawl
+    assert LinkWatch._crawl(_channel([(i, 100, 0, 0) for i in range(10)]), rate)[0] == ""
+    # a busy healthy link: data waits and moves at the rate
+    assert LinkWatch._crawl(_channel([(i, i * 10_000_000, 4000, 10) for i in range(10)]), rate)[0] == ""
+    # the connection died (nothing waits any more): only the latest run, not the trailing one, still shows it
+    dead = _channel([(i, 70 * i, 800, 2) for i in range(6)] + [(6, 420, 0, 0), (7, 420, 0, 0)])
+    assert LinkWatch._crawl(dead, rate)[0] == ""
+    text, since, shaped = LinkWatch._crawl(dead, rate, trailing=False)
+    assert text.startswith("350 bytes moved in 5 s") and since == 0 and shaped
