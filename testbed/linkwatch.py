@@ -105,14 +105,18 @@ class LinkWatch:
         return max(FLOOR_S, SLOW_FACTOR * self.message_bytes * 8 / rate_bps)
 
     # ---------------------------------------------------------------- sampling
+    def _where(self, end: Any) -> tuple[Any, int]:
+        """(the netlink handle of its namespace, its interface index)."""
+        return self._handles[end.host], self._index[(end.host, end.ifname)]
+
     def _link(self, end: Any) -> Any:
-        h = self._handles[end.host]
-        return h.get_links(self._index[(end.host, end.ifname)])[0]
+        h, index = self._where(end)
+        return h.get_links(index)[0]
 
     def _backlog(self, end: Any) -> int:
-        h = self._handles[end.host]
+        h, index = self._where(end)
         total = 0
-        for q in h.get_qdiscs(index=self._index[(end.host, end.ifname)]):
+        for q in h.get_qdiscs(index=index):
             stats = q.get_attr("TCA_STATS2")
             queue = stats.get_attr("TCA_STATS_QUEUE") if stats is not None else None
             if queue is not None:
@@ -171,8 +175,7 @@ class LinkWatch:
         """'' unless the sender's shaper is set to well under the scheduled rate."""
         scheduled = self.expected_bps(ch.label, ch.direction, now)
         try:
-            rate = shaping.applied_rate(self._handles[ch.sender.host], self._index[(ch.sender.host, ch.sender.ifname)],
-                                        self.backend.topology.shaper)
+            rate = shaping.applied_rate(*self._where(ch.sender), self.backend.topology.shaper)
         except Exception:  # noqa: BLE001 - a diagnosis only; the namespace may be going away
             return ""
         if rate is None or rate * 8.0 >= 0.5 * scheduled:
@@ -228,9 +231,9 @@ class LinkWatch:
     def _crawl(ch: _Channel, rate: float, trailing: bool = True) -> tuple[str, float, bool]:
         """('', 0, False) unless a run of samples with data waiting moved < SLOW_FRACTION of
         ``rate``; else (what was seen, when that run began, whether the sender's shaper held
-        a backlog in it). The run is the trailing one (what is
-        happening now), or with ``trailing=False`` the latest one, which may have ended (a
-        stage's connection that timed out on the crawl took its waiting data with it)."""
+        a backlog in it). The run is the trailing one (what is happening now), or with
+        ``trailing=False`` the latest one, which may have ended (a stage's connection that
+        timed out on the crawl took its waiting data with it)."""
         samples = list(ch.samples)
         end = len(samples)
         if not trailing:
