@@ -15,7 +15,7 @@ from pathlib import Path
 
 from testbed.backends import make_backend
 from testbed.probe import probe_all
-from testbed.topology import load_topology
+from testbed.topology_file import load_topology
 
 TOPO = Path(__file__).resolve().parent.parent / "topologies" / "beyond-topk-8stage.yaml"
 

@@ -35,7 +35,7 @@ def timed(cmd: list[str]) -> float:
 
 def in_process(repeat: int) -> list[float]:
     from testbed.netns import NetnsBackend
-    from testbed.topology import load_topology
+    from testbed.topology_file import load_topology
 
     topo = load_topology(TOPO)
     times = []
@@ -52,7 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
-    cli = [sys.executable, "-m", "harness.cli", "topo", "up", "--for", "0", str(TOPO)]
+    cli = [sys.executable, "-m", "pipenem.main", "topo", "up", "--for", "0", str(TOPO)]
     rows = {"pipenem in-process up+down": statistics.median(in_process(a.repeat)),
             "pipenem CLI command (up+down)": statistics.median(timed(cli) for _ in range(a.repeat))}
     if shutil.which("mn"):

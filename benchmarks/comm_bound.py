@@ -20,8 +20,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from harness.config import build_spec
-from harness.launcher import run_pipeline
+from harness.runtime.config import build_spec
+from harness.runtime.launcher import run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_RATE = 80e6

@@ -6,7 +6,7 @@ A (32×1024×512) fp32 tensor (the paper's activation at one boundary), rate 0.9
 Time = median of ``--repeat`` runs of encode → decode on this machine, torch's default
 threads (the runtime sends a payload's parts as they are, so no serialization copy is
 timed), under the malloc the stage workers use: tcmalloc where installed, see
-harness/allocator.py; ``--allocator system`` times glibc's, which faults in every fresh
+harness/runtime/allocator.py; ``--allocator system`` times glibc's, which faults in every fresh
 64 MiB output page by page. Link time = payload bits / link rate (no protocol overhead).
 Targets on the 2-core dev machine: column, row, randk, quantize ≤ 5 % of the payload's
 1 Gbit transfer time; topk ≤ 25 %; the rest is reported without a target.
@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from harness.allocator import active, exec_python, find_tcmalloc
 from harness.compressors import Context, build
 from harness.compressors.wire import dense_bytes
+from harness.runtime.allocator import active, exec_python, find_tcmalloc
 
 TARGETS = {"column": 0.05, "row": 0.05, "randk": 0.05, "quantize": 0.05, "topk": 0.25}
 
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma-separated names to skip (e.g. sketch)")
     ap.add_argument("--allocator", choices=["tcmalloc", "system"], default="tcmalloc",
-                    help="malloc to time under; stage workers use tcmalloc where the host has it (harness.allocator)")
+                    help="malloc to time under; stage workers use tcmalloc where the host has it (harness.runtime.allocator)")
     a = ap.parse_args()
     if a.allocator == "tcmalloc" and active() != "tcmalloc" and find_tcmalloc():
         exec_python(sys.argv)  # this script again, from the start, under tcmalloc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -15,8 +15,17 @@ import pandas as pd  # noqa: E402
 from reports.stats import ratio_interval, t_interval  # noqa: E402
 from reports.tables import Tables, loss_curves, provenance, smoothed_loss, step_seconds, wire_bound  # noqa: E402
 
-COLOURS = {"none": "black", "topk-fwd": "tab:orange", "topk-fwd+bwd": "tab:red", "column-fwd+bwd": "tab:blue",
-           "row-fwd+bwd": "tab:green"}
+
+@dataclass(frozen=True)
+class Published:
+    """What a paper published, drawn beside the measurements (a paper's report passes one;
+    a plain suite's report has none)."""
+
+    name: str  # how captions and legends call it: "Beyond Top-K"
+    palette: dict[str, str] = field(default_factory=dict)  # compressor label -> colour
+    gains: dict[str, float] = field(default_factory=dict)  # mode -> its claimed throughput gain ...
+    gain_of: tuple[str, float] | None = None  # ... for this (compressor label, rate)
+    bounds: str = ""  # what the fidelity figure's bound lines are
 
 
 @dataclass
@@ -35,8 +44,10 @@ def seed_band(curves: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series, in
             pd.Series([e.hi for e in est], idx), per_seed.shape[1])
 
 
-def _colour(label: str) -> str | None:
-    return COLOURS.get(label)
+def _colour(label: str, pub: Published | None) -> str | None:
+    if label == "none":
+        return "black"  # the baseline, in every report
+    return pub.palette.get(label) if pub else None
 
 
 def _save(fig: plt.Figure, out: Path, name: str, caption: str) -> Figure:
@@ -48,8 +59,8 @@ def _save(fig: plt.Figure, out: Path, name: str, caption: str) -> Figure:
     return Figure(name, path, caption)
 
 
-def loss_by_rate(tables: Tables, out: Path) -> Figure | None:
-    """Loss vs step, one panel per rate, the baseline in every panel (paper Fig. 1 a/b/c, Fig. 3)."""
+def loss_by_rate(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
+    """Loss vs step, one panel per rate, the baseline in every panel."""
     curves = loss_curves(tables)
     if curves.empty:
         return None
@@ -61,7 +72,7 @@ def loss_by_rate(tables: Tables, out: Path) -> Figure | None:
         sel = curves[(curves["rate"] - rate).abs() < 1e-9] if rate is not None else curves
         for label, grp in pd.concat([base, sel]).groupby("compressor", sort=False):
             mean, lo, hi, n = seed_band(grp)
-            line = ax.plot(mean.index, mean.values, label=f"{label} (n={n})", color=_colour(label),
+            line = ax.plot(mean.index, mean.values, label=f"{label} (n={n})", color=_colour(label, pub),
                            lw=1.6 if label == "none" else 1.2, ls="--" if label == "none" else "-")[0]
             if n > 1:
                 ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.15, lw=0)
@@ -71,17 +82,16 @@ def loss_by_rate(tables: Tables, out: Path) -> Figure | None:
     axes[0][0].set_ylabel("training loss (5-step moving avg.), mean ± 95% CI over seeds")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("Convergence under compression (fwd/bwd at every stage boundary)")
-    return _save(fig, out, "loss_by_rate", "Training loss vs step per compressor, one panel per rate (the paper's Figures 1 "
-                 "and 3): the mean over seeds of each seed's 5-step moving average, shaded ± its 95% Student-t interval "
+    return _save(fig, out, "loss_by_rate", "Training loss vs step per compressor, one panel per rate: the mean over seeds of each seed's 5-step moving average, shaded ± its 95% Student-t interval "
                  "(n = seeds). " + provenance(tables.ok[tables.ok["mode"] == "train"]))
 
 
 GAIN_GROUP = ("mode", "device", "topology", "d_model", "ctx", "batch")  # a gain compares runs equal in these
 
 
-def throughput_gain(tables: Tables, out: Path) -> Figure | None:
-    """Throughput gain over no compression of the same mode, device, topology and model (paper
-    Fig. 2), with the wire-ratio bound and a 95% bootstrap interval over steps."""
+def throughput_gain(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
+    """Throughput gain over no compression of the same mode, device, topology and model, with
+    the wire-ratio bound, a 95% bootstrap interval over steps, and the published claims if any."""
     t = tables.ok
     if t.empty:
         return None
@@ -105,7 +115,7 @@ def throughput_gain(tables: Tables, out: Path) -> Figure | None:
             if {"d_model", "ctx", "batch"} & set(varying):
                 where.append(f"d={key.get('d_model')} ctx={key.get('ctx')} b={key.get('batch')}")
             rows.append((key["mode"], "\n".join([f"{label} {rate:g}", *where]), gain,
-                         wire_bound(g, key["mode"]), est, label == "column-fwd+bwd"))
+                         wire_bound(g, key["mode"]), est, pub is not None and (label, rate) == pub.gain_of))
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(max(7, 1.9 * len(rows)), 5))
@@ -116,26 +126,26 @@ def throughput_gain(tables: Tables, out: Path) -> Figure | None:
             ax.errorbar(xi, r[2], yerr=[[r[2] - r[4].lo], [r[4].hi - r[2]]], color="black", capsize=4, lw=1)
         ax.text(xi, r[2] / 2, f"{r[2]:.2f}×", ha="center", va="center", fontsize=10, color="white", fontweight="bold")
     ax.scatter(x, [r[3] for r in rows], marker="_", s=900, color="black", zorder=3, label="bound: link wire ratio")
-    claims = {"train": 2.0, "infer": 12.0}
-    cx = [xi for xi, r in zip(x, rows, strict=True) if r[5]]
-    ax.scatter(cx, [claims[r[0]] for r in rows if r[5]], marker="*", s=120, color="tab:red", zorder=3,
-               label="paper's claim for column 90% (2× / 12×)")
+    claimed = [(xi, pub.gains[r[0]]) for xi, r in zip(x, rows, strict=True) if r[5] and r[0] in pub.gains] if pub else []
+    if claimed:
+        ax.scatter(*zip(*claimed, strict=True), marker="*", s=120, color="tab:red", zorder=3,
+                   label=f"{pub.name}'s claim for {pub.gain_of[0]} {pub.gain_of[1]:g}")
     ax.set_xticks(x, [f"{r[0]}\n{r[1]}" for r in rows], fontsize=7)
     ax.set_ylabel("throughput gain over no compression (×)")
     ax.set_title("Throughput gain (tokens/s, pipeline over emulated links)")
     ax.legend(fontsize=8, loc="upper right")
-    ax.set_ylim(0, max(max(r[3] for r in rows), 12) * 1.25)
+    ax.set_ylim(0, max([r[3] for r in rows] + [c for _, c in claimed]) * 1.25)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out, "throughput_gain", "Measured throughput gain (the paper's Figure 2) over no compression with "
-                 "the same mode, device, topology and model, with its 95% bootstrap interval over steps, beside the "
-                 "bound a bandwidth-bound link allows (the wire ratio of the bytes the links carried) and the paper's "
-                 "claims. " + provenance(d))
+    return _save(fig, out, "throughput_gain", "Measured throughput gain over no compression with the same mode, device, "
+                 "topology and model, with its 95% bootstrap interval over steps, beside the bound a bandwidth-bound link "
+                 "allows (the wire ratio of the bytes the links carried)" + (f" and {pub.name}'s claims" if claimed else "")
+                 + ". " + provenance(d))
 
 
 SAME_RUN = ("d_model", "n_layers", "ctx", "batch", "micro_batches", "boundary_grad")  # what must match to combine
 
 
-def time_to_target(tables: Tables, out: Path) -> Figure | None:
+def time_to_target(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
     """Time to the baseline's loss: steps needed (twin, mean over seeds) × seconds per step
     measured over the links for the same model, batch and compressor."""
     conv, t = loss_curves(tables), tables.ok
@@ -180,7 +190,7 @@ def time_to_target(tables: Tables, out: Path) -> Figure | None:
                  + provenance(pd.concat(used)))
 
 
-def bytes_per_link(tables: Tables, out: Path) -> Figure | None:
+def bytes_per_link(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
     lk, t = tables.links, tables.ok
     if lk.empty or t.empty:
         return None
@@ -199,7 +209,7 @@ def bytes_per_link(tables: Tables, out: Path) -> Figure | None:
                  "interface counters agree within the overhead in the links table). " + provenance(t[t["execution"] == "distributed"]))
 
 
-def bandwidth_applied(tables: Tables, out: Path) -> Figure | None:
+def bandwidth_applied(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
     lk = tables.links
     if lk.empty:
         return None
@@ -230,7 +240,7 @@ def bandwidth_applied(tables: Tables, out: Path) -> Figure | None:
                  + provenance(row))
 
 
-def fidelity(tables: Tables, out: Path) -> Figure | None:
+def fidelity(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
     f = tables.fidelity
     if f.empty:
         return None
@@ -246,18 +256,18 @@ def fidelity(tables: Tables, out: Path) -> Figure | None:
     ax.set_yscale("log")
     ax.set_xlabel("compression rate x (fraction removed)")
     ax.set_ylabel("‖sin Θ(U_r, Ũ_r)‖_F (log)")
-    ax.set_title("Subspace error vs the paper's bounds")
+    ax.set_title("Subspace error" + (f" vs {pub.name}'s bounds" if pub else ""))
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     ax.grid(alpha=0.3)
     r = int(f["r"].iloc[0])
-    return _save(fig, out, "fidelity", f"Measured ‖sin Θ‖_F of the top-{r} left singular subspace vs rate, beside Theorem 4.1 "
-                 "(column) and Theorem 3.2 with C = 1 (TopK; its constant is not given). Sources: "
+    return _save(fig, out, "fidelity", f"Measured ‖sin Θ‖_F of the top-{r} left singular subspace vs rate"
+                 + (f", beside {pub.bounds}" if pub and pub.bounds else "") + ". Sources: "
                  + ", ".join(sorted(set(f["source"]))))
 
 
 ALL = (loss_by_rate, throughput_gain, time_to_target, bytes_per_link, bandwidth_applied, fidelity)
 
 
-def render_all(tables: Tables, out: Path) -> list[Figure]:
+def render_all(tables: Tables, out: Path, pub: Published | None = None) -> list[Figure]:
     out.mkdir(parents=True, exist_ok=True)
-    return [fig for make in ALL if (fig := make(tables, out)) is not None]
+    return [fig for make in ALL if (fig := make(tables, out, pub)) is not None]

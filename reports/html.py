@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.results.schema import REPORT_TRIAL_COLUMNS
 from reports.figures import Figure
 from reports.summary import CONVERGENCE_NOTE, convergence_summary, throughput_summary
 from reports.tables import Tables, provenance
@@ -19,10 +20,6 @@ table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px soli
 th{background:#f3f3f3}figure{margin:2em 0}figcaption{font-size:13px;color:#444}img{max-width:100%}
 .reproduced{color:#16691e;font-weight:600}.not{color:#a40000;font-weight:600}.bound{color:#7a4c00;font-weight:600}"""
 
-TRIAL_COLUMNS = ["trial_id", "suite", "compressor", "rate", "direction", "variant", "mode", "execution", "backend", "compute",
-                 "device", "boundary_grad", "grad_clip", "norm_eps", "seed", "status", "initial_loss", "final_loss",
-                 "eval_loss", "tokens_per_s", "throughput_kind", "fwd_wire_ratio", "bwd_wire_ratio", "fwd_link_wire_ratio",
-                 "bwd_link_wire_ratio", "wall_s", "error"]
 
 
 def _cls(verdict: str) -> str:
@@ -67,7 +64,7 @@ def write(out: Path, tables: Tables, figures: list[Figure], verdicts: list[Verdi
                      f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
     t = tables.trials
     if not t.empty:
-        cols = [c for c in TRIAL_COLUMNS if c in t.columns]
+        cols = [c for c in REPORT_TRIAL_COLUMNS if c in t.columns]
         parts.append("<h2>Trials</h2>" + t[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
     lk = tables.links
     if not lk.empty:
@@ -81,7 +78,8 @@ def write(out: Path, tables: Tables, figures: list[Figure], verdicts: list[Verdi
         df = getattr(tables, name)
         if not df.empty:
             df.to_csv(out / f"{name}.csv", index=False)
-    parts.append("<p>CSV copies: trials.csv, steps.csv, links.csv, fidelity.csv, verdicts.csv.</p>")
+    parts.append("<p>CSV copies: trials.csv, steps.csv, links.csv, fidelity.csv"
+                 + (", verdicts.csv" if verdicts else "") + ".</p>")
     path = out / "report.html"
     path.write_text("\n".join(parts))
     return path

@@ -7,6 +7,7 @@ and SIGTERM. SIGKILL leaves a registry record that ``pipenem topo clean`` uses.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -18,9 +19,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from testbed.bandwidth import Schedule
+from testbed.errors import Terminated
 from testbed.registry import RunRecord, applied_log, new_run_id
-from testbed.schedule import Schedule
 from testbed.topology import Topology
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,6 @@ class LinkInfo:
 SCHEDULER_HORIZON = 600.0  # seconds of events sent precomputed to the scheduler process
 
 
-class _Terminated(BaseException):
-    """SIGTERM/SIGHUP turned into an exception so ``finally`` blocks run."""
 
 
 class Backend(ABC):
@@ -136,7 +138,8 @@ class Backend(ABC):
         # A detached run's scheduler outlives this process: its own session (no SIGHUP/SIGINT
         # from our terminal), no inherited output; `topo down`/`clean` kill it by its record.
         quiet = subprocess.DEVNULL if self.record.detached else None
-        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.scheduler"], stdin=subprocess.PIPE, text=True,
+        log.debug("starting the bandwidth daemon of run %s", self.run_id)
+        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.bandwidth_daemon"], stdin=subprocess.PIPE, text=True,
                                            start_new_session=self.record.detached, stdout=quiet, stderr=quiet)
         self.record.add_process(self._scheduler.pid)
 
@@ -193,7 +196,7 @@ class Backend(ABC):
                 # A forked helper (pyroute2 forks to open netns sockets) inherits this
                 # handler; it must die as by default, never tear down the owner's run.
                 os._exit(128 + signum)
-            raise _Terminated(f"signal {signum}")
+            raise Terminated(f"signal {signum}")
 
         for sig in (signal.SIGTERM, signal.SIGHUP):
             self._old_handlers[sig] = signal.signal(sig, _raise)

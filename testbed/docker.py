@@ -18,6 +18,7 @@ interpreter (bind-mounted); a Dockerfile image names its interpreter in the
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import tarfile
@@ -29,6 +30,8 @@ from pyroute2 import netns
 from testbed.errors import UnsupportedError
 from testbed.netns import NetnsBackend
 from testbed.topology import Topology
+
+log = logging.getLogger(__name__)
 
 OFFLINE_IMAGE = "pipenem-stage:offline"
 LABEL = "pipenem.run"
@@ -131,6 +134,7 @@ class DockerBackend(NetnsBackend):
             volumes[d] = {"bind": d, "mode": "rw"}
         for name in names:
             self.record.add("container", name, run=self.run_id)
+            log.debug("docker run %s (image %s)", name, self.image)
             c = self._client.containers.run(
                 self.image, ["sleep", "infinity"], name=name, hostname=name, detach=True, network_mode="none",
                 # no tmpfs on /tmp: it would hide binds below it (a tox virtualenv, run folders)

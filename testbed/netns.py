@@ -8,6 +8,7 @@ joined by a trunk veth shaped to the bottleneck's rate.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import ExitStack
@@ -21,6 +22,8 @@ from testbed.capabilities import require_for
 from testbed.linkstate import LinkState
 from testbed.registry import proc_start_time
 from testbed.topology import Topology, bottleneck_label
+
+log = logging.getLogger(__name__)
 
 
 def ns_name(run_id: str, stage: int) -> str:
@@ -49,6 +52,7 @@ class NetnsBackend(Backend):
         self._create_hosts(self.hosts)
         for name in [r for pair in routers.values() for r in pair]:  # routers are plain namespaces on every backend
             self.record.add("netns", name)
+            log.debug("netns create %s", name)
             netns.create(name)
         with ExitStack() as stack:
             ipr = {name: stack.enter_context(IPRoute(netns=name, flags=0)) for name in self.hosts + [r for p in routers.values() for r in p]}
@@ -90,6 +94,7 @@ class NetnsBackend(Backend):
         """One named network namespace per stage (the docker backend makes containers instead)."""
         for name in names:
             self.record.add("netns", name)
+            log.debug("netns create %s", name)
             netns.create(name)
 
     def _veth(self, root: IPRoute, ipr: dict[str, IPRoute], a_if: str, a_ns: str, a_ip: str,
@@ -97,6 +102,7 @@ class NetnsBackend(Backend):
         # Recorded before creation; created in the root ns, then each end moved into its host.
         self.record.add("veth", a_if)
         self.record.add("veth", b_if)
+        log.debug("veth add %s <-> %s", a_if, b_if)
         root.link("add", ifname=a_if, kind="veth", peer=b_if)
         for ifname, ns in ((a_if, a_ns), (b_if, b_ns)):
             root.link("set", index=root.link_lookup(ifname=ifname)[0], net_ns_fd=ns)

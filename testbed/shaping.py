@@ -14,10 +14,13 @@ pyroute2 pitfalls handled here: an *int* rate is bytes/s; netem times are µs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from testbed.linkstate import LinkState
+
+log = logging.getLogger(__name__)
 
 BURST_TIME = 0.004  # seconds of traffic the bucket may release at once
 MIN_BURST = 64 * 1024 + 1514  # one full GSO super-packet plus a frame
@@ -87,6 +90,8 @@ def change(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: b
 def _apply(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: bool, create: bool) -> None:
     b = bucket(state.rate_bps)
     verb = "add" if create else "change"
+    log.debug("tc %s %s on ifindex %d: rate %d B/s burst %d limit %d%s", verb, shaper, index, b.rate, b.burst, b.limit,
+              " + netem" if with_netem else "")
     if shaper == "tbf":
         if with_netem:
             ipr.tc(verb, "netem", index, ROOT, **netem_args(state))

@@ -55,7 +55,7 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def pipenem(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipenem.main", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=kw.pop("cwd", ROOT), **kw)
 
 

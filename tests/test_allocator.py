@@ -1,4 +1,4 @@
-"""harness.allocator: stage workers run on tcmalloc where the host has it, and say so."""
+"""harness.runtime.allocator: stage workers run on tcmalloc where the host has it, and say so."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from harness.allocator import active, find_tcmalloc, preload_env
+from harness.runtime.allocator import active, find_tcmalloc, preload_env
 
-SAY = ["-c", "from harness.allocator import active; print(active())"]
+SAY = ["-c", "from harness.runtime.allocator import active; print(active())"]
 
 
 def _run(env: dict[str, str]) -> str:
-    return subprocess.run([sys.executable, "-m", "harness.allocator", *SAY], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "harness.runtime.allocator", *SAY], env=env, capture_output=True,
                           text=True, check=True).stdout.strip()
 
 
@@ -28,7 +28,7 @@ def test_the_wrapper_runs_python_on_tcmalloc_and_the_process_knows_it() -> None:
 
 
 def test_without_tcmalloc_the_wrapper_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("harness.allocator.find_tcmalloc", lambda: None)
+    monkeypatch.setattr("harness.runtime.allocator.find_tcmalloc", lambda: None)
     env = {"PATH": "/usr/bin", "LD_PRELOAD": ""}
     assert preload_env(env) == env
     assert active() in ("tcmalloc", "system malloc")  # this test process: whatever started it

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import statistics
 
-from harness.config import build_spec
-from harness.twin import run_twin, stage_gradient_norms
+from harness.runtime.config import build_spec
+from harness.runtime.twin import run_twin, stage_gradient_norms
 from tests.conftest import TOPOLOGIES
 
 

@@ -324,7 +324,7 @@ def test_mirror_sends_the_gradient_at_the_forward_kept_positions_as_values_only(
 
 
 def test_mirror_refuses_a_forward_without_kept_positions() -> None:
-    from harness.config import build_spec, check_spec
+    from harness.runtime.config import build_spec, check_spec
 
     spec = build_spec({"topology": str(Path(__file__).parent.parent / "topologies" / "ci-4stage.yaml"),
                        "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32},

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import build_spec
-from harness.launcher import run_pipeline
+from harness.runtime.config import build_spec
+from harness.runtime.launcher import run_pipeline
 from testbed.registry import all_records
 from tests.conftest import ROOT, TOPOLOGIES, link_names, needs_docker, netns_names, pipenem
 
@@ -50,7 +50,7 @@ def test_training_on_docker_matches_netns_losses(tmp_path: Path) -> None:
 
 def test_sigkill_of_the_harness_then_clean_leaves_nothing() -> None:
     before = netns_names(), link_names()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "topo", "up", "--backend", "docker",
+    proc = subprocess.Popen([sys.executable, "-m", "pipenem.main", "topo", "up", "--backend", "docker",
                              str(TOPOLOGIES / "ci-4stage.yaml")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
         if line.startswith("up"):

@@ -41,7 +41,7 @@ def _topology(tmp_path: Path, **extra) -> Path:
 
 
 def _start_train(cfg: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", "train", str(cfg), "--out", str(out)], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "pipenem.main", "train", str(cfg), "--out", str(out)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -258,8 +258,8 @@ def test_a_link_slowed_to_a_crawl_is_reported_as_stalled_with_bytes_and_rates(tm
 @needs_netns
 @pytest.mark.netns
 def test_a_short_scheduled_outage_is_ridden_through_and_a_long_one_reported(tmp_path: Path) -> None:
-    from harness.config import load_spec
-    from harness.twin import run_twin
+    from harness.runtime.config import load_spec
+    from harness.runtime.twin import run_twin
 
     # short: 3 s down while training; transfers resume, losses are the twin's (bit for bit)
     short = _topology(tmp_path, events=[{"at": "6s", "link": "1-2", "down": "3s"}])

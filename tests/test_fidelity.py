@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from harness.compressors import build
-from harness.fidelity import column_bound, cosine, relative_error, sin_theta, topk_bound
+from harness.compressors.fidelity import cosine, relative_error, sin_theta
+from papers.beyond_topk.bounds import column_bound, topk_bound
 from tests.conftest import pipenem
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.topology import load_topology
+from testbed.topology_file import load_topology
 from tests.conftest import TOPOLOGIES, needs_netns, pipenem
 
 SMALL = '''

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import DataConfig, ModelConfig, nearest_valid_heads
-from harness.data import Batches, ByteTokenizer, load_streams
-from harness.model import build_stages
-from harness.schedule import backward_order, gpipe, one_f_one_b
+from harness.runtime.config import DataConfig, ModelConfig, nearest_valid_heads
+from harness.runtime.data import Batches, ByteTokenizer, load_streams
+from harness.runtime.model import build_stages
+from harness.runtime.pipeline import backward_order, gpipe, one_f_one_b
 from testbed.errors import ConfigError
 
 
@@ -101,7 +101,7 @@ def test_text_dataset_needs_files(tmp_path: Path) -> None:
 def test_gradient_clipping_uses_the_whole_models_norm_across_stages() -> None:
     """Stages add their squared norms in pipeline order and each clips by the total: the
     same gradients as torch's clip_grad_norm_ over the unsplit model (a per-stage clip differs)."""
-    from harness.training import clip_to_norm, grad_sq_norm
+    from harness.runtime.training import clip_to_norm, grad_sq_norm
 
     torch.manual_seed(0)
     stages = [torch.nn.Linear(8, 8), torch.nn.Linear(8, 3)]

@@ -15,7 +15,8 @@ import pytest
 from testbed.netns import NetnsBackend
 from testbed.probe import probe
 from testbed.registry import all_records
-from testbed.topology import Topology, build_topology, load_topology
+from testbed.topology import Topology, build_topology
+from testbed.topology_file import load_topology
 from tests.conftest import ROOT, TOPOLOGIES, link_names, needs_netns, netns_names, pipenem
 
 pytestmark = [needs_netns, pytest.mark.netns]
@@ -125,7 +126,7 @@ def test_exception_inside_the_context_still_tears_down() -> None:
 
 
 def _start_up(args: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "topo", "up", *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "pipenem.main", "topo", "up", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:  # the CLI prints its hosts table, then a line starting with "up"
         if line.startswith("up"):
@@ -165,7 +166,7 @@ def test_sigkill_then_clean_removes_that_run_and_nothing_else() -> None:
         assert out.returncode == 0, out.stderr
         assert run_id in out.stdout
         assert _ours(run_id) == (set(), set())
-        assert not Path(f"/proc/{scheduler[0]['name']}").exists() or b"testbed.scheduler" not in Path(f"/proc/{scheduler[0]['name']}/cmdline").read_bytes()
+        assert not Path(f"/proc/{scheduler[0]['name']}").exists() or b"testbed.bandwidth_daemon" not in Path(f"/proc/{scheduler[0]['name']}/cmdline").read_bytes()
         assert netns_names() == before[0] and link_names() == before[1]
         assert "bystander-ns" in netns_names() and {"bystand0", "bystand1"} <= link_names()
         assert all_records() == []
@@ -231,7 +232,7 @@ def test_a_detached_run_keeps_applying_its_schedule_until_down() -> None:
     finally:
         out = pipenem("topo", "down", rec.run_id)
     assert out.returncode == 0
-    assert not os.path.exists(f"/proc/{pid}") or b"testbed.scheduler" not in open(f"/proc/{pid}/cmdline", "rb").read()
+    assert not os.path.exists(f"/proc/{pid}") or b"testbed.bandwidth_daemon" not in open(f"/proc/{pid}/cmdline", "rb").read()
     assert netns_names() == before and all_records() == [] and not log.exists()
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results import ResultStore
-from reports.cli import build_report
+from harness.results.store import ResultStore
+from papers.beyond_topk.claims import INFER_GAIN, TRAIN_GAIN, verdicts
+from reports.console import build_report
 from reports.tables import load
-from reports.verdicts import INFER_GAIN, TRAIN_GAIN, verdicts
+from tests.conftest import pipenem
 
 
 def _trial(tid: str, comp: str, rate, mode: str, execution: str, **kw) -> dict:  # noqa: ANN001
@@ -151,7 +152,22 @@ def test_report_html_is_self_contained_with_captions(tmp_path: Path) -> None:
     assert base64.b64decode(png)[:4] == b"\x89PNG"
     assert "execution: twin" in text and "seed: 0" in text  # captions say how numbers were obtained
     assert (root / "loss_by_rate.png").exists() and (root / "trials.csv").exists()
-    assert pd.read_csv(root / "verdicts.csv").shape[0] == len(vs)
+    # a plain suite's report knows no paper: no claims, no verdicts, no paper named anywhere
+    assert vs == [] and not (root / "verdicts.csv").exists()
+    assert "Claims" not in text and "Top-K" not in text and "paper" not in text.lower()
+
+
+def test_pipenem_report_adds_claims_only_for_a_papers_suites(tmp_path: Path) -> None:
+    rows = [_trial("a", "none", None, "train", "twin", eval_loss=3.0, initial_loss=5.0),
+            _trial("b", "column-fwd+bwd", 0.5, "train", "twin", eval_loss=3.1, initial_loss=5.0)]
+    plain = pipenem("report", str(_store(tmp_path / "plain", rows)))
+    assert plain.returncode == 0 and "claims vs measured" not in plain.stdout, plain.stdout + plain.stderr
+    html_text = (tmp_path / "plain" / "res" / "report.html").read_text()
+    assert "Beyond Top-K" not in html_text and "<h2>Claims" not in html_text
+    paper = pipenem("report", str(_store(tmp_path / "paper", [{**r, "suite": "ci-convergence"} for r in rows])))
+    assert paper.returncode == 0 and "Beyond Top-K: claims vs measured" in paper.stdout, paper.stdout + paper.stderr
+    assert pd.read_csv(tmp_path / "paper" / "res" / "verdicts.csv").shape[0] > 0
+    assert "<h2>Claims" in (tmp_path / "paper" / "res" / "report.html").read_text()
 
 
 def test_throughput_claims_use_only_trials_of_the_papers_model(tmp_path: Path) -> None:

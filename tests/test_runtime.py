@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.allocator import find_tcmalloc
-from harness.config import build_spec
-from harness.launcher import StageFailed, run_pipeline
-from harness.twin import run_twin
+from harness.runtime.allocator import find_tcmalloc
+from harness.runtime.config import build_spec
+from harness.runtime.launcher import StageFailed, run_pipeline
+from harness.runtime.twin import run_twin
 from testbed.registry import all_records
 from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem
 
@@ -76,7 +76,7 @@ def test_killing_a_stage_is_reported_and_everything_is_torn_down(tmp_path: Path)
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(_spec(train={"steps": 500}, log_every=1)))
     before = netns_names()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "train", str(cfg), "--out", str(tmp_path / "out")],
+    proc = subprocess.Popen([sys.executable, "-m", "pipenem.main", "train", str(cfg), "--out", str(tmp_path / "out")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out_lines = []
     for line in proc.stdout:
@@ -143,7 +143,7 @@ def _pids() -> list[int]:
 
 def _is_worker(pid: int) -> bool:
     try:
-        return b"harness.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"harness.runtime.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
@@ -154,7 +154,7 @@ def _worker_pid(stage: int) -> int:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"harness.worker" in argv and argv[-2:-1] == [str(stage).encode()]:
+        if b"harness.runtime.worker" in argv and argv[-2:-1] == [str(stage).encode()]:
             return pid
     raise AssertionError(f"no worker for stage {stage}")
 

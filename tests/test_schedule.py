@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from testbed.schedule import Schedule
-from testbed.topology import build_topology, load_topology
+from testbed.bandwidth import Schedule
+from testbed.topology import build_topology
+from testbed.topology_file import load_topology
 from tests.conftest import TOPOLOGIES
 
 

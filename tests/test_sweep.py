@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.suite import load_suite
+from harness.sweep.suite import load_suite
 from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem
 
 TINY = {"model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}, "data": {"dataset": "synthetic"},
@@ -109,7 +109,7 @@ def test_sigint_mid_trial_keeps_valid_tables_and_resume_skips_finished(tmp_path:
                base={**TINY, "train": {**TINY["train"], "steps": 30}}, name="s")
     res = tmp_path / "res"
     before = netns_names()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(f), "--out", str(res)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "pipenem.main", "run", str(f), "--out", str(res)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     import time
 

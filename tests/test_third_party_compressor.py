@@ -49,3 +49,44 @@ def test_loaded_by_entry_point(example_module: Path) -> None:
 def test_not_a_compressor_is_refused(example_module: Path) -> None:
     with pytest.raises(ConfigError, match="not a Compressor"):
         build({"name": "my_compressors:torch"})
+
+
+RATED_PLUGIN = '''
+import torch
+from harness.compressors import Compressor, register
+from harness.compressors.base import check_rate
+from harness.compressors.sparse import TopK
+
+
+class MyTopK(TopK):  # not registered under a built-in name: known only by its import path
+    name = "my_topk"
+
+    def __init__(self, *, rate: float) -> None:
+        super().__init__(rate=check_rate(rate))
+'''
+
+
+def test_a_plugin_that_takes_rate_gets_the_suites_rate_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a compressor takes ``rate`` comes from its class, not from a list of names."""
+    import yaml
+
+    from harness.sweep.suite import load_suite
+    from tests.conftest import TOPOLOGIES
+
+    (tmp_path / "mypkg_rated.py").write_text(RATED_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({
+        "name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+        "base": {"model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}, "data": {"dataset": "synthetic"}},
+        "axes": {"compressor": [{"label": "mine", "fwd": "mypkg_rated:MyTopK"},
+                                {"label": "mine-ef", "fwd": {"name": "ef", "inner": "mypkg_rated:MyTopK"}}],
+                 "rate": [0.1, 0.9], "execution": ["twin"]}}))
+    try:
+        _, trials = load_suite(f)
+    finally:
+        sys.modules.pop("mypkg_rated", None)
+    got = {(t.compressor, t.rate): t.spec["compression"]["fwd"] for t in trials}
+    assert got[("mine", 0.9)] == {"name": "mypkg_rated:MyTopK", "rate": 0.9}
+    assert got[("mine-ef", 0.1)] == {"name": "ef", "inner": {"name": "mypkg_rated:MyTopK", "rate": 0.1}}
+    assert len(trials) == 4

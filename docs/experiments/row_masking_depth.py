@@ -12,8 +12,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from harness.config import build_spec
-from harness.twin import run_twin
+from harness.runtime.config import build_spec
+from harness.runtime.twin import run_twin
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -68,6 +68,27 @@ class Compressor(ABC):
     stateful: ClassVar[bool] = False
     receiver_state: ClassVar[bool] = False
     cost_note: ClassVar[str] = ""  # honest word on its encode/decode cost, shown in tables
+    # ---- self-description, for suites' rate axis and `pipenem fidelity` (built-ins and plug-ins alike)
+    backward_only: ClassVar[bool] = False  # follows a forward compressor (mirror): not usable alone
+    rate_instead: ClassVar[tuple[str, ...]] = ()  # parameters that replace rate when given (lowrank: rank)
+    sweep: ClassVar[dict[str, tuple[Any, ...]]] = {}  # values `pipenem fidelity` tries for rate-less ones
+
+    @classmethod
+    def parameters(cls) -> tuple[str, ...]:
+        """The keyword parameters its constructor declares."""
+        import inspect
+
+        return tuple(n for n, p in inspect.signature(cls.__init__).parameters.items()
+                     if p.kind == inspect.Parameter.KEYWORD_ONLY)
+
+    @classmethod
+    def takes_rate(cls) -> bool:
+        return "rate" in cls.parameters()
+
+    @classmethod
+    def wraps(cls) -> bool:
+        """Wraps another compressor (``inner``), which then takes the rate axis."""
+        return "inner" in cls.parameters()
 
     @abstractmethod
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload: ...

@@ -22,6 +22,7 @@ from testbed.errors import ConfigError
 @register
 class LowRank(Compressor):
     name = "lowrank"
+    rate_instead = ("rank",)
     stateful = True  # (power method) warm start on the sender
     jacobian = "projection"
     cost_note = "svd: O(n·d·min(n,d)) per instance; power: O(n·d·r·iters)"
@@ -88,6 +89,7 @@ class LowRank(Compressor):
 @register
 class AdaptiveLowRank(Compressor):
     name = "lowrank_adaptive"
+    sweep = {"threshold": (0.5, 0.2, 0.05)}
     cost_note = "full SVD per instance"
 
     def __init__(self, *, threshold: float = 0.1, max_rank: int | None = None) -> None:

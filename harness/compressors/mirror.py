@@ -23,6 +23,7 @@ from testbed.errors import ConfigError
 @register
 class Mirror(Compressor):
     name = "mirror"
+    backward_only = True
     jacobian = "mask"
     _rate = math.nan  # whatever the forward keeps
 

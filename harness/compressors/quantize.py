@@ -17,6 +17,7 @@ class Quantize(Compressor):
     (``stochastic: true``, unbiased, seeded)."""
 
     name = "quantize"
+    sweep = {"bits": (8, 4, 2)}
 
     def __init__(self, *, bits: int = 8, stochastic: bool = False) -> None:
         if bits not in (2, 4, 8) or isinstance(bits, bool):

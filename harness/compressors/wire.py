@@ -10,7 +10,7 @@ Wire layout of a payload (little-endian)::
 
 ``Payload.nbytes`` is ``len(Payload.to_bytes())`` computed without copying:
 values, indices, masks, scales and this header are all counted. This is also exactly
-what a pipeline link carries (``harness/transport.py`` sends these bytes, in pieces so
+what a pipeline link carries (``harness/runtime/transport.py`` sends these bytes, in pieces so
 the large parts are not copied, behind a 16-byte frame: total and header length).
 """
 

@@ -12,8 +12,6 @@ from rich.table import Table
 
 from testbed.errors import ConfigError
 
-DEFAULT_COMPRESSORS = "none,fp16,topk,randk,column,row,quantize,lowrank,lowrank_adaptive,ef:topk,sketch"
-
 
 def _parse_shape(text: str) -> tuple[int, int, int]:
     try:
@@ -36,25 +34,38 @@ def _parse_rates(text: str) -> list[float]:
     return rates
 
 
+def default_compressors() -> str:
+    """Every registered compressor that works on its own (plus error feedback around TopK)."""
+    from harness.compressors import REGISTRY
+
+    names = [n for n, cls in REGISTRY.items() if not cls.backward_only and not cls.wraps()]
+    return ",".join([*names, "ef:topk"])
+
+
 def specs_for(name: str, rates: list[float]) -> list[dict]:
-    """The configurations a fidelity table sweeps for one compressor name."""
-    if name in ("none", "fp16", "bf16"):
-        return [{"name": name}]
-    if name == "quantize":
-        return [{"name": "quantize", "bits": b} for b in (8, 4, 2)]
-    if name == "lowrank_adaptive":
-        return [{"name": name, "threshold": t} for t in (0.5, 0.2, 0.05)]
-    if name.startswith(("ef:", "ef21:")):
-        wrapper, _, inner = name.partition(":")
+    """The configurations a fidelity table sweeps for one compressor name, as the class
+    describes itself: its rates if it takes one, else its ``sweep`` values, else as is."""
+    import itertools
+
+    from harness.compressors import resolve
+
+    wrapper, _, inner = name.partition(":")
+    cls = resolve(wrapper)
+    if inner and cls.wraps():
         return [{"name": wrapper, "inner": s} for s in specs_for(inner, rates)]
-    return [{"name": name, "rate": r} for r in rates]
+    if cls.takes_rate():
+        return [{"name": name, "rate": r} for r in rates]
+    keys = list(cls.sweep)
+    return [{"name": name, **dict(zip(keys, values, strict=True))}
+            for values in itertools.product(*cls.sweep.values())] or [{"name": name}]
 
 
 def fidelity_cmd(
     tensor: Annotated[Path | None, typer.Argument(help="a captured tensor (torch.save'd .pt); default: synthetic")] = None,
     shape: Annotated[str, typer.Option(help="synthetic tensor shape BxNxD")] = "8x256x128",
     rates: Annotated[str, typer.Option(help="rates to sweep (fraction removed)")] = "0.1,0.5,0.9",
-    compressors: Annotated[str, typer.Option(help="comma-separated names; ef:NAME wraps NAME in error feedback")] = DEFAULT_COMPRESSORS,
+    compressors: Annotated[str | None, typer.Option(help="comma-separated names; ef:NAME wraps NAME in error feedback "
+                                                          "(default: every registered compressor)")] = None,
     rank: Annotated[int, typer.Option(help="r of the sin Θ metric and the bounds")] = 8,
     seed: Annotated[int, typer.Option(help="seed of the synthetic tensor")] = 0,
     json_out: Annotated[bool, typer.Option("--json")] = False,
@@ -63,12 +74,11 @@ def fidelity_cmd(
     import torch
 
     from harness.compressors import build
-    from harness.fidelity import measure, synthetic_activation
+    from harness.compressors.fidelity import measure, synthetic_activation
+    from papers.beyond_topk.bounds import bound_for
 
     rate_list = _parse_rates(rates)
     if tensor is not None:
-        if not tensor.is_file():
-            raise ConfigError("tensor", f"{str(tensor)!r} not found")
         if not tensor.is_file():
             raise ConfigError("tensor", f"{str(tensor)!r} not found")
         try:
@@ -85,7 +95,11 @@ def fidelity_cmd(
     n, d = x.shape[-2], x.shape[-1]
     if not 1 <= rank <= min(n, d):
         raise ConfigError("--rank", f"must be in [1, min(n, d) = {min(n, d)}]")
-    specs = [s for name in compressors.split(",") if name.strip() for s in specs_for(name.strip(), rate_list)]
+    names = [n.strip() for n in (compressors or default_compressors()).split(",") if n.strip()]
+    try:
+        specs = [s for name in names for s in specs_for(name, rate_list)]
+    except ConfigError as exc:
+        raise ConfigError("--compressors", exc.message) from None
     comps = [build(s, field_name=f"--compressors {s['name']}") for s in specs]
     for c in comps:
         c.check_shape(x.shape)
@@ -94,7 +108,7 @@ def fidelity_cmd(
     with console.status("measuring") as status:
         for c in comps:
             status.update(f"measuring {c.describe()}")
-            rows.append(measure(c, x, rank))
+            rows.append(measure(c, x, rank, bound=bound_for))
     if json_out:
         print(json.dumps({"source": source, "shape": list(x.shape), "dtype": str(x.dtype), "rank": rank,
                           "rows": [r.row() for r in rows]}, indent=1))

@@ -4,6 +4,7 @@ their logs, notices one dying, tears everything down, and says which stage faile
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import subprocess
 import sys
@@ -14,11 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.config import RunSpec, check_spec
-from harness.results import atomic_write
+from harness.results.store import atomic_write
+from harness.runtime import progress
+from harness.runtime.config import RunSpec, check_spec
 from testbed.backends import make_backend
 from testbed.linkwatch import LinkWatch
-from testbed.topology import load_topology
+from testbed.topology_file import load_topology
+
+log = logging.getLogger(__name__)
 
 
 class StageFailed(RuntimeError):
@@ -86,6 +90,7 @@ def _links_meta(backend, stages: int) -> list[dict]:  # noqa: ANN001
 
 def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns",
                  on_log: Callable[[int, str], None] | None = None,
+                 on_progress: Callable[[int, dict], None] | None = None,
                  on_start: Callable[[list[subprocess.Popen]], None] | None = None) -> RunResult:
     """Run the spec's pipeline over the emulated network. Raises StageFailed naming the stage."""
     partition, stages = check_spec(spec)  # bad config: ConfigError before anything starts
@@ -107,9 +112,10 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
         tails = [deque(maxlen=20) for _ in range(stages)]
         try:
             for i in range(stages):
-                # through harness.allocator: tcmalloc preloaded where the stage's host has it
-                argv = backend.exec_argv(i, [sys.executable, "-m", "harness.allocator",
-                                             "-m", "harness.worker", str(run_dir), str(i)])
+                # through harness.runtime.allocator: tcmalloc preloaded where the stage's host has it
+                argv = backend.exec_argv(i, [sys.executable, "-m", "harness.runtime.allocator",
+                                             "-m", "harness.runtime.worker", str(run_dir), str(i)])
+                log.debug("stage %d: %s", i, " ".join(argv))
                 p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, env=_worker_env())
                 backend.record.add_process(p.pid)
@@ -120,7 +126,7 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
                 threading.Thread(target=_pump, args=(i, p, lines), daemon=True).start()
             if on_start:
                 on_start(procs)
-            _supervise(procs, lines, tails, on_log, backend, watch)
+            _supervise(procs, lines, tails, on_log, backend, watch, on_progress)
         finally:
             watch.close()
             for p in procs:
@@ -162,7 +168,8 @@ def _pump(stage: int, proc: subprocess.Popen, lines: queue.Queue) -> None:
 
 
 def _supervise(procs: list[subprocess.Popen], lines: queue.Queue, tails: list[deque],
-               on_log: Callable[[int, str], None] | None, backend, watch: LinkWatch) -> None:  # noqa: ANN001
+               on_log: Callable[[int, str], None] | None, backend, watch: LinkWatch,  # noqa: ANN001
+               on_progress: Callable[[int, dict], None] | None = None) -> None:
     """Stream logs until every worker exits; the first one to fail stops all of them, and so
     does a link that is down or stalled for longer than its bound (LinkStalled, named)."""
     done: set[int] = set()
@@ -172,6 +179,10 @@ def _supervise(procs: list[subprocess.Popen], lines: queue.Queue, tails: list[de
         except queue.Empty:
             stage, line = -1, None
         if line is not None:
+            msg = progress.parse(line)
+            if msg is not None and on_progress:
+                on_progress(stage, msg)
+            line = progress.describe(msg) if msg is not None else line
             tails[stage].append(line)
             if on_log:
                 on_log(stage, line)

@@ -33,13 +33,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.config import RunSpec, build_spec, check_spec
-from testbed.errors import ConfigError
-from testbed.topology import load_topology
+from harness.compressors import resolve
+from harness.runtime.config import RunSpec, build_spec, check_spec
+from testbed.errors import ConfigError, from_validation
+from testbed.topology_file import load_topology
 from testbed.yamlfile import read_yaml
 
 AXES = ("compressor", "rate", "mode", "compute", "execution", "seed", "backend", "set")
-RATED = {"topk", "randk", "column", "row", "lowrank", "sketch"}
 
 
 class CompressorChoice(BaseModel):
@@ -107,13 +107,18 @@ def _with_rate(c: Any, rate: float | None) -> Any:
     if rate is None:
         return c
     d = {"name": c} if isinstance(c, str) else c
-    if isinstance(d, dict):
-        if d.get("name") in RATED and "rate" not in d and "rank" not in d:
-            return {**d, "rate": rate}
-        if d.get("name") in ("ef", "ef21") and "inner" in d:
-            inner = _with_rate(d["inner"], rate)
-            if inner != d["inner"]:
-                return {**d, "inner": inner}
+    if not isinstance(d, dict) or "name" not in d:
+        return c
+    try:
+        cls = resolve(str(d["name"]))
+    except ConfigError:
+        return c  # validation names the unknown compressor, with the axis value
+    if cls.takes_rate() and "rate" not in d and not any(k in d for k in cls.rate_instead):
+        return {**d, "rate": rate}
+    if cls.wraps() and "inner" in d:
+        inner = _with_rate(d["inner"], rate)
+        if inner != d["inner"]:
+            return {**d, "inner": inner}
     return c
 
 
@@ -189,12 +194,7 @@ def load_suite(path: str | Path) -> tuple[Suite, list[Trial]]:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        if err["type"] == "too_short":
-            msg = "empty: a sweep axis needs at least one value"
-        raise ConfigError(loc, msg, str(path)) from None
+        raise from_validation(exc, str(path)) from None
     topo = Path(suite.topology)
     if not topo.is_absolute():
         topo = path.parent / topo

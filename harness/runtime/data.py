@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.config import DataConfig
+from harness.runtime.config import DataConfig
 from testbed.errors import ConfigError
 
 MAX_BYTES = 16 * 1024 * 1024  # cap per split, to bound memory in every stage process

@@ -8,7 +8,6 @@ self-contained, serializable spec.
 
 from __future__ import annotations
 
-import re
 import time
 import traceback
 from collections.abc import Callable
@@ -18,15 +17,16 @@ from typing import Protocol
 
 import torch
 
-from harness.allocator import active
 from harness.compressors import build
 from harness.compressors.base import Context, ForwardRecord
-from harness.config import RunSpec, check_spec
-from harness.devices import load_profile
-from harness.results import ResultStore, time_to_target
-from harness.suite import Trial
+from harness.results.schema import link_row, trial_row
+from harness.results.store import ResultStore, time_to_target
+from harness.runtime.allocator import active
+from harness.runtime.config import RunSpec, check_spec
+from harness.runtime.devices import load_profile
+from harness.sweep.suite import Trial
 from testbed.errors import ConfigError
-from testbed.topology import load_topology
+from testbed.topology_file import load_topology
 
 Progress = Callable[[dict], None]
 
@@ -76,7 +76,7 @@ class LocalExecutor:
         }
         t0 = time.time()
         if trial.execution == "twin":
-            from harness.twin import run_twin
+            from harness.runtime.twin import run_twin
 
             rows = run_twin(spec, on_step=lambda r: progress({"step": r["step"], "loss": r["loss"]}),
                             eval_batches=8 if trial.mode == "train" else 0)
@@ -89,14 +89,13 @@ class LocalExecutor:
             links: list[dict] = []
             base["allocator"] = active()
         else:
-            from harness.launcher import run_pipeline
+            from harness.runtime.launcher import run_pipeline
 
-            def log(stage: int, line: str) -> None:
-                m = re.search(r"step (\d+) (?:loss ([\d.]+)|done)", line)
-                if m:
-                    progress({"step": int(m.group(1)), "loss": float(m.group(2)) if m.group(2) else None})
+            def on_progress(stage: int, msg: dict) -> None:
+                if msg["event"] == "step":
+                    progress({"step": msg["step"], "loss": msg.get("loss")})
 
-            result = run_pipeline(spec, run_dir, backend_name=trial.backend, on_log=log)
+            result = run_pipeline(spec, run_dir, backend_name=trial.backend, on_progress=on_progress)
             steps = [{**r, "trial_id": trial.trial_id} for r in result.steps]
             losses = [v for v in result.losses() if v is not None]
             last = [r for r in result.steps if r["stage"] == result.stages - 1]
@@ -108,7 +107,7 @@ class LocalExecutor:
                         bwd_link_wire_ratio=result.link_wire_ratio("backward") if trial.mode == "train" else None)
             links = link_rows(trial.trial_id, result)
         base.update(status="ok", error=None, wall_s=time.time() - t0, finished_at=time.time())
-        return TrialOutcome(base, steps, links)
+        return TrialOutcome(trial_row(base), steps, links)
 
 
 def config_columns(spec: RunSpec) -> dict:
@@ -138,28 +137,27 @@ def link_rows(trial_id: str, result) -> list[dict]:  # noqa: ANN001
     for tot in result.links:
         stage = int(tot["link"].split("-")[0]) + (0 if tot["direction"] == "forward" else 1)
         key = "bytes_fwd" if tot["direction"] == "forward" else "bytes_bwd"  # what that stage sent on the link
-        out.append({"trial_id": trial_id, "link": tot["link"], "direction": tot["direction"], "window": -1,
+        out.append(link_row({"trial_id": trial_id, "link": tot["link"], "direction": tot["direction"], "window": -1,
                     "t_start": None, "t_end": None, "rate_bps": None, "payload_bytes": tot["payload_bytes"],
-                    "dense_bytes": tot["dense_bytes"], "interface_bytes": tot["interface_bytes"], "achieved_bps": None})
+                    "dense_bytes": tot["dense_bytes"], "interface_bytes": tot["interface_bytes"], "achieved_bps": None}))
         windows = sorted((a for a in result.applied if a["link"] == tot["link"] and a["direction"] == tot["direction"]),
                          key=lambda a: a["applied_at"])
         for k, w in enumerate(windows):
             start = w["applied_at"]
             end = windows[k + 1]["applied_at"] if k + 1 < len(windows) else span_end
             sent = sum(r[key] for r in result.steps if r["stage"] == stage and start <= r["end"] < end)
-            out.append({"trial_id": trial_id, "link": tot["link"], "direction": tot["direction"], "window": w["window"],
+            out.append(link_row({"trial_id": trial_id, "link": tot["link"], "direction": tot["direction"], "window": w["window"],
                         "t_start": start, "t_end": end, "rate_bps": w["rate_bps"], "up": w.get("up", True),
                         "event": w.get("event", ""), "payload_bytes": sent,
-                        "interface_bytes": None, "achieved_bps": sent * 8 / (end - start) if end > start else None})
+                        "interface_bytes": None, "achieved_bps": sent * 8 / (end - start) if end > start else None}))
     return out
 
 
 def failed_row(trial: Trial, error: str) -> dict:
-    return {"trial_id": trial.trial_id, "suite": trial.suite, "compressor": trial.compressor, "rate": trial.rate,
-            "fwd": str(trial.fwd), "bwd": str(trial.bwd), "direction": _direction(trial), "mode": trial.mode,
-            "compute": trial.compute, "execution": trial.execution, "seed": trial.seed, "variant": trial.variant,
-            **config_columns(trial.run_spec()), "status": "failed",
-            "error": error, "finished_at": time.time()}
+    return trial_row({"trial_id": trial.trial_id, "suite": trial.suite, "compressor": trial.compressor, "rate": trial.rate,
+                      "fwd": str(trial.fwd), "bwd": str(trial.bwd), "direction": _direction(trial), "mode": trial.mode,
+                      "compute": trial.compute, "execution": trial.execution, "seed": trial.seed, "variant": trial.variant,
+                      **config_columns(trial.run_spec()), "status": "failed", "error": error, "finished_at": time.time()})
 
 
 def _run_in_child(trial: Trial, run_dir: Path) -> TrialOutcome:

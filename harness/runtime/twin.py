@@ -16,11 +16,17 @@ from collections.abc import Callable
 import torch
 
 from harness.compressors.base import ForwardRecord
-from harness.config import RunSpec, check_spec
-from harness.data import Batches, load_streams
-from harness.model import build_stages
-from harness.schedule import backward_order
-from harness.training import BoundaryCodecs, grad_sq_norm, lm_loss, make_optimizer, optimizer_step
+from harness.runtime.config import RunSpec, check_spec
+from harness.runtime.data import Batches, load_streams
+from harness.runtime.model import build_stages
+from harness.runtime.pipeline import backward_order
+from harness.runtime.training import (
+    BoundaryCodecs,
+    grad_sq_norm,
+    lm_loss,
+    make_optimizer,
+    optimizer_step,
+)
 
 
 class _Boundary(torch.autograd.Function):

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from harness.compressors import Compressor, Context, build
 from harness.compressors.base import ForwardRecord
-from harness.config import RunSpec
-from harness.devices import load_profile
-from harness.model import Stage, stage_flops
+from harness.runtime.config import RunSpec
+from harness.runtime.devices import load_profile
+from harness.runtime.model import Stage, stage_flops
 
 
 def make_optimizer(stage: Stage, spec: RunSpec) -> torch.optim.Optimizer | None:

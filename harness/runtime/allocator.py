@@ -8,7 +8,7 @@ was measured no better than glibc here, tcmalloc removes the cost (``python
 benchmarks/compressors.py`` shows both). Turning glibc's mmap off instead was measured to
 grow a stage's memory by ~0.6 GB (aligned 64 MiB blocks do not fit their freed holes).
 
-``python -m harness.allocator ARGS...`` runs ``python ARGS...`` (the same interpreter)
+``python -m harness.runtime.allocator ARGS...`` runs ``python ARGS...`` (the same interpreter)
 with tcmalloc preloaded when the library exists *on the host it runs in* (a netns stage
 sees the machine's /usr, a container its image's), and unchanged otherwise;
 ``PIPENEM_ALLOCATOR=system`` opts out.
@@ -64,7 +64,7 @@ def exec_python(python_args: list[str]) -> NoReturn:
 
 def main(argv: list[str]) -> None:
     if not argv:
-        sys.exit("usage: python -m harness.allocator PYTHON-ARGS... (e.g. -m harness.worker RUN_DIR 0)")
+        sys.exit("usage: python -m harness.runtime.allocator PYTHON-ARGS... (e.g. -m harness.runtime.worker RUN_DIR 0)")
     exec_python(argv)
 
 

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.config import RunSpec, check_spec, load_spec
-from harness.outdir import exclusive
+from harness.runtime.config import RunSpec, check_spec, load_spec
+from harness.runtime.outdir import exclusive
 
 console = Console()
 
@@ -33,7 +33,7 @@ def train_cmd(
 
 def _train(spec: RunSpec, out: Path, twin: bool, backend: str, quiet: bool) -> None:
     if twin:
-        from harness.twin import run_twin
+        from harness.runtime.twin import run_twin
 
         with console.status("twin running") as status:
             rows = run_twin(spec, on_step=lambda r: status.update(f"step {r['step']} loss {r['loss']:.4f}"))
@@ -43,7 +43,7 @@ def _train(spec: RunSpec, out: Path, twin: bool, backend: str, quiet: bool) -> N
         console.print(f"twin: {len(rows)} steps, loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f} (seed {spec.seed}; "
                       + ", ".join(f"{k} {v}" for k, v in semantics(spec).items()) + ")", highlight=False)
         return
-    from harness.launcher import StageFailed, run_pipeline
+    from harness.runtime.launcher import StageFailed, run_pipeline
     from testbed.linkwatch import LinkStalled
 
     def log(stage: int, line: str) -> None:
@@ -91,6 +91,6 @@ def semantics(spec) -> dict:  # noqa: ANN001
 
 
 def load_topology_shaper(path: str) -> str:
-    from testbed.topology import load_topology
+    from testbed.topology_file import load_topology
 
     return load_topology(path).shaper

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from testbed.distributions import PARAM_KINDS, Trace, base_value
 from testbed.linkstate import LinkState
-from testbed.topology import PARAM_KINDS, Channel, Topology, Trace, base_value
+from testbed.topology import Channel, Topology
 
 
 @dataclass(frozen=True)

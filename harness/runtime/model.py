@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import ModelConfig
+from harness.runtime.config import ModelConfig
 
 
 class RMSNorm(nn.Module):

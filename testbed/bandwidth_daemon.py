@@ -1,4 +1,4 @@
-"""The schedule applier: ``python -m testbed.scheduler`` (reads its config as JSON on stdin).
+"""The schedule applier: ``python -m testbed.bandwidth_daemon`` (reads its config as JSON on stdin).
 
 A separate process (pyroute2 netns sockets are not thread-safe, and a stalled
 harness must not stall the link changes). At each window boundary it applies the
@@ -27,7 +27,7 @@ IFF_UP = 0x1  # the administrative "up" flag of an interface (a scheduled outage
 
 def _events(cfg: dict) -> Iterator[dict]:
     yield from cfg["events"]
-    from testbed.schedule import Schedule  # only for runs longer than the horizon
+    from testbed.bandwidth import Schedule  # only for runs longer than the horizon
     from testbed.topology import Topology
 
     schedule = Schedule(Topology.model_validate(cfg["topology"]))

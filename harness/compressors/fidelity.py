@@ -1,18 +1,16 @@
-"""How faithful a reconstruction is, and the paper's bounds to put beside it.
+"""How faithful a reconstruction is.
 
 For an instance G ∈ R^{n×d} and its reconstruction G̃: relative error, cosine similarity,
 and the subspace metric ‖sin Θ(U_r, Ũ_r)‖_F between their top-r left singular vectors
-(per instance, averaged over the batch), plus "Beyond Top-K" Theorem 3.2 (TopK) and
-Theorem 4.1 (column masking).
-
-On Theorem 4.1: the typeset formula puts max‖G_:,i‖ inside the square root, its discussion
-and its dimensions put it outside: sqrt(2·r·x·d)·max_{i∈I}‖G_:,i‖₂ / β. We use the latter.
+(per instance, averaged over the batch). A paper's theoretical bound can be put beside
+the measurement (``measure(..., bound=...)``; Beyond Top-K's are in papers/beyond_topk/bounds.py).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -42,34 +40,6 @@ def sin_theta(x: torch.Tensor, x_hat: torch.Tensor, r: int) -> float:
     return float((r - overlap).clamp_min(0).sqrt().mean())
 
 
-def spectral_floor(g: torch.Tensor, r: int) -> torch.Tensor:
-    """β per instance: the r-th singular value."""
-    return torch.linalg.svdvals(as_3d(g).double())[:, r - 1]
-
-
-def topk_bound(x: torch.Tensor, rate: float, r: int, c: float = 1.0) -> float:
-    """Theorem 3.2: C·σ·sqrt(r·x·n·d/β²)·sqrt(log(2/(1−x))), C=1 (the universal constant is unknown)."""
-    g = as_3d(x).double()
-    _, n, d = g.shape
-    sigma = g.std(dim=(1, 2))
-    beta = spectral_floor(g, r)
-    bound = c * sigma * torch.sqrt(r * rate * n * d / beta.square()) * math.sqrt(math.log(2 / (1 - rate)))
-    return float(bound.mean())
-
-
-def column_bound(x: torch.Tensor, rate: float, r: int) -> float:
-    """Theorem 4.1: sqrt(2·r·x·d)·max masked column norm/β, per instance, averaged."""
-    g = as_3d(x).double()
-    _, _, d = g.shape
-    norms = g.norm(dim=1)  # (b, d)
-    n_masked = d - max(1, math.ceil((1 - rate) * d - 1e-9))
-    if n_masked == 0:
-        return 0.0
-    masked_max = norms.sort(dim=1).values[:, n_masked - 1]  # largest among the masked (smallest) columns
-    beta = spectral_floor(g, r)
-    return float((math.sqrt(2 * r * rate * d) * masked_max / beta).mean())
-
-
 @dataclass
 class FidelityRow:
     compressor: str
@@ -79,7 +49,7 @@ class FidelityRow:
     relative_error: float
     cosine: float
     sin_theta: float
-    bound: float | None  # the paper's bound for this compressor, where it has one
+    bound: float | None  # a paper's bound for this compressor, where one was given
     encode_ms: float
     decode_ms: float
     note: str = ""
@@ -88,8 +58,13 @@ class FidelityRow:
         return asdict(self)
 
 
-def measure(compressor: Compressor, x: torch.Tensor, r: int, ctx: Context | None = None) -> FidelityRow:
-    """One compressor on one tensor: bytes, ratio, errors, and encode/decode time (single run)."""
+Bound = Callable[[Compressor, torch.Tensor, int], "float | None"]
+
+
+def measure(compressor: Compressor, x: torch.Tensor, r: int, ctx: Context | None = None,
+            bound: Bound | None = None) -> FidelityRow:
+    """One compressor on one tensor: bytes, ratio, errors, and encode/decode time (single run);
+    ``bound(compressor, x, r)``, when given, is the theory's sin Θ bound to report beside it."""
     from harness.compressors.wire import Payload
 
     ctx = ctx or Context()
@@ -101,14 +76,9 @@ def measure(compressor: Compressor, x: torch.Tensor, r: int, ctx: Context | None
     peer = Context(ctx.boundary, ctx.direction, ctx.step, ctx.seed, state={}) if compressor.receiver_state else ctx
     x_hat = compressor.decode(wire, peer)
     t3 = time.perf_counter()
-    rate = compressor.rate
-    bound = None
-    if compressor.name == "column":
-        bound = column_bound(x, rate, r)
-    elif compressor.name == "topk":
-        bound = topk_bound(x, rate, r)
-    return FidelityRow(compressor.label(), rate, payload.nbytes, wire_ratio(x, payload), relative_error(x, x_hat),
-                       cosine(x, x_hat), sin_theta(x, x_hat, r), bound, (t1 - t0) * 1e3, (t3 - t2) * 1e3,
+    return FidelityRow(compressor.label(), compressor.rate, payload.nbytes, wire_ratio(x, payload),
+                       relative_error(x, x_hat), cosine(x, x_hat), sin_theta(x, x_hat, r),
+                       bound(compressor, x, r) if bound else None, (t1 - t0) * 1e3, (t3 - t2) * 1e3,
                        compressor.cost_note)
 
 

@@ -9,36 +9,18 @@ CI-sized suites (a few minutes here); without it, the paper-sized ones (hours on
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from harness.config import build_spec
-from harness.outdir import exclusive
-from harness.suite import load_suite
-from testbed.errors import ConfigError
+from harness.runtime.config import build_spec
+from harness.runtime.outdir import exclusive
+from harness.sweep.suite import load_suite
 
 console = Console()
-# (convergence suite, the suites measured over the links): the first one's model is the one
-# the fidelity table measures
-SUITES = {True: ("suites/ci-convergence.yaml", "suites/ci-throughput.yaml", "suites/ci-throughput-conditions.yaml",
-                 "suites/ci-time-to-target.yaml"),
-          False: ("suites/beyond-topk-convergence.yaml", "suites/beyond-topk-throughput.yaml")}
 FIDELITY_RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
-
-
-def repo_file(rel: str) -> Path:
-    """A file shipped at the repository root (suites/, topologies/): next to the code, or in the cwd."""
-    import harness
-
-    for base in (Path(harness.__file__).resolve().parent.parent, Path.cwd()):
-        if (base / rel).exists():
-            return base / rel
-    raise ConfigError("", f"cannot find {rel}: run from the pipenem checkout")
 
 
 def fidelity_rows(conv_suite_path: Path, r: int = 8) -> list[dict]:
@@ -47,9 +29,10 @@ def fidelity_rows(conv_suite_path: Path, r: int = 8) -> list[dict]:
     import torch
 
     from harness.compressors import build
-    from harness.data import Batches, load_streams
-    from harness.fidelity import measure, synthetic_activation
-    from harness.model import build_stages
+    from harness.compressors.fidelity import measure, synthetic_activation
+    from harness.runtime.data import Batches, load_streams
+    from harness.runtime.model import build_stages
+    from papers.beyond_topk.bounds import bound_for
 
     suite, trials = load_suite(conv_suite_path)
     spec = build_spec(trials[0].spec)
@@ -64,37 +47,28 @@ def fidelity_rows(conv_suite_path: Path, r: int = 8) -> list[dict]:
     for source, tensor in sources.items():
         for name in ("column", "row", "topk"):
             for rate in FIDELITY_RATES:
-                m = measure(build({"name": name, "rate": rate}), tensor, r)
+                m = measure(build({"name": name, "rate": rate}), tensor, r, bound=bound_for)
                 rows.append({"source": source, "compressor_name": name, "rate": rate, "r": r, "sin_theta": m.sin_theta,
                              "bound": m.bound, "relative_error": m.relative_error, "wire_ratio": m.wire_ratio,
                              "shape": str(tuple(tensor.shape))})
     return rows
 
 
-def reproduce_cmd(
-    paper: Annotated[str, typer.Argument(help="which paper: beyond-topk")],
-    quick: Annotated[bool, typer.Option(help="CI-sized suites (minutes) instead of the paper-sized ones (hours)")] = False,
-    out: Annotated[Path, typer.Option(help="results + report folder")] = Path("results/reproduce"),
-    check: Annotated[bool, typer.Option(help="exit 1 unless the system properties hold: training gain ≥ 2× and "
-                                              "inference gain ≥ 0.8 × wire ratio (comm-bound profile)")] = False,
-    jobs: Annotated[int, typer.Option(min=1, help="twin trials at a time (default: one per CPU); trials over the "
-                                                  "links always run alone")] = os.cpu_count() or 1,
-) -> None:
-    """Reproduce the paper's claims: prints and writes the verdict table and the report."""
-    if paper != "beyond-topk":
-        raise ConfigError("PAPER", f"unknown paper {paper!r}; available: beyond-topk")
-
+def reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
+    """Run the suites (resuming), measure fidelity, write the report and verdicts.json; with
+    ``check``, exit 1 unless the system properties hold."""
     with exclusive(out):
         _reproduce(quick, out, check, jobs)
 
 
 def _reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
-    from harness.sweep_cli import sweep_with_progress
-    from reports.cli import build_report, summary_table, verdict_table
+    from harness.sweep.progress import sweep_with_progress
+    from papers.beyond_topk import SUITES, TITLE, repo_file, report
+    from reports.console import summary_table, verdict_table
     from reports.tables import load
 
     t0 = time.time()
-    paths = [repo_file(p) for p in SUITES[quick]]
+    paths = [repo_file(p) for p in SUITES["quick" if quick else "paper"]]
     conv_path = paths[0]
     trials, seen = [], set()
     for p in paths:
@@ -104,7 +78,7 @@ def _reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
                 trials.append(t)
     console.print(f"reproducing Beyond Top-K ({'quick' if quick else 'paper-sized'}): {len(trials)} trials -> {out}")
     counts = sweep_with_progress(trials, out, retry_failed=True, title="beyond-topk", jobs=jobs)
-    from harness.results import ResultStore
+    from harness.results.store import ResultStore
 
     with console.status("measuring subspace fidelity"):
         store = ResultStore(out)
@@ -112,10 +86,10 @@ def _reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
         old = store.path("fidelity")
         old.unlink(missing_ok=True)
         store.append("fidelity", rows)
-    path, vs = build_report(out, title=f"Beyond Top-K reproduction ({'quick' if quick else 'paper-sized'})")
+    path, vs = report(out, title=f"{TITLE} reproduction ({'quick' if quick else 'paper-sized'})")
     (out / "verdicts.json").write_text(json.dumps([v.row() for v in vs], indent=1))
     console.print(summary_table(load(out)))
-    console.print(verdict_table(vs))
+    console.print(verdict_table(vs, TITLE))
     console.print(f"{counts['done']} trials ran, {counts['skipped']} reused, {counts['failed']} failed; "
                   f"wall {time.time() - t0:.0f} s; report {path}")
     if check:
@@ -128,7 +102,7 @@ def _reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
 
 def system_property_problems(vs: list) -> list[str]:
     """The properties of the system (not of luck) CI insists on."""
-    from reports.verdicts import INFER_GAIN, TRAIN_GAIN
+    from papers.beyond_topk.claims import INFER_GAIN, TRAIN_GAIN
 
     by = {v.claim: v for v in vs}
     problems = []

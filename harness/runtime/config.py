@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, FieldError, from_validation
 from testbed.yamlfile import read_yaml
 
 PAPER_HEADS = 24
@@ -40,10 +40,10 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.d_model % self.n_heads:
-            raise ValueError(f"n_heads: {self.n_heads} does not divide d_model {self.d_model}; "
+            raise FieldError("n_heads", f"{self.n_heads} does not divide d_model {self.d_model}; "
                              f"valid head counts: {', '.join(str(h) for h in divisors(self.d_model) if h <= 64)}")
         if (self.d_model // self.n_heads) % 2:
-            raise ValueError("n_heads: head dimension must be even for RoPE")
+            raise FieldError("n_heads", "head dimension must be even for RoPE")
         if self.ffn_hidden is None:
             self.ffn_hidden = 64 * -(-int(8 * self.d_model / 3) // 64)
         return self
@@ -96,7 +96,7 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _micro(self) -> TrainConfig:
         if self.batch % self.micro_batches:
-            raise ValueError(f"micro_batches: {self.micro_batches} does not divide batch {self.batch}")
+            raise FieldError("micro_batches", f"{self.micro_batches} does not divide batch {self.batch}")
         return self
 
 
@@ -124,7 +124,7 @@ class RunSpec(_Strict):
     log_every: int = Field(1, ge=1)
 
     def stage_count(self) -> int:
-        from testbed.topology import load_topology
+        from testbed.topology_file import load_topology
 
         return load_topology(self.topology).stages
 
@@ -155,18 +155,14 @@ def check_spec(spec: RunSpec) -> tuple[list[int], int]:
     if spec.train.mode == "train":
         bwd.check_forward(fwd)
     if spec.compute.mode == "modeled":
-        from harness.devices import load_profile
+        from harness.runtime.devices import load_profile
 
         load_profile(spec.compute.device)
     else:
-        from harness.data import data_files
+        from harness.runtime.data import data_files
 
         data_files(spec.data)  # the files exist now, not when a worker reads them after bring-up
     return part, stages
-
-
-def _loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
 
 
 def build_spec(data: Any, source: str | None = None) -> RunSpec:
@@ -175,15 +171,7 @@ def build_spec(data: Any, source: str | None = None) -> RunSpec:
     try:
         return RunSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        field = _loc(err["loc"])
-        if ": " in msg and msg.split(": ", 1)[0] in ("n_heads", "micro_batches"):
-            sub, msg = msg.split(": ", 1)
-            field = f"{field}.{sub}" if field else sub
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        raise ConfigError(field, msg, source) from None
+        raise from_validation(exc, source) from None
 
 
 def load_spec(path: str | Path) -> RunSpec:

@@ -1,7 +1,8 @@
-"""Building a report (figures, HTML, verdicts) from the result tables."""
+"""Building a report (figures, HTML, and a paper's verdicts when one is given) from the result tables."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -9,28 +10,32 @@ from rich.table import Table
 from rich.text import Text
 
 from reports import figures, html
+from reports.figures import Published
 from reports.summary import convergence_summary, fmt_interval
 from reports.tables import Tables, load
-from reports.verdicts import Verdict, verdicts
+from reports.verdicts import Verdict
 from testbed.errors import ConfigError
 
 console = Console()
 
 
-def build_report(results: Path, out: Path | None = None, title: str = "pipenem report") -> tuple[Path, list[Verdict]]:
+def build_report(results: Path, out: Path | None = None, title: str = "pipenem report", pub: Published | None = None,
+                 claims: Callable[[Tables], list[Verdict]] | None = None) -> tuple[Path, list[Verdict]]:
+    """report.html, PNGs and CSVs from RESULTS' tables. A paper's report passes what it
+    published (``pub``, drawn beside the measurements) and its ``claims`` (the verdicts)."""
     if not (results / "trials.parquet").exists():
         raise ConfigError("DIR", f"{results} has no trials.parquet: run `pipenem run SUITE --out {results}` first")
     out = out or results
     tables = load(results)
-    figs = figures.render_all(tables, out)
-    vs = verdicts(tables)
+    figs = figures.render_all(tables, out, pub)
+    vs = claims(tables) if claims else []
     path = html.write(out, tables, figs, vs, title)
     return path, vs
 
 
-def verdict_table(vs: list[Verdict]) -> Table:
+def verdict_table(vs: list[Verdict], title: str) -> Table:
     """Every verdict with its measurement, interval and sample count (text added literally, never as markup)."""
-    table = Table(title="Beyond Top-K: claims vs measured (95% intervals; n = seeds or steps)")
+    table = Table(title=f"{title}: claims vs measured (95% intervals; n = seeds or steps)")
     for col in ("claim", "measured", "bound", "verdict"):
         table.add_column(col)
     for v in vs:

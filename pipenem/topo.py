@@ -15,7 +15,8 @@ from rich.table import Table
 from testbed.capabilities import doctor as run_doctor
 from testbed.errors import ConfigError
 from testbed.registry import all_records
-from testbed.topology import Topology, load_topology
+from testbed.topology import Topology
+from testbed.topology_file import load_topology
 from testbed.units import format_rate
 
 console = Console()
@@ -69,7 +70,7 @@ def show(file: FileArg,
          windows: Annotated[int, typer.Option(help="how many schedule windows of each link to list")] = 3,
          json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The resolved links and the first values the seeded schedule will apply."""
-    from testbed.schedule import Schedule
+    from testbed.bandwidth import Schedule
 
     if windows < 1:
         raise ConfigError("--windows", f"must be at least 1, got {windows}")

@@ -1,12 +1,10 @@
-"""`pipenem run SUITE.yaml --out DIR`: a benchmark suite with a progress display; resumable."""
+"""A sweep under a rich progress bar: one line per trial, step and loss as they come."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -18,8 +16,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from harness.outdir import exclusive
-from harness.suite import Trial, load_suite
+from harness.sweep.suite import Trial
 
 console = Console()
 
@@ -27,7 +24,7 @@ console = Console()
 def sweep_with_progress(trials: list[Trial], out: Path, retry_failed: bool = False, title: str = "trials",
                         jobs: int = 1) -> dict:
     """Run trials under a rich progress display; returns counts."""
-    from harness.sweep import run_trials
+    from harness.sweep.executor import run_trials
 
     counts = {"done": 0, "failed": 0, "skipped": 0}
     state = {"t0": time.time()}
@@ -55,19 +52,3 @@ def sweep_with_progress(trials: list[Trial], out: Path, retry_failed: bool = Fal
 
         run_trials(trials, out, on_event=on_event, retry_failed=retry_failed, jobs=jobs)
     return counts
-
-
-def run_cmd(
-    suite: Annotated[Path, typer.Argument(help="suite YAML")],
-    out: Annotated[Path, typer.Option(help="results folder (Parquet tables); re-running resumes")] = Path("results/run"),
-    retry_failed: Annotated[bool, typer.Option(help="run failed trials again")] = False,
-    jobs: Annotated[int, typer.Option(min=1, help="twin trials run this many at a time (one process each); "
-                                                  "distributed trials always run alone")] = 1,
-) -> None:
-    """Run a benchmark suite: every trial of its sweep, appended to OUT's tables as it finishes."""
-    s, trials = load_suite(suite)
-    with exclusive(out):
-        console.print(f"suite {s.name}: {len(trials)} trials -> {out}")
-        counts = sweep_with_progress(trials, out, retry_failed, title=s.name, jobs=jobs)
-    console.print(f"{counts['done']} ran, {counts['skipped']} already finished, {counts['failed']} failed; "
-                  f"tables in {out} (`pipenem report {out}`)")

@@ -1,4 +1,4 @@
-"""One pipeline stage: ``python -m harness.worker RUN_DIR STAGE`` (started inside its host).
+"""One pipeline stage: ``python -m harness.runtime.worker RUN_DIR STAGE`` (started inside its host).
 
 Reads its spec and links from the launcher (one JSON line on stdin: never from a file
 another run could overwrite), joins its links' process groups, runs the schedule, and
@@ -18,15 +18,16 @@ from pathlib import Path
 
 import torch
 
-from harness.allocator import active
 from harness.compressors.base import ForwardRecord
 from harness.compressors.wire import Payload
-from harness.config import RunSpec
-from harness.data import Batches, load_streams
-from harness.model import build_stages
-from harness.results import atomic_write
-from harness.schedule import SCHEDULES
-from harness.training import (
+from harness.results.store import atomic_write
+from harness.runtime import progress
+from harness.runtime.allocator import active
+from harness.runtime.config import RunSpec
+from harness.runtime.data import Batches, load_streams
+from harness.runtime.model import build_stages
+from harness.runtime.pipeline import SCHEDULES
+from harness.runtime.training import (
     BoundaryCodecs,
     ModeledCompute,
     grad_sq_norm,
@@ -34,7 +35,7 @@ from harness.training import (
     make_optimizer,
     optimizer_step,
 )
-from harness.transport import BWD, FWD, NORM_DOWN, NORM_UP, LinkChannel
+from harness.runtime.transport import BWD, FWD, NORM_DOWN, NORM_UP, LinkChannel
 
 
 class StageWorker:
@@ -192,22 +193,22 @@ def main(run_dir: str, stage: int) -> None:
     meta = json.loads(sys.stdin.readline())
     spec = RunSpec.model_validate(meta["spec"])
     worker = StageWorker(spec, stage, meta["stages"], meta["partition"], meta["links"])
-    print(f"stage {stage}: joined its links", flush=True)
+    progress.emit("joined", stage=stage)
     steps = []
     for step in range(spec.train.steps):
         row = worker.step(step)
         steps.append(row)
         if row["loss"] is not None and (step % spec.log_every == 0 or step == spec.train.steps - 1):
-            print(f"stage {stage}: step {step} loss {row['loss']:.4f}", flush=True)
+            progress.emit("step", stage=stage, step=step, loss=row["loss"])
         elif stage == 0 and step % spec.log_every == 0:
-            print(f"stage {stage}: step {step} done", flush=True)
+            progress.emit("step", stage=stage, step=step, loss=None)
     worker.close()
     out = d / f"stage{stage}.json"
     try:
         atomic_write(out, lambda tmp: tmp.write_text(json.dumps({"stage": stage, "pid": os.getpid(),
                                                                  "allocator": active(), "steps": steps})))
     except OSError as exc:  # e.g. a full disk: one line naming the file, nothing half-written left
-        print(f"stage {stage}: cannot write {out}: {exc.strerror or exc}", flush=True)
+        progress.emit("error", stage=stage, text=f"cannot write {out}: {exc.strerror or exc}")
         os._exit(1)
 
 

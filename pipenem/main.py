@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import errno
+import logging
 import sys
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from harness.fidelity_cli import fidelity_cmd
-from harness.reproduce import reproduce_cmd
-from harness.sweep_cli import run_cmd
-from harness.train_cli import train_cmd
-from reports.command import report_cmd
-from testbed.cli import doctor_cmd, topo_app
-from testbed.containers_cli import containers_app
-from testbed.errors import ConfigError, UnsupportedError
+from pipenem.containers import containers_app
+from pipenem.fidelity import fidelity_cmd
+from pipenem.report import report_cmd
+from pipenem.reproduce import reproduce_cmd
+from pipenem.run import run_cmd
+from pipenem.topo import doctor_cmd, topo_app
+from pipenem.train import train_cmd
+from testbed.errors import ConfigError, Terminated, UnsupportedError
 
 app = typer.Typer(help="pipenem: network-emulation testbed and harness for compressed pipeline-parallel training.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -30,6 +31,19 @@ app.add_typer(topo_app, name="topo")
 app.add_typer(containers_app, name="containers")
 
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="show what the testbed and harness do: "
+                                           "netlink/tc actions, process starts (DEBUG log on stderr)")) -> None:
+    if verbose:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err_console, show_path=False, markup=False)
+        for name in ("testbed", "harness"):
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.DEBUG)
+            logger.addHandler(handler)
 
 
 def main() -> None:
@@ -58,15 +72,15 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; everything this run created was removed")
         sys.exit(130)
+    except Terminated:
+        err_console.print("terminated; everything this run created was removed")
+        sys.exit(143)
     except BaseException as exc:  # click usage errors carry their own exit code
         import click
 
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if type(exc).__name__ == "_Terminated":
-            err_console.print("terminated; everything this run created was removed")
-            sys.exit(143)
         raise
 
 

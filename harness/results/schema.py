@@ -1,0 +1,97 @@
+"""The rows of the result tables, named once: the executor builds them here, reports read them.
+
+Every trial row has every column of :data:`TRIAL` (None where it does not apply, e.g.
+``run_id`` for a twin trial); building one with a key not listed here is an error, so a
+new field is added in one place, with its meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TRIAL: dict[str, str] = {
+    "trial_id": "stable id: hash of the suite's trial config (same config, same id)",
+    "suite": "the suite's name",
+    "topology": "topology name",
+    "shaper": "kernel shaper of the links (tbf | htb)",
+    "compressor": "the suite's label of the compressor choice",
+    "rate": "compression rate (fraction removed) from the rate axis; None for rate-less compressors",
+    "fwd": "forward compressor spec",
+    "bwd": "backward compressor spec",
+    "direction": "none | fwd | bwd | fwd+bwd: which directions compress",
+    "variant": "the set axis' overrides as one label ('' without that axis)",
+    "mode": "train | infer",
+    "compute": "real | modeled",
+    "execution": "twin (single process) | distributed (stages over the emulated links)",
+    "backend": "netns | docker for distributed trials",
+    "device": "modeled device profile, or 'cpu (real compute)'",
+    "seed": "the run's seed",
+    "steps_run": "training/inference steps",
+    "target_loss": "the loss time-to-target is measured to",
+    "boundary_grad": "exact | straight-through: the gradient through a boundary compressor",
+    "grad_clip": "global-norm gradient clip (None: off)",
+    "norm_eps": "RMSNorm epsilon",
+    "lr": "peak learning rate",
+    "warmup": "warm-up steps",
+    "batch": "sequences per step",
+    "micro_batches": "micro-batches per step",
+    "schedule": "pipeline schedule (gpipe | 1f1b)",
+    "d_model": "model width",
+    "n_layers": "decoder layers",
+    "ctx": "context length (tokens)",
+    "dataset": "dataset name",
+    "fwd_wire_ratio": "dense / payload bytes of the forward compressor on one boundary micro-batch",
+    "bwd_wire_ratio": "the same for the backward compressor (train only)",
+    "fwd_link_wire_ratio": "dense / bytes the links carried forward (distributed only)",
+    "bwd_link_wire_ratio": "dense / bytes the links carried backward (distributed train only)",
+    "tokens_per_s": "throughput",
+    "throughput_kind": "how tokens_per_s was obtained",
+    "initial_loss": "loss of the first step",
+    "final_loss": "mean training loss of the last 3 steps",
+    "eval_loss": "held-out loss at the end (twin)",
+    "time_to_target_s": "seconds until the loss first reached target_loss",
+    "allocator": "the memory allocator the stage processes ran with",
+    "run_id": "testbed run id (distributed only)",
+    "status": "ok | failed",
+    "error": "why a failed trial failed",
+    "wall_s": "wall-clock seconds of the trial",
+    "finished_at": "unix time the trial finished",
+}
+
+LINK: dict[str, str] = {
+    "trial_id": "the trial",
+    "link": "pipeline link 'i-(i+1)'",
+    "direction": "forward | backward",
+    "window": "schedule window index; -1: the whole-run totals row",
+    "t_start": "window start (unix time)",
+    "t_end": "window end (unix time)",
+    "rate_bps": "rate the shaper applied in the window",
+    "up": "whether the link was up (a scheduled outage: False)",
+    "event": "the topology event that set this window, if any",
+    "payload_bytes": "payload bytes the sending stage put on the link",
+    "dense_bytes": "what the same tensors weigh uncompressed (totals row)",
+    "interface_bytes": "kernel interface counter over the run (totals row): the cross-check",
+    "achieved_bps": "payload bytes × 8 / window length",
+}
+
+# the trial columns a report's table shows, in order
+REPORT_TRIAL_COLUMNS = ["trial_id", "suite", "compressor", "rate", "direction", "variant", "mode", "execution", "backend",
+                        "compute", "device", "boundary_grad", "grad_clip", "norm_eps", "seed", "status", "initial_loss",
+                        "final_loss", "eval_loss", "tokens_per_s", "throughput_kind", "fwd_wire_ratio", "bwd_wire_ratio",
+                        "fwd_link_wire_ratio", "bwd_link_wire_ratio", "wall_s", "error"]
+
+
+def _row(columns: dict[str, str], values: dict[str, Any], table: str) -> dict[str, Any]:
+    unknown = sorted(set(values) - set(columns))
+    if unknown:
+        raise KeyError(f"{table} rows have no column {unknown}: add it to harness/results/schema.py")
+    return {c: values.get(c) for c in columns}
+
+
+def trial_row(values: dict[str, Any]) -> dict[str, Any]:
+    """A full trial row (every column, in schema order) from the values known."""
+    return _row(TRIAL, values, "trials")
+
+
+def link_row(values: dict[str, Any]) -> dict[str, Any]:
+    return _row(LINK, values, "links")

@@ -1,0 +1,3 @@
+from pipenem.main import main
+
+main()
