@@ -38,19 +38,29 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     a = ap.parse_args()
     up = {k: bringup(k, a.repeat) for k in ("netns", "docker")}
-    print(f"8-stage bring-up + tear-down, median of {a.repeat}: netns {up['netns']:.2f} s, docker {up['docker']:.2f} s "
-          f"(docker / netns = {up['docker'] / up['netns']:.2f}x)")
+    print(
+        f"8-stage bring-up + tear-down, median of {a.repeat}: netns {up['netns']:.2f} s, docker {up['docker']:.2f} s "
+        f"(docker / netns = {up['docker'] / up['netns']:.2f}x)"
+    )
     topo = load_topology(TOPO)
     tables = {}
     for kind in ("netns", "docker"):
         with make_backend(kind, topo) as b:
             tables[kind] = probe_all(b, seconds=a.seconds)
-    print(f"\n{TOPO.name}: TCP goodput per link, {a.seconds:g} s transfers (tbf, seed {topo.seed}; the schedule re-samples "
-          "every 10 s, so the two backends may measure a link at different windows)")
-    print(f"{'link':5s} {'dir':9s} | {'netns conf':>11s} {'achieved':>10s} {'ratio':>6s} | {'docker conf':>11s} {'achieved':>10s} {'ratio':>6s}")
+    print(
+        f"\n{TOPO.name}: TCP goodput per link, {a.seconds:g} s transfers (tbf, seed {topo.seed}; "
+        "the schedule re-samples every 10 s, so the two backends may measure a link at different windows)"
+    )
+    print(
+        f"{'link':5s} {'dir':9s} | {'netns conf':>11s} {'achieved':>10s} {'ratio':>6s} | "
+        f"{'docker conf':>11s} {'achieved':>10s} {'ratio':>6s}"
+    )
     for n, d in zip(tables["netns"], tables["docker"], strict=True):
-        print(f"{n.link:5s} {n.direction:9s} | {n.configured_bps / 1e6:9.1f}Mb {n.achieved_bps / 1e6:8.1f}Mb {n.ratio:6.3f} | "
-              f"{d.configured_bps / 1e6:9.1f}Mb {d.achieved_bps / 1e6:8.1f}Mb {d.ratio:6.3f}")
+        print(
+            f"{n.link:5s} {n.direction:9s} | {n.configured_bps / 1e6:9.1f}Mb "
+            f"{n.achieved_bps / 1e6:8.1f}Mb {n.ratio:6.3f} | "
+            f"{d.configured_bps / 1e6:9.1f}Mb {d.achieved_bps / 1e6:8.1f}Mb {d.ratio:6.3f}"
+        )
     worst = {k: min(r.ratio for r in v) for k, v in tables.items()}
     print(f"\nworst ratio: netns {worst['netns']:.3f}, docker {worst['docker']:.3f}")
 

@@ -53,8 +53,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
     cli = [sys.executable, "-m", "pipenem.main", "topo", "up", "--for", "0", str(TOPO)]
-    rows = {"pipenem in-process up+down": statistics.median(in_process(a.repeat)),
-            "pipenem CLI command (up+down)": statistics.median(timed(cli) for _ in range(a.repeat))}
+    rows = {
+        "pipenem in-process up+down": statistics.median(in_process(a.repeat)),
+        "pipenem CLI command (up+down)": statistics.median(timed(cli) for _ in range(a.repeat)),
+    }
     if shutil.which("mn"):
         subprocess.run(["mn", "-c"], capture_output=True)
         rows["mininet mn command (linear,8 tc bw=80)"] = statistics.median(timed(MN) for _ in range(a.repeat))

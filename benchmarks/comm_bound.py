@@ -28,13 +28,16 @@ SLOW_RATE = 80e6
 
 
 def run(compressor: dict | str, steps: int) -> dict:
-    spec = build_spec({
-        "topology": str(ROOT / "topologies" / "ci-4stage.yaml"), "seed": 0,
-        "model": {"d_model": 512, "n_layers": 4, "n_heads": 16, "ctx": 1024},
-        "train": {"mode": "infer", "steps": steps, "batch": 8, "micro_batches": 4},
-        "compression": {"fwd": compressor},
-        "compute": {"mode": "modeled", "device": "a10g"},
-    })
+    spec = build_spec(
+        {
+            "topology": str(ROOT / "topologies" / "ci-4stage.yaml"),
+            "seed": 0,
+            "model": {"d_model": 512, "n_layers": 4, "n_heads": 16, "ctx": 1024},
+            "train": {"mode": "infer", "steps": steps, "batch": 8, "micro_batches": 4},
+            "compression": {"fwd": compressor},
+            "compute": {"mode": "modeled", "device": "a10g"},
+        }
+    )
     with tempfile.TemporaryDirectory() as d:
         r = run_pipeline(spec, d)
     slow = next(row for row in r.links if row["link"] == "1-2" and row["direction"] == "forward")
@@ -43,8 +46,13 @@ def run(compressor: dict | str, steps: int) -> dict:
     tokens_per_micro = spec.train.batch // spec.train.micro_batches * spec.model.ctx
     bound = tokens_per_micro / (bytes_per_micro * 8 / SLOW_RATE)
     measured = r.throughput(skip=1)
-    return {"bytes_per_micro": bytes_per_micro, "bound": bound, "measured": measured, "ratio": measured / bound,
-            "overhead": slow["overhead"]}
+    return {
+        "bytes_per_micro": bytes_per_micro,
+        "bound": bound,
+        "measured": measured,
+        "ratio": measured / bound,
+        "overhead": slow["overhead"],
+    }
 
 
 def main() -> None:
@@ -54,12 +62,20 @@ def main() -> None:
     a = ap.parse_args()
     rows = {"none": run("none", a.steps_none), "column 0.9": run({"name": "column", "rate": 0.9}, a.steps_column)}
     print("comm-bound inference: ci-4stage (80 Mbit link 1-2), d=512 ctx=1024, modeled a10g compute, netns/tbf, seed 0")
-    print(f"{'compressor':12s} {'bytes/micro':>12s} {'bound tok/s':>12s} {'measured':>10s} {'ratio':>6s} {'iface/payload':>14s}")
+    print(
+        f"{'compressor':12s} {'bytes/micro':>12s} {'bound tok/s':>12s} {'measured':>10s} {'ratio':>6s} "
+        f"{'iface/payload':>14s}"
+    )
     for name, r in rows.items():
-        print(f"{name:12s} {r['bytes_per_micro']:12,.0f} {r['bound']:12,.0f} {r['measured']:10,.0f} {r['ratio']:6.3f} {r['overhead']:14.3f}")
+        print(
+            f"{name:12s} {r['bytes_per_micro']:12,.0f} {r['bound']:12,.0f} {r['measured']:10,.0f} "
+            f"{r['ratio']:6.3f} {r['overhead']:14.3f}"
+        )
     n, c = rows["none"], rows["column 0.9"]
-    print(f"column 0.9 vs none: slow-link bytes {n['bytes_per_micro'] / c['bytes_per_micro']:.2f}x fewer, "
-          f"throughput {c['measured'] / n['measured']:.2f}x")
+    print(
+        f"column 0.9 vs none: slow-link bytes {n['bytes_per_micro'] / c['bytes_per_micro']:.2f}x fewer, "
+        f"throughput {c['measured'] / n['measured']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

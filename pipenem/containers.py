@@ -15,7 +15,9 @@ console = Console()
 
 @containers_app.command("build")
 def build(
-    dockerfile: Annotated[bool, typer.Option("--dockerfile", help="docker build containers/Dockerfile (needs a registry)")] = False,
+    dockerfile: Annotated[
+        bool, typer.Option("--dockerfile", help="docker build containers/Dockerfile (needs a registry)")
+    ] = False,
 ) -> None:
     """Build the stage image. Default: offline (`docker import` + the host's Python bind-mounted)."""
     from testbed.docker import _client, build_offline_image, code_root, host_mounts
@@ -24,8 +26,20 @@ def build(
     if dockerfile:
         root = code_root()
         console.print(f"path taken: docker build -f containers/Dockerfile {root} (pulls python:3.11-slim and torch)")
-        rc = subprocess.call(["docker", "build", "-t", "pipenem-stage:latest", "-f", str(Path(root) / "containers" / "Dockerfile"), str(root)])
+        rc = subprocess.call(
+            [
+                "docker",
+                "build",
+                "-t",
+                "pipenem-stage:latest",
+                "-f",
+                str(Path(root) / "containers" / "Dockerfile"),
+                str(root),
+            ]
+        )
         raise typer.Exit(rc)
     image = build_offline_image(client)
-    console.print(f"path taken: offline — `docker import` of an empty root as {image}; stage containers bind-mount "
-                  f"read-only: {', '.join(host_mounts())}")
+    console.print(
+        f"path taken: offline — `docker import` of an empty root as {image}; stage containers bind-mount "
+        f"read-only: {', '.join(host_mounts())}"
+    )

@@ -56,16 +56,23 @@ def specs_for(name: str, rates: list[float]) -> list[dict]:
     if cls.takes_rate():
         return [{"name": name, "rate": r} for r in rates]
     keys = list(cls.sweep)
-    return [{"name": name, **dict(zip(keys, values, strict=True))}
-            for values in itertools.product(*cls.sweep.values())] or [{"name": name}]
+    return [
+        {"name": name, **dict(zip(keys, values, strict=True))} for values in itertools.product(*cls.sweep.values())
+    ] or [{"name": name}]
 
 
 def fidelity_cmd(
-    tensor: Annotated[Path | None, typer.Argument(help="a captured tensor (torch.save'd .pt); default: synthetic")] = None,
+    tensor: Annotated[
+        Path | None, typer.Argument(help="a captured tensor (torch.save'd .pt); default: synthetic")
+    ] = None,
     shape: Annotated[str, typer.Option(help="synthetic tensor shape BxNxD")] = "8x256x128",
     rates: Annotated[str, typer.Option(help="rates to sweep (fraction removed)")] = "0.1,0.5,0.9",
-    compressors: Annotated[str | None, typer.Option(help="comma-separated names; ef:NAME wraps NAME in error feedback "
-                                                          "(default: every registered compressor)")] = None,
+    compressors: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated names; ef:NAME wraps NAME in error feedback (default: every registered compressor)"
+        ),
+    ] = None,
     rank: Annotated[int, typer.Option(help="r of the sin Θ metric and the bounds")] = 8,
     seed: Annotated[int, typer.Option(help="seed of the synthetic tensor")] = 0,
     json_out: Annotated[bool, typer.Option("--json")] = False,
@@ -83,9 +90,12 @@ def fidelity_cmd(
             raise ConfigError("tensor", f"{str(tensor)!r} not found")
         try:
             x = torch.load(tensor, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - pickle, zip and torch's own errors alike
-            raise ConfigError("tensor", f"{str(tensor)!r} is not a tensor saved with torch.save "
-                                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        except Exception as exc:  # pickle, zip and torch's own errors alike
+            raise ConfigError(
+                "tensor",
+                f"{str(tensor)!r} is not a tensor saved with torch.save "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+            ) from None
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
             raise ConfigError("tensor", "expected a floating-point tensor with at least 2 dimensions")
         source = str(tensor)
@@ -110,16 +120,46 @@ def fidelity_cmd(
             status.update(f"measuring {c.describe()}")
             rows.append(measure(c, x, rank, bound=bound_for))
     if json_out:
-        print(json.dumps({"source": source, "shape": list(x.shape), "dtype": str(x.dtype), "rank": rank,
-                          "rows": [r.row() for r in rows]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "source": source,
+                    "shape": list(x.shape),
+                    "dtype": str(x.dtype),
+                    "rank": rank,
+                    "rows": [r.row() for r in rows],
+                },
+                indent=1,
+            )
+        )
         return
-    table = Table(title=f"fidelity on {source}, shape {tuple(x.shape)} {x.dtype}, r = {rank} "
-                        "(times: one run on this machine, encode / decode incl. wire parsing)")
-    for col in ("compressor", "bytes", "wire ratio", "rel. error", "cosine", "sin Θ", "paper bound", "enc ms", "dec ms"):
+    table = Table(
+        title=f"fidelity on {source}, shape {tuple(x.shape)} {x.dtype}, r = {rank} "
+        "(times: one run on this machine, encode / decode incl. wire parsing)"
+    )
+    for col in (
+        "compressor",
+        "bytes",
+        "wire ratio",
+        "rel. error",
+        "cosine",
+        "sin Θ",
+        "paper bound",
+        "enc ms",
+        "dec ms",
+    ):
         table.add_column(col, justify="right" if col != "compressor" else "left", no_wrap=col == "compressor")
     for r in rows:
-        table.add_row(r.compressor, f"{r.payload_bytes:,}", f"{r.wire_ratio:.2f}", f"{r.relative_error:.3f}",
-                      f"{r.cosine:.3f}", f"{r.sin_theta:.3f}", "-" if r.bound is None else f"{r.bound:.3g}",
-                      f"{r.encode_ms:.1f}", f"{r.decode_ms:.1f}")
+        table.add_row(
+            r.compressor,
+            f"{r.payload_bytes:,}",
+            f"{r.wire_ratio:.2f}",
+            f"{r.relative_error:.3f}",
+            f"{r.cosine:.3f}",
+            f"{r.sin_theta:.3f}",
+            "-" if r.bound is None else f"{r.bound:.3g}",
+            f"{r.encode_ms:.1f}",
+            f"{r.decode_ms:.1f}",
+        )
     console.print(table)
     console.print("paper bound: Theorem 4.1 for column, Theorem 3.2 (with C = 1, the constant is not given) for topk.")

@@ -19,8 +19,11 @@ from pipenem.topo import doctor_cmd, topo_app
 from pipenem.train import train_cmd
 from testbed.errors import ConfigError, Terminated, UnsupportedError
 
-app = typer.Typer(help="pipenem: network-emulation testbed and harness for compressed pipeline-parallel training.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="pipenem: network-emulation testbed and harness for compressed pipeline-parallel training.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app.command("doctor")(doctor_cmd)
 app.command("fidelity")(fidelity_cmd)
 app.command("train")(train_cmd)
@@ -34,8 +37,14 @@ err_console = Console(stderr=True)
 
 
 @app.callback()
-def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="show what the testbed and harness do: "
-                                           "netlink/tc actions, process starts (DEBUG log on stderr)")) -> None:
+def _options(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="show what the testbed and harness do: netlink/tc actions, process starts (DEBUG log on stderr)",
+    ),
+) -> None:
     if verbose:
         from rich.logging import RichHandler
 
@@ -63,8 +72,11 @@ def main() -> None:
         if exc.errno != errno.ENOSPC:
             raise
         # e.g. the results tables: written to a temporary file and renamed, so none is half-written
-        err_console.print(f"[bold red]error:[/] no space left on the device writing {escape(str(exc.filename or '?'))}",
-                          soft_wrap=True, highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] no space left on the device writing {escape(str(exc.filename or '?'))}",
+            soft_wrap=True,
+            highlight=False,
+        )
         sys.exit(1)
     except typer.Abort:
         err_console.print("aborted")

@@ -59,16 +59,20 @@ def doctor_cmd(json_out: Annotated[bool, typer.Option("--json", help="machine-re
 def validate(file: FileArg) -> None:
     """Check a topology file; prints a one-line summary or the first problem (exit 2)."""
     topo = load_topology(file)
-    console.print(f"[green]ok[/] {file}: {topo.name}, {topo.stages} stages, {topo.stages - 1} links, "
-                  f"shaper {topo.shaper}, seed {topo.seed}"
-                  + (f", {len(topo.bottlenecks)} shared bottleneck(s)" if topo.bottlenecks else "")
-                  + (f"; needs netem for: {', '.join(topo.needs_netem())}" if topo.needs_netem() else ""))
+    console.print(
+        f"[green]ok[/] {file}: {topo.name}, {topo.stages} stages, {topo.stages - 1} links, "
+        f"shaper {topo.shaper}, seed {topo.seed}"
+        + (f", {len(topo.bottlenecks)} shared bottleneck(s)" if topo.bottlenecks else "")
+        + (f"; needs netem for: {', '.join(topo.needs_netem())}" if topo.needs_netem() else "")
+    )
 
 
 @topo_app.command("show")
-def show(file: FileArg,
-         windows: Annotated[int, typer.Option(help="how many schedule windows of each link to list")] = 3,
-         json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(
+    file: FileArg,
+    windows: Annotated[int, typer.Option(help="how many schedule windows of each link to list")] = 3,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """The resolved links and the first values the seeded schedule will apply."""
     from testbed.bandwidth import Schedule
 
@@ -81,10 +85,17 @@ def show(file: FileArg,
     rows = []
     for label, ch in sched.channels:
         mine = [e for e in events if e.link == label and e.direction == ch.direction][:windows]
-        rows.append({"link": label, "direction": ch.direction, "bandwidth": _dist_text(ch.params.bandwidth),
-                     "delay": _dist_text(ch.params.delay), "loss": _dist_text(ch.params.loss),
-                     "resample_every_s": ch.params.resample_every,
-                     "windows": [{"t": e.t, "rate_bps": e.state.rate_bps, "up": e.state.up, "event": e.event} for e in mine]})
+        rows.append(
+            {
+                "link": label,
+                "direction": ch.direction,
+                "bandwidth": _dist_text(ch.params.bandwidth),
+                "delay": _dist_text(ch.params.delay),
+                "loss": _dist_text(ch.params.loss),
+                "resample_every_s": ch.params.resample_every,
+                "windows": [{"t": e.t, "rate_bps": e.state.rate_bps, "up": e.state.up, "event": e.event} for e in mine],
+            }
+        )
     if json_out:
         print(json.dumps({"name": topo.name, "seed": topo.seed, "stages": topo.stages, "links": rows}, indent=1))
         return
@@ -92,20 +103,30 @@ def show(file: FileArg,
     for col in ("link", "dir", "bandwidth", "delay", "loss", "resample", f"first {windows} windows (t: rate)"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["link"], r["direction"], r["bandwidth"], r["delay"], r["loss"],
-                      f"{r['resample_every_s']:g}s" if r["resample_every_s"] else "-",
-                      ", ".join(f"{w['t']:g}s: " + (format_rate(w["rate_bps"]) if w["up"] else "DOWN")
-                                + (f" ({w['event']})" if w["event"] else "") for w in r["windows"]))
+        table.add_row(
+            r["link"],
+            r["direction"],
+            r["bandwidth"],
+            r["delay"],
+            r["loss"],
+            f"{r['resample_every_s']:g}s" if r["resample_every_s"] else "-",
+            ", ".join(
+                f"{w['t']:g}s: "
+                + (format_rate(w["rate_bps"]) if w["up"] else "DOWN")
+                + (f" ({w['event']})" if w["event"] else "")
+                for w in r["windows"]
+            ),
+        )
     console.print(table)
 
 
-def _backend(topo: Topology, detached: bool = False, backend: str = "netns"):  # noqa: ANN202
+def _backend(topo: Topology, detached: bool = False, backend: str = "netns"):
     from testbed.backends import make_backend
 
     return make_backend(backend, topo, detached=detached)
 
 
-def _print_hosts(b) -> None:  # noqa: ANN001
+def _print_hosts(b) -> None:
     table = Table(title=f"run {b.run_id} ({b.kind}): {b.topology.name}")
     for col in ("link", "stage a", "address a", "stage b", "address b", "shared bottleneck"):
         table.add_column(col)
@@ -115,11 +136,17 @@ def _print_hosts(b) -> None:  # noqa: ANN001
 
 
 @topo_app.command("up")
-def up(file: FileArg,
-       detach: Annotated[bool, typer.Option(help="leave it up and return (a background process keeps re-sampling); "
-                                                 "remove with `topo down`")] = False,
-       seconds: Annotated[float | None, typer.Option("--for", help="stay up this long, then tear down (default: until Ctrl-C)")] = None,
-       backend: Annotated[str, typer.Option(help="netns or docker")] = "netns") -> None:
+def up(
+    file: FileArg,
+    detach: Annotated[
+        bool,
+        typer.Option(help="leave it up and return (a background process keeps re-sampling); remove with `topo down`"),
+    ] = False,
+    seconds: Annotated[
+        float | None, typer.Option("--for", help="stay up this long, then tear down (default: until Ctrl-C)")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="netns or docker")] = "netns",
+) -> None:
     """Bring a topology up. In the foreground it applies the schedule until Ctrl-C/SIGTERM."""
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError("--for", f"must be a finite number of seconds > 0, got {seconds}")
@@ -128,8 +155,7 @@ def up(file: FileArg,
     b.up()
     if detach:
         _print_hosts(b)
-        how = (f"its schedule applied by process {b.scheduler_pid}" if b.scheduler_pid
-               else "its rates are constant")
+        how = f"its schedule applied by process {b.scheduler_pid}" if b.scheduler_pid else "its rates are constant"
         console.print(f"[yellow]detached[/]: run {b.run_id} stays up, {how}; `pipenem topo down {b.run_id}` removes it")
         return
     try:
@@ -171,15 +197,24 @@ def list_runs() -> None:
     for r in all_records():
         pids = [int(x["name"]) for x in r.resources if x["kind"] == "process"]
         procs = ", ".join(f"{p} ({'running' if Path(f'/proc/{p}').exists() else 'gone'})" for p in pids) or "-"
-        table.add_row(r.run_id, r.topology, r.backend, f"{r.owner_pid} ({'alive' if r.owner_alive() else 'gone'})",
-                      str(r.detached), procs, str(len(r.resources)))
+        table.add_row(
+            r.run_id,
+            r.topology,
+            r.backend,
+            f"{r.owner_pid} ({'alive' if r.owner_alive() else 'gone'})",
+            str(r.detached),
+            procs,
+            str(len(r.resources)),
+        )
     console.print(table)
 
 
 @topo_app.command("clean")
-def clean(file: Annotated[Path | None, typer.Argument(help="only runs of this topology")] = None,
-          all_runs: Annotated[bool, typer.Option("--all", help="also detached runs and runs whose owner is alive")] = False,
-          dry_run: Annotated[bool, typer.Option(help="list what would be removed")] = False) -> None:
+def clean(
+    file: Annotated[Path | None, typer.Argument(help="only runs of this topology")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="also detached runs and runs whose owner is alive")] = False,
+    dry_run: Annotated[bool, typer.Option(help="list what would be removed")] = False,
+) -> None:
     """Remove leftovers of earlier runs (owner killed): exactly what their records name."""
     from testbed.backends import destroy_record
 
@@ -191,7 +226,10 @@ def clean(file: Annotated[Path | None, typer.Argument(help="only runs of this to
         if not all_runs and (rec.detached or rec.owner_alive()):
             continue
         if dry_run:
-            console.print(f"would remove run {rec.run_id} ({rec.topology}): " + ", ".join(f"{r['kind']} {r['name']}" for r in rec.resources))
+            console.print(
+                f"would remove run {rec.run_id} ({rec.topology}): "
+                + ", ".join(f"{r['kind']} {r['name']}" for r in rec.resources)
+            )
             continue
         removed = destroy_record(rec)
         total += 1
@@ -201,14 +239,16 @@ def clean(file: Annotated[Path | None, typer.Argument(help="only runs of this to
 
 
 @topo_app.command("probe")
-def probe_cmd(file: FileArg,
-              seconds: Annotated[float, typer.Option(help="length of each transfer")] = 2.0,
-              interval: Annotated[float, typer.Option(help="timeline resolution")] = 0.5,
-              link: Annotated[str | None, typer.Option(help="only this link, e.g. 1-2")] = None,
-              direction: Annotated[str | None, typer.Option(help="forward or backward (default both)")] = None,
-              timeline: Annotated[bool, typer.Option(help="print achieved vs configured per interval")] = False,
-              backend: Annotated[str, typer.Option(help="netns or docker")] = "netns",
-              json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def probe_cmd(
+    file: FileArg,
+    seconds: Annotated[float, typer.Option(help="length of each transfer")] = 2.0,
+    interval: Annotated[float, typer.Option(help="timeline resolution")] = 0.5,
+    link: Annotated[str | None, typer.Option(help="only this link, e.g. 1-2")] = None,
+    direction: Annotated[str | None, typer.Option(help="forward or backward (default both)")] = None,
+    timeline: Annotated[bool, typer.Option(help="print achieved vs configured per interval")] = False,
+    backend: Annotated[str, typer.Option(help="netns or docker")] = "netns",
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Bring up, measure every link's TCP goodput both ways, tear down."""
     from testbed.probe import probe
 
@@ -217,38 +257,66 @@ def probe_cmd(file: FileArg,
             raise ConfigError(name, f"must be a finite number of seconds > 0, got {value}")
     topo = load_topology(file)
     if link is not None and link not in {f"{i}-{i + 1}" for i in range(topo.stages - 1)}:
-
-        raise ConfigError("--link", f"{link!r} is not a link of {topo.name} (links are 0-1 .. {topo.stages - 2}-{topo.stages - 1})")
+        raise ConfigError(
+            "--link", f"{link!r} is not a link of {topo.name} (links are 0-1 .. {topo.stages - 2}-{topo.stages - 1})"
+        )
     if direction not in (None, "forward", "backward"):
-
         raise ConfigError("--direction", "must be forward or backward")
     results = []
     with _backend(topo, backend=backend) as b:
-        targets = [(i, d) for i in range(topo.stages - 1) for d in ("forward", "backward")
-                   if (link is None or f"{i}-{i + 1}" == link) and (direction is None or d == direction)]
+        targets = [
+            (i, d)
+            for i in range(topo.stages - 1)
+            for d in ("forward", "backward")
+            if (link is None or f"{i}-{i + 1}" == link) and (direction is None or d == direction)
+        ]
         with console.status("probing") as status:
             for i, d in targets:
                 status.update(f"probing link {i}-{i + 1} {d} ({seconds:g}s)")
                 results.append(probe(b, i, d, seconds=seconds, interval=interval))
     if json_out:
-        print(json.dumps({"topology": topo.name, "seed": topo.seed, "backend": backend, "shaper": topo.shaper,
-                          "results": [r.row() for r in results]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "topology": topo.name,
+                    "seed": topo.seed,
+                    "backend": backend,
+                    "shaper": topo.shaper,
+                    "results": [r.row() for r in results],
+                },
+                indent=1,
+            )
+        )
         return
-    table = Table(title=f"{topo.name}: TCP goodput per link ({backend} backend, {topo.shaper}, seed {topo.seed}, "
-                        f"{seconds:g}s transfers, first {0.3:g}s excluded)")
+    table = Table(
+        title=f"{topo.name}: TCP goodput per link ({backend} backend, {topo.shaper}, seed {topo.seed}, "
+        f"{seconds:g}s transfers, first {0.3:g}s excluded)"
+    )
     for col in ("link", "direction", "configured", "achieved", "ratio"):
         table.add_column(col, justify="right")
     for r in results:
         colour = "green" if r.ratio >= 0.93 else "red"
-        table.add_row(r.link, r.direction, format_rate(r.configured_bps), format_rate(r.achieved_bps), f"[{colour}]{r.ratio:.3f}[/]")
+        table.add_row(
+            r.link,
+            r.direction,
+            format_rate(r.configured_bps),
+            format_rate(r.achieved_bps),
+            f"[{colour}]{r.ratio:.3f}[/]",
+        )
     console.print(table)
-    console.print("ratio ceiling ≈ 0.956: TCP payload per Ethernet frame (1448 of 1514 bytes); the shaper counts frames.")
+    console.print(
+        "ratio ceiling ≈ 0.956: TCP payload per Ethernet frame (1448 of 1514 bytes); the shaper counts frames."
+    )
     if timeline:
         for r in results:
             t = Table(title=f"link {r.link} {r.direction}: timeline")
             for col in ("t (s)", "configured", "achieved", "ratio"):
                 t.add_column(col, justify="right")
             for row in r.timeline:
-                t.add_row(f"{row['t']:.1f}", format_rate(row["configured_bps"]), format_rate(row["achieved_bps"]),
-                          f"{row['achieved_bps'] / row['configured_bps']:.3f}")
+                t.add_row(
+                    f"{row['t']:.1f}",
+                    format_rate(row["configured_bps"]),
+                    format_rate(row["achieved_bps"]),
+                    f"{row['achieved_bps'] / row['configured_bps']:.3f}",
+                )
             console.print(t)

@@ -19,8 +19,13 @@ from testbed.errors import ConfigError
 console = Console()
 
 
-def build_report(results: Path, out: Path | None = None, title: str = "pipenem report", pub: Published | None = None,
-                 claims: Callable[[Tables], list[Verdict]] | None = None) -> tuple[Path, list[Verdict]]:
+def build_report(
+    results: Path,
+    out: Path | None = None,
+    title: str = "pipenem report",
+    pub: Published | None = None,
+    claims: Callable[[Tables], list[Verdict]] | None = None,
+) -> tuple[Path, list[Verdict]]:
     """report.html, PNGs and CSVs from RESULTS' tables. A paper's report passes what it
     published (``pub``, drawn beside the measurements) and its ``claims`` (the verdicts)."""
     if not (results / "trials.parquet").exists():
@@ -39,8 +44,11 @@ def verdict_table(vs: list[Verdict], title: str) -> Table:
     for col in ("claim", "measured", "bound", "verdict"):
         table.add_column(col)
     for v in vs:
-        colour = "green" if v.verdict.startswith("reproduced") else (
-            "yellow" if "bound" in v.verdict or v.verdict.startswith("inconclusive") else "red")
+        colour = (
+            "green"
+            if v.verdict.startswith("reproduced")
+            else ("yellow" if "bound" in v.verdict or v.verdict.startswith("inconclusive") else "red")
+        )
         measured = v.measured + (f"\n{v.explanation}" if v.explanation else "")
         table.add_row(Text(v.claim), Text(measured), Text(v.bound), Text(v.verdict, style=colour))
     return table
@@ -56,8 +64,13 @@ def summary_table(tables: Tables) -> Table:
     for col in ("compressor", "rate", *extra, "seeds", "held-out loss", "std", "gap"):
         table.add_column(col)
     for _, r in df.iterrows():
-        table.add_row(Text(str(r["compressor"])), "-" if r["rate"] != r["rate"] else f"{r['rate']:g}",
-                      *(Text(str(r[c])) for c in extra), str(r["seeds"]),
-                      fmt_interval(r["eval_loss"], r["eval_lo"], r["eval_hi"]), f"{r['eval_std']:.3f}",
-                      "-" if r["compressor"] == "none" else fmt_interval(r["gap"], r["gap_lo"], r["gap_hi"], "+.3f"))
+        table.add_row(
+            Text(str(r["compressor"])),
+            "-" if r["rate"] != r["rate"] else f"{r['rate']:g}",
+            *(Text(str(r[c])) for c in extra),
+            str(r["seeds"]),
+            fmt_interval(r["eval_loss"], r["eval_lo"], r["eval_hi"]),
+            f"{r['eval_std']:.3f}",
+            "-" if r["compressor"] == "none" else fmt_interval(r["gap"], r["gap_lo"], r["gap_hi"], "+.3f"),
+        )
     return table

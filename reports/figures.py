@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from reports.stats import ratio_interval, t_interval  # noqa: E402
-from reports.tables import Tables, loss_curves, provenance, smoothed_loss, step_seconds, wire_bound  # noqa: E402
+from reports.stats import ratio_interval, t_interval
+from reports.tables import Tables, loss_curves, provenance, smoothed_loss, step_seconds, wire_bound
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,12 @@ def seed_band(curves: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series, in
     per_seed = pd.DataFrame({seed: smoothed_loss(g) for seed, g in curves.groupby("seed")})
     est = [t_interval(list(row.dropna())) for _, row in per_seed.iterrows()]
     idx = per_seed.index
-    return (pd.Series([e.mean for e in est], idx), pd.Series([e.lo for e in est], idx),
-            pd.Series([e.hi for e in est], idx), per_seed.shape[1])
+    return (
+        pd.Series([e.mean for e in est], idx),
+        pd.Series([e.lo for e in est], idx),
+        pd.Series([e.hi for e in est], idx),
+        per_seed.shape[1],
+    )
 
 
 def _colour(label: str, pub: Published | None) -> str | None:
@@ -72,8 +76,14 @@ def loss_by_rate(tables: Tables, out: Path, pub: Published | None = None) -> Fig
         sel = curves[(curves["rate"] - rate).abs() < 1e-9] if rate is not None else curves
         for label, grp in pd.concat([base, sel]).groupby("compressor", sort=False):
             mean, lo, hi, n = seed_band(grp)
-            line = ax.plot(mean.index, mean.values, label=f"{label} (n={n})", color=_colour(label, pub),
-                           lw=1.6 if label == "none" else 1.2, ls="--" if label == "none" else "-")[0]
+            line = ax.plot(
+                mean.index,
+                mean.values,
+                label=f"{label} (n={n})",
+                color=_colour(label, pub),
+                lw=1.6 if label == "none" else 1.2,
+                ls="--" if label == "none" else "-",
+            )[0]
             if n > 1:
                 ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.15, lw=0)
         ax.set_title(f"compression rate {rate:g}" if rate is not None else "all")
@@ -82,8 +92,14 @@ def loss_by_rate(tables: Tables, out: Path, pub: Published | None = None) -> Fig
     axes[0][0].set_ylabel("training loss (5-step moving avg.), mean ± 95% CI over seeds")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("Convergence under compression (fwd/bwd at every stage boundary)")
-    return _save(fig, out, "loss_by_rate", "Training loss vs step per compressor, one panel per rate: the mean over seeds of each seed's 5-step moving average, shaded ± its 95% Student-t interval "
-                 "(n = seeds). " + provenance(tables.ok[tables.ok["mode"] == "train"]))
+    return _save(
+        fig,
+        out,
+        "loss_by_rate",
+        "Training loss vs step per compressor, one panel per rate: the mean over seeds of each seed's "
+        "5-step moving average, shaded ± its 95% Student-t interval "
+        "(n = seeds). " + provenance(tables.ok[tables.ok["mode"] == "train"]),
+    )
 
 
 GAIN_GROUP = ("mode", "device", "topology", "d_model", "ctx", "batch")  # a gain compares runs equal in these
@@ -114,32 +130,60 @@ def throughput_gain(tables: Tables, out: Path, pub: Published | None = None) -> 
             where = [str(key[k]) for k in ("device", "topology") if k in varying]
             if {"d_model", "ctx", "batch"} & set(varying):
                 where.append(f"d={key.get('d_model')} ctx={key.get('ctx')} b={key.get('batch')}")
-            rows.append((key["mode"], "\n".join([f"{label} {rate:g}", *where]), gain,
-                         wire_bound(g, key["mode"]), est, pub is not None and (label, rate) == pub.gain_of))
+            rows.append(
+                (
+                    key["mode"],
+                    "\n".join([f"{label} {rate:g}", *where]),
+                    gain,
+                    wire_bound(g, key["mode"]),
+                    est,
+                    pub is not None and (label, rate) == pub.gain_of,
+                )
+            )
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(max(7, 1.9 * len(rows)), 5))
     x = np.arange(len(rows))
-    ax.bar(x, [r[2] for r in rows], color=["tab:blue" if r[0] == "train" else "tab:purple" for r in rows], label="measured gain")
+    ax.bar(
+        x,
+        [r[2] for r in rows],
+        color=["tab:blue" if r[0] == "train" else "tab:purple" for r in rows],
+        label="measured gain",
+    )
     for xi, r in zip(x, rows, strict=True):
         if r[4] is not None and r[4].has_interval:
             ax.errorbar(xi, r[2], yerr=[[r[2] - r[4].lo], [r[4].hi - r[2]]], color="black", capsize=4, lw=1)
         ax.text(xi, r[2] / 2, f"{r[2]:.2f}×", ha="center", va="center", fontsize=10, color="white", fontweight="bold")
     ax.scatter(x, [r[3] for r in rows], marker="_", s=900, color="black", zorder=3, label="bound: link wire ratio")
-    claimed = [(xi, pub.gains[r[0]]) for xi, r in zip(x, rows, strict=True) if r[5] and r[0] in pub.gains] if pub else []
+    claimed = (
+        [(xi, pub.gains[r[0]]) for xi, r in zip(x, rows, strict=True) if r[5] and r[0] in pub.gains] if pub else []
+    )
     if claimed:
-        ax.scatter(*zip(*claimed, strict=True), marker="*", s=120, color="tab:red", zorder=3,
-                   label=f"{pub.name}'s claim for {pub.gain_of[0]} {pub.gain_of[1]:g}")
+        ax.scatter(
+            *zip(*claimed, strict=True),
+            marker="*",
+            s=120,
+            color="tab:red",
+            zorder=3,
+            label=f"{pub.name}'s claim for {pub.gain_of[0]} {pub.gain_of[1]:g}",
+        )
     ax.set_xticks(x, [f"{r[0]}\n{r[1]}" for r in rows], fontsize=7)
     ax.set_ylabel("throughput gain over no compression (×)")
     ax.set_title("Throughput gain (tokens/s, pipeline over emulated links)")
     ax.legend(fontsize=8, loc="upper right")
     ax.set_ylim(0, max([r[3] for r in rows] + [c for _, c in claimed]) * 1.25)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out, "throughput_gain", "Measured throughput gain over no compression with the same mode, device, "
-                 "topology and model, with its 95% bootstrap interval over steps, beside the bound a bandwidth-bound link "
-                 "allows (the wire ratio of the bytes the links carried)" + (f" and {pub.name}'s claims" if claimed else "")
-                 + ". " + provenance(d))
+    return _save(
+        fig,
+        out,
+        "throughput_gain",
+        "Measured throughput gain over no compression with the same mode, device, "
+        "topology and model, with its 95% bootstrap interval over steps, beside the bound a bandwidth-bound link "
+        "allows (the wire ratio of the bytes the links carried)"
+        + (f" and {pub.name}'s claims" if claimed else "")
+        + ". "
+        + provenance(d),
+    )
 
 
 SAME_RUN = ("d_model", "n_layers", "ctx", "batch", "micro_batches", "boundary_grad")  # what must match to combine
@@ -172,22 +216,38 @@ def time_to_target(tables: Tables, out: Path, pub: Published | None = None) -> F
         curve = smoothed_loss(g)
         hit = curve[curve <= target]
         total = (hit.index[0] + 1) * float(np.mean(secs)) if not hit.empty and secs else None
-        rows.append((label if label == "none" else f"{label} {rate:g}", total, None if hit.empty else int(hit.index[0]) + 1))
+        rows.append(
+            (label if label == "none" else f"{label} {rate:g}", total, None if hit.empty else int(hit.index[0]) + 1)
+        )
         used.append(same)
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    bars = ax.barh([r[0] for r in rows], [r[1] or 0 for r in rows], color=["tab:gray" if r[1] is None else "tab:blue" for r in rows])
+    bars = ax.barh(
+        [r[0] for r in rows],
+        [r[1] or 0 for r in rows],
+        color=["tab:gray" if r[1] is None else "tab:blue" for r in rows],
+    )
     for b, r in zip(bars, rows, strict=True):
-        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, " not reached" if r[1] is None else f" {r[1]:.1f} s ({r[2]} steps)",
-                va="center", fontsize=9)
+        ax.text(
+            b.get_width(),
+            b.get_y() + b.get_height() / 2,
+            " not reached" if r[1] is None else f" {r[1]:.1f} s ({r[2]} steps)",
+            va="center",
+            fontsize=9,
+        )
     ax.set_xlabel(f"projected seconds to loss {target:.3f} (baseline at 80% of its run)")
     ax.set_title("Time to target loss")
-    return _save(fig, out, "time_to_target", "Projected time to reach the baseline's loss: steps the single-process twin "
-                 "needed (mean curve over seeds) × seconds per step measured over the emulated links for the same model, "
-                 f"batch, partition and compressor (matched on {', '.join(SAME_RUN)}). Throughput alone hides that a "
-                 "compressed run may need more steps. A projection from two runs, not one measured run. "
-                 + provenance(pd.concat(used)))
+    return _save(
+        fig,
+        out,
+        "time_to_target",
+        "Projected time to reach the baseline's loss: steps the single-process twin "
+        "needed (mean curve over seeds) × seconds per step measured over the emulated links for the same model, "
+        f"batch, partition and compressor (matched on {', '.join(SAME_RUN)}). Throughput alone hides that a "
+        "compressed run may need more steps. A projection from two runs, not one measured run. "
+        + provenance(pd.concat(used)),
+    )
 
 
 def bytes_per_link(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
@@ -197,7 +257,9 @@ def bytes_per_link(tables: Tables, out: Path, pub: Published | None = None) -> F
     tot = lk[lk["window"] == -1].merge(t[["trial_id", "compressor", "rate", "mode"]], on="trial_id")
     if tot.empty:
         return None
-    tot["trial"] = tot["compressor"] + " " + tot["rate"].map(lambda r: "" if pd.isna(r) else f"{r:g}") + " " + tot["mode"]
+    tot["trial"] = (
+        tot["compressor"] + " " + tot["rate"].map(lambda r: "" if pd.isna(r) else f"{r:g}") + " " + tot["mode"]
+    )
     piv = tot.pivot_table(index=["link", "direction"], columns="trial", values="payload_bytes", aggfunc="sum")
     fig, ax = plt.subplots(figsize=(8, 4))
     piv.plot.bar(ax=ax, logy=True)
@@ -205,8 +267,14 @@ def bytes_per_link(tables: Tables, out: Path, pub: Published | None = None) -> F
     ax.set_xlabel("link, direction")
     ax.set_title("Bytes per link and direction")
     ax.legend(fontsize=7)
-    return _save(fig, out, "bytes_per_link", "Payload bytes each link carried per trial, counted from the payloads (the "
-                 "interface counters agree within the overhead in the links table). " + provenance(t[t["execution"] == "distributed"]))
+    return _save(
+        fig,
+        out,
+        "bytes_per_link",
+        "Payload bytes each link carried per trial, counted from the payloads (the "
+        "interface counters agree within the overhead in the links table). "
+        + provenance(t[t["execution"] == "distributed"]),
+    )
 
 
 def bandwidth_applied(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
@@ -235,9 +303,14 @@ def bandwidth_applied(tables: Tables, out: Path, pub: Published | None = None) -
     ax.set_title(f"Bandwidth the schedule applied (trial {trial})")
     ax.legend(fontsize=7, ncol=2)
     row = tables.trials[tables.trials["trial_id"] == trial]
-    return _save(fig, out, "bandwidth_applied", "Per-link bandwidth as applied by the seeded schedule (recorded at each "
-                 "change, not the configured distribution); shaded spans are scheduled outages (topology events). "
-                 + provenance(row))
+    return _save(
+        fig,
+        out,
+        "bandwidth_applied",
+        "Per-link bandwidth as applied by the seeded schedule (recorded at each "
+        "change, not the configured distribution); shaded spans are scheduled outages (topology events). "
+        + provenance(row),
+    )
 
 
 def fidelity(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
@@ -252,7 +325,15 @@ def fidelity(tables: Tables, out: Path, pub: Published | None = None) -> Figure 
         mk = markers.setdefault(source, "os^"[len(markers) % 3])
         ax.plot(g["rate"], g["sin_theta"], marker=mk, color=colours.get(name), label=f"{name}, measured — {source}")
         if g["bound"].notna().any():
-            ax.plot(g["rate"], g["bound"], ls=":", marker=mk, ms=3, color=colours.get(name), label=f"{name}, bound — {source}")
+            ax.plot(
+                g["rate"],
+                g["bound"],
+                ls=":",
+                marker=mk,
+                ms=3,
+                color=colours.get(name),
+                label=f"{name}, bound — {source}",
+            )
     ax.set_yscale("log")
     ax.set_xlabel("compression rate x (fraction removed)")
     ax.set_ylabel("‖sin Θ(U_r, Ũ_r)‖_F (log)")
@@ -260,9 +341,15 @@ def fidelity(tables: Tables, out: Path, pub: Published | None = None) -> Figure 
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     ax.grid(alpha=0.3)
     r = int(f["r"].iloc[0])
-    return _save(fig, out, "fidelity", f"Measured ‖sin Θ‖_F of the top-{r} left singular subspace vs rate"
-                 + (f", beside {pub.bounds}" if pub and pub.bounds else "") + ". Sources: "
-                 + ", ".join(sorted(set(f["source"]))))
+    return _save(
+        fig,
+        out,
+        "fidelity",
+        f"Measured ‖sin Θ‖_F of the top-{r} left singular subspace vs rate"
+        + (f", beside {pub.bounds}" if pub and pub.bounds else "")
+        + ". Sources: "
+        + ", ".join(sorted(set(f["source"]))),
+    )
 
 
 ALL = (loss_by_rate, throughput_gain, time_to_target, bytes_per_link, bandwidth_applied, fidelity)

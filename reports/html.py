@@ -21,7 +21,6 @@ th{background:#f3f3f3}figure{margin:2em 0}figcaption{font-size:13px;color:#444}i
 .reproduced{color:#16691e;font-weight:600}.not{color:#a40000;font-weight:600}.bound{color:#7a4c00;font-weight:600}"""
 
 
-
 def _cls(verdict: str) -> str:
     if verdict.startswith("reproduced"):
         return "reproduced"
@@ -30,38 +29,52 @@ def _cls(verdict: str) -> str:
     return "not"
 
 
-def write(out: Path, tables: Tables, figures: list[Figure], verdicts: list[Verdict], title: str = "pipenem report") -> Path:
+def write(
+    out: Path, tables: Tables, figures: list[Figure], verdicts: list[Verdict], title: str = "pipenem report"
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style>",
-             f"<h1>{html.escape(title)}</h1>",
-             f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from the result tables. "
-             f"{html.escape(provenance(tables.ok))}.</p>"]
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from the result tables. "
+        f"{html.escape(provenance(tables.ok))}.</p>",
+    ]
     if verdicts:
-        parts.append("<h2>Claims</h2><p>Measured values with their 95% interval and n (seeds for convergence, steps "
-                     "for throughput). A verdict is decided only when the whole interval clears the rule's threshold; "
-                     "otherwise it is inconclusive.</p><table><tr><th>claim</th><th>as published</th><th>measured</th>"
-                     "<th>bound</th><th>verdict</th><th>reason</th></tr>")
+        parts.append(
+            "<h2>Claims</h2><p>Measured values with their 95% interval and n (seeds for convergence, steps "
+            "for throughput). A verdict is decided only when the whole interval clears the rule's threshold; "
+            "otherwise it is inconclusive.</p><table><tr><th>claim</th><th>as published</th><th>measured</th>"
+            "<th>bound</th><th>verdict</th><th>reason</th></tr>"
+        )
         for v in verdicts:
             measured = html.escape(v.measured) + (f"<br><i>{html.escape(v.explanation)}</i>" if v.explanation else "")
-            parts.append(f"<tr><td>{html.escape(v.claim)}</td><td>{html.escape(v.published)}</td><td>{measured}</td>"
-                         f"<td>{html.escape(v.bound)}</td><td class='{_cls(v.verdict)}'>{html.escape(v.verdict)}</td>"
-                         f"<td>{html.escape(v.reason)}</td></tr>")
+            parts.append(
+                f"<tr><td>{html.escape(v.claim)}</td><td>{html.escape(v.published)}</td><td>{measured}</td>"
+                f"<td>{html.escape(v.bound)}</td><td class='{_cls(v.verdict)}'>{html.escape(v.verdict)}</td>"
+                f"<td>{html.escape(v.reason)}</td></tr>"
+            )
         parts.append("</table>")
     conv = convergence_summary(tables)
     if not conv.empty:
-        parts.append(f"<h2>Convergence over seeds</h2><p>{html.escape(CONVERGENCE_NOTE)}</p>"
-                     + conv.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+        parts.append(
+            f"<h2>Convergence over seeds</h2><p>{html.escape(CONVERGENCE_NOTE)}</p>"
+            + conv.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+        )
     thr = throughput_summary(tables)
     if not thr.empty:
-        parts.append("<h2>Throughput over the emulated links</h2><p>Seconds per step: mean and 95% t-interval over the "
-                     "steps after the first (warm-up); link wire ratio = dense bytes / bytes the links carried.</p>"
-                     + thr.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+        parts.append(
+            "<h2>Throughput over the emulated links</h2><p>Seconds per step: mean and 95% t-interval over the "
+            "steps after the first (warm-up); link wire ratio = dense bytes / bytes the links carried.</p>"
+            + thr.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+        )
     if verdicts:
         pd.DataFrame([v.row() for v in verdicts]).to_csv(out / "verdicts.csv", index=False)
     for fig in figures:
         data = base64.b64encode(fig.path.read_bytes()).decode()
-        parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{fig.name}'>"
-                     f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+        parts.append(
+            f"<figure><img src='data:image/png;base64,{data}' alt='{fig.name}'>"
+            f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
+        )
     t = tables.trials
     if not t.empty:
         cols = [c for c in REPORT_TRIAL_COLUMNS if c in t.columns]
@@ -71,15 +84,21 @@ def write(out: Path, tables: Tables, figures: list[Figure], verdicts: list[Verdi
         tot = lk[lk["window"] == -1].copy()
         if not tot.empty:
             tot["overhead"] = tot["interface_bytes"] / tot["payload_bytes"]
-            parts.append("<h2>Bytes per link (payload vs interface counters)</h2>"
-                         + tot[["trial_id", "link", "direction", "payload_bytes", "interface_bytes", "overhead"]]
-                         .to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+            parts.append(
+                "<h2>Bytes per link (payload vs interface counters)</h2>"
+                + tot[["trial_id", "link", "direction", "payload_bytes", "interface_bytes", "overhead"]].to_html(
+                    index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"
+                )
+            )
     for name in ("trials", "steps", "links", "fidelity"):
         df = getattr(tables, name)
         if not df.empty:
             df.to_csv(out / f"{name}.csv", index=False)
-    parts.append("<p>CSV copies: trials.csv, steps.csv, links.csv, fidelity.csv"
-                 + (", verdicts.csv" if verdicts else "") + ".</p>")
+    parts.append(
+        "<p>CSV copies: trials.csv, steps.csv, links.csv, fidelity.csv"
+        + (", verdicts.csv" if verdicts else "")
+        + ".</p>"
+    )
     path = out / "report.html"
     path.write_text("\n".join(parts))
     return path

@@ -50,8 +50,19 @@ def convergence_summary(tables: Tables) -> pd.DataFrame:
                 b_eval, b_init = b["eval_loss"].mean(), b["initial_loss"].mean()
                 gaps.append((r["eval_loss"] - b_eval) / (b_init - b_eval))
         ev, gp = t_interval(list(g["eval_loss"])), t_interval(gaps)
-        rows.append({**key, "seeds": ev.n, "eval_loss": ev.mean, "eval_lo": ev.lo, "eval_hi": ev.hi, "eval_std": ev.std,
-                     "gap": gp.mean, "gap_lo": gp.lo, "gap_hi": gp.hi})
+        rows.append(
+            {
+                **key,
+                "seeds": ev.n,
+                "eval_loss": ev.mean,
+                "eval_lo": ev.lo,
+                "eval_hi": ev.hi,
+                "eval_std": ev.std,
+                "gap": gp.mean,
+                "gap_lo": gp.lo,
+                "gap_hi": gp.hi,
+            }
+        )
     out = pd.DataFrame(rows)
     return out.sort_values(keys, key=lambda c: c.astype(str), ignore_index=True)
 
@@ -65,10 +76,22 @@ def throughput_summary(tables: Tables) -> pd.DataFrame:
     rows = []
     for _, r in d.iterrows():
         secs = t_interval(step_seconds(tables, r["trial_id"]))
-        rows.append({"compressor": r["compressor"], "rate": r["rate"], "mode": r["mode"], "device": r.get("device"),
-                     "topology": r.get("topology"), "tokens_per_s": r["tokens_per_s"], "steps": secs.n,
-                     "step_s": secs.mean, "step_lo": secs.lo, "step_hi": secs.hi,
-                     "link_wire_fwd": r.get("fwd_link_wire_ratio"), "link_wire_bwd": r.get("bwd_link_wire_ratio")})
+        rows.append(
+            {
+                "compressor": r["compressor"],
+                "rate": r["rate"],
+                "mode": r["mode"],
+                "device": r.get("device"),
+                "topology": r.get("topology"),
+                "tokens_per_s": r["tokens_per_s"],
+                "steps": secs.n,
+                "step_s": secs.mean,
+                "step_lo": secs.lo,
+                "step_hi": secs.hi,
+                "link_wire_fwd": r.get("fwd_link_wire_ratio"),
+                "link_wire_bwd": r.get("bwd_link_wire_ratio"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -78,5 +101,7 @@ def fmt_interval(mean: float, lo: float, hi: float, spec: str = ".3f") -> str:
     return f"{mean:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
-CONVERGENCE_NOTE = (f"Held-out loss and gap: {METHOD_SEEDS}; gap = the fraction of the same-seed baseline's loss drop a "
-                    "compressor loses. The baseline's row shows the seed-to-seed spread (std) every other row is read against.")
+CONVERGENCE_NOTE = (
+    f"Held-out loss and gap: {METHOD_SEEDS}; gap = the fraction of the same-seed baseline's loss drop a "
+    "compressor loses. The baseline's row shows the seed-to-seed spread (std) every other row is read against."
+)

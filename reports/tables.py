@@ -37,9 +37,16 @@ def provenance(trials: pd.DataFrame) -> str:
     if trials.empty:
         return "no trials"
     parts = []
-    for col, name in (("execution", "execution"), ("backend", "backend"), ("compute", "compute"), ("device", "device"),
-                      ("shaper", "shaper"), ("topology", "topology"), ("seed", "seed"),
-                      ("allocator", "malloc")):
+    for col, name in (
+        ("execution", "execution"),
+        ("backend", "backend"),
+        ("compute", "compute"),
+        ("device", "device"),
+        ("shaper", "shaper"),
+        ("topology", "topology"),
+        ("seed", "seed"),
+        ("allocator", "malloc"),
+    ):
         if col in trials.columns:
             vals = sorted({str(v) for v in trials[col].dropna()})
             if vals:
@@ -51,6 +58,7 @@ def wire_ratios(trials: pd.DataFrame) -> tuple[float, float | None]:
     """(forward, backward) wire ratio: dense bytes / bytes the links carried (frames, headers,
     indices and control messages included) where the trials ran over links; the payload
     ratio on seeded noise otherwise (older tables, twins)."""
+
     def pick(direction: str) -> float | None:
         for col in (f"{direction}_link_wire_ratio", f"{direction}_wire_ratio"):
             if col in trials.columns and trials[col].notna().any():
@@ -89,6 +97,8 @@ def step_seconds(tables: Tables, trial_id: str, skip: int = 1) -> list[float]:
     per = s.groupby("step").agg(end=("end", "max"), start=("start", "min")).sort_index()
     dur = per["end"] - per["end"].shift(1).fillna(per["start"])
     return [float(d) for d in dur.iloc[skip:]] if len(dur) > skip else [float(d) for d in dur]
+
+
 def smoothed_loss(curves: pd.DataFrame, window: int = 5) -> pd.Series:
     """Mean loss per step over the given rows, as a moving average (what the plots draw)."""
     return curves.groupby("step")["loss"].mean().rolling(window, min_periods=1).mean()

@@ -55,8 +55,6 @@ class LinkInfo:
 SCHEDULER_HORIZON = 600.0  # seconds of events sent precomputed to the scheduler process
 
 
-
-
 class Backend(ABC):
     kind: str = "base"
 
@@ -132,15 +130,23 @@ class Backend(ABC):
         return applied_log(self.run_id)
 
     def _needs_scheduler(self) -> bool:
-        return bool(self.topology.events) or any(len(Schedule.change_times(c, 3600.0)) > 1 for _, c in self.schedule.channels)
+        return bool(self.topology.events) or any(
+            len(Schedule.change_times(c, 3600.0)) > 1 for _, c in self.schedule.channels
+        )
 
     def _spawn_scheduler(self) -> None:
         # A detached run's scheduler outlives this process: its own session (no SIGHUP/SIGINT
         # from our terminal), no inherited output; `topo down`/`clean` kill it by its record.
         quiet = subprocess.DEVNULL if self.record.detached else None
         log.debug("starting the bandwidth daemon of run %s", self.run_id)
-        self._scheduler = subprocess.Popen([sys.executable, "-m", "testbed.bandwidth_daemon"], stdin=subprocess.PIPE, text=True,
-                                           start_new_session=self.record.detached, stdout=quiet, stderr=quiet)
+        self._scheduler = subprocess.Popen(
+            [sys.executable, "-m", "testbed.bandwidth_daemon"],
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=self.record.detached,
+            stdout=quiet,
+            stderr=quiet,
+        )
         self.record.add_process(self._scheduler.pid)
 
     @property
@@ -152,11 +158,20 @@ class Backend(ABC):
         self._applied_path.write_text("".join(json.dumps(r) + "\n" for r in initial))
         if self._scheduler is None:
             return
-        cfg = {"run_id": self.run_id, "t0": self.t0, "backend": self.kind, "shaper": self.topology.shaper,
-               "topology": self.topology.model_dump(mode="json"), "applied": str(self._applied_path),
-               "with_netem": bool(self.topology.needs_netem()), "horizon": SCHEDULER_HORIZON,
-               "detached": self.record.detached, "record": str(self.record.path),
-               "events": [e.row() for e in self.schedule.events(SCHEDULER_HORIZON)], **self.scheduler_config()}
+        cfg = {
+            "run_id": self.run_id,
+            "t0": self.t0,
+            "backend": self.kind,
+            "shaper": self.topology.shaper,
+            "topology": self.topology.model_dump(mode="json"),
+            "applied": str(self._applied_path),
+            "with_netem": bool(self.topology.needs_netem()),
+            "horizon": SCHEDULER_HORIZON,
+            "detached": self.record.detached,
+            "record": str(self.record.path),
+            "events": [e.row() for e in self.schedule.events(SCHEDULER_HORIZON)],
+            **self.scheduler_config(),
+        }
         self._scheduler.stdin.write(json.dumps(cfg) + "\n")
         self._scheduler.stdin.close()
         # Not waited for here (its imports take a few hundred ms and window 1 is seconds away);
@@ -165,8 +180,10 @@ class Backend(ABC):
     def check_scheduler(self) -> None:
         """Raise if the schedule process died: its links would silently stop changing."""
         if self._scheduler is not None and self._scheduler.poll() not in (None, 0):
-            raise RuntimeError(f"the link scheduler of run {self.run_id} exited with status "
-                               f"{self._scheduler.returncode}; bandwidth changes stopped (see its error above)")
+            raise RuntimeError(
+                f"the link scheduler of run {self.run_id} exited with status "
+                f"{self._scheduler.returncode}; bandwidth changes stopped (see its error above)"
+            )
 
     def _stop_scheduler(self) -> None:
         # SIGKILL is fine: it holds no state, and its log is flushed line by line.

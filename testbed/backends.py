@@ -10,8 +10,13 @@ from testbed.topology import Topology
 BACKENDS = ("netns", "docker")
 
 
-def make_backend(name: str, topology: Topology, detached: bool = False, run_id: str | None = None,
-                 shared_dirs: list[str] | None = None) -> Backend:
+def make_backend(
+    name: str,
+    topology: Topology,
+    detached: bool = False,
+    run_id: str | None = None,
+    shared_dirs: list[str] | None = None,
+) -> Backend:
     """A backend by name. ``shared_dirs`` are folders the hosts' commands read and write
     (bind-mounted into containers; plain namespaces share the filesystem anyway)."""
     if name == "netns":

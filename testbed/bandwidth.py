@@ -31,8 +31,14 @@ class RateEvent:
     event: str = ""  # the topology event in force ("down 10s", "bandwidth 1Mbit for 20s"), if any
 
     def row(self) -> dict:
-        return {"t": self.t, "window": self.window, "link": self.link, "direction": self.direction, **asdict(self.state),
-                "event": self.event}
+        return {
+            "t": self.t,
+            "window": self.window,
+            "link": self.link,
+            "direction": self.direction,
+            **asdict(self.state),
+            "event": self.event,
+        }
 
 
 class Schedule:
@@ -40,7 +46,9 @@ class Schedule:
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
-        self.channels: list[tuple[str, Channel]] = [(c.label, c) for c in topology.channels() + topology.bottleneck_channels()]
+        self.channels: list[tuple[str, Channel]] = [
+            (c.label, c) for c in topology.channels() + topology.bottleneck_channels()
+        ]
 
     def state(self, channel: Channel, window: int, t: float) -> LinkState:
         """The sampled state of ``channel`` in its natural ``window`` (events not applied)."""

@@ -64,17 +64,22 @@ def kernel_features() -> dict[str, str | None]:
                 feats["veth"] = None
             except NetlinkError as exc:
                 feats["veth"] = str(exc)
-            for kind, args in (("tbf", {"rate": 125000, "burst": 16000, "limit": 64000}),
-                               ("htb", {"default": 0x10}),
-                               ("netem", {"delay": 1000})):
+            for kind, args in (
+                ("tbf", {"rate": 125000, "burst": 16000, "limit": 64000}),
+                ("htb", {"default": 0x10}),
+                ("netem", {"delay": 1000}),
+            ):
                 try:
                     ipr.tc("add", kind, lo, 0x10000, **args)
                     ipr.tc("del", index=lo, handle=0x10000, root=True)
                     feats[kind] = None
                 except NetlinkError as exc:
                     code = exc.args[0] if exc.args else None
-                    feats[kind] = (f"the kernel does not know this qdisc kind (no sch_{kind})" if code == 2
-                                   else (exc.args[1] if len(exc.args) > 1 else str(exc)))
+                    feats[kind] = (
+                        f"the kernel does not know this qdisc kind (no sch_{kind})"
+                        if code == 2
+                        else (exc.args[1] if len(exc.args) > 1 else str(exc))
+                    )
     finally:
         netns.remove(name)
         rec.forget()
@@ -84,7 +89,7 @@ def kernel_features() -> dict[str, str | None]:
 def docker_engine() -> str | None:
     """None when a Docker engine answers, else why not."""
     try:
-        import docker  # noqa: PLC0415  (optional dependency)
+        import docker  # optional dependency
     except ImportError:
         return "the 'docker' Python package is not installed (pip install pipenem[docker])"
     try:
@@ -92,14 +97,17 @@ def docker_engine() -> str | None:
         client.ping()
         client.close()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+    except Exception as exc:  # any failure means "no engine"
         return f"no engine answers ({type(exc).__name__}); start dockerd"
 
 
 def doctor() -> list[Check]:
     feats = kernel_features()
-    checks = [Check("root / CAP_NET_ADMIN", is_root(), f"euid {os.geteuid()}",
-                    "needed to create namespaces, veths and qdiscs")]
+    checks = [
+        Check(
+            "root / CAP_NET_ADMIN", is_root(), f"euid {os.geteuid()}", "needed to create namespaces, veths and qdiscs"
+        )
+    ]
     meanings = {
         "netns": "one host per stage (the netns backend)",
         "veth": "links between hosts",
@@ -111,7 +119,9 @@ def doctor() -> list[Check]:
         err = feats.get(key)
         checks.append(Check(key, err is None, "present" if err is None else err, meaning))
     d = docker_engine()
-    checks.append(Check("docker engine", d is None, "answers" if d is None else d, "the docker backend (one container per stage)"))
+    checks.append(
+        Check("docker engine", d is None, "answers" if d is None else d, "the docker backend (one container per stage)")
+    )
     return checks
 
 

@@ -183,7 +183,9 @@ Dist = Annotated[
     | Annotated[Normal, Tag("normal")]
     | Annotated[Uniform, Tag("uniform")]
     | Annotated[Trace, Tag("trace")],
-    Discriminator(_tag, custom_error_type="dist", custom_error_message="'dist' must be one of fixed, normal, uniform, trace"),
+    Discriminator(
+        _tag, custom_error_type="dist", custom_error_message="'dist' must be one of fixed, normal, uniform, trace"
+    ),
 ]
 
 
@@ -220,8 +222,10 @@ def _check(kind: str, d: Fixed | Normal | Uniform | Trace) -> Fixed | Normal | U
         if lo * scale < MIN_RATE_BPS:
             raise ValueError(f"bandwidth {lo:g} {unit} is below what tbf/htb can shape ({format_rate(MIN_RATE_BPS)})")
         if top * scale > MAX_RATE_BPS:
-            raise ValueError(f"bandwidth {top:g} {unit} is above what tbf/htb can shape ({format_rate(MAX_RATE_BPS)}: "
-                             "tc's rate is a 32-bit count of bytes/s)")
+            raise ValueError(
+                f"bandwidth {top:g} {unit} is above what tbf/htb can shape ({format_rate(MAX_RATE_BPS)}: "
+                "tc's rate is a 32-bit count of bytes/s)"
+            )
     if kind in ("delay", "jitter") and lo < 0:
         raise ValueError(f"{kind} must be ≥ 0")
     if kind == "loss" and (lo < 0 or hi > 100):
@@ -247,5 +251,3 @@ def base_value(kind: str, dist: Fixed | Normal | Uniform | Trace, raw: float) ->
 
 
 # ---------------------------------------------------------------- links
-
-

@@ -39,15 +39,18 @@ LABEL = "pipenem.run"
 
 def _client() -> Any:
     try:
-        import docker  # noqa: PLC0415 - optional dependency
+        import docker  # optional dependency
     except ImportError:
         raise UnsupportedError("backend", "the docker backend needs the 'docker' package: pip install docker") from None
     try:
         client = docker.from_env(timeout=30)
         client.ping()
-    except Exception as exc:  # noqa: BLE001
-        raise UnsupportedError("backend", f"no Docker engine answers ({type(exc).__name__}); start dockerd "
-                                          "(e.g. `dockerd --bridge=none --iptables=false &`)") from None
+    except Exception as exc:
+        raise UnsupportedError(
+            "backend",
+            f"no Docker engine answers ({type(exc).__name__}); start dockerd "
+            "(e.g. `dockerd --bridge=none --iptables=false &`)",
+        ) from None
     return client
 
 
@@ -82,14 +85,19 @@ def build_offline_image(client: Any | None = None) -> str:
             info = tarfile.TarInfo(link)
             info.type, info.linkname = tarfile.SYMTYPE, target
             tar.addfile(info)
-        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n"),
-                           ("etc/hosts", "127.0.0.1 localhost\n")):
+        for name, text in (
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+            ("etc/group", "root:x:0:\n"),
+            ("etc/hosts", "127.0.0.1 localhost\n"),
+        ):
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     repo, tag = OFFLINE_IMAGE.split(":")
-    client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag, changes=['LABEL pipenem.image="offline"'])
+    client.api.import_image_from_data(
+        buf.getvalue(), repository=repo, tag=tag, changes=['LABEL pipenem.image="offline"']
+    )
     return OFFLINE_IMAGE
 
 
@@ -113,8 +121,14 @@ def ensure_image(client: Any, image: str = OFFLINE_IMAGE) -> tuple[str, str]:
 class DockerBackend(NetnsBackend):
     kind = "docker"
 
-    def __init__(self, topology: Topology, run_id: str | None = None, detached: bool = False,
-                 shared_dirs: list[str] | None = None, image: str = OFFLINE_IMAGE) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        run_id: str | None = None,
+        detached: bool = False,
+        shared_dirs: list[str] | None = None,
+        image: str = OFFLINE_IMAGE,
+    ) -> None:
         super().__init__(topology, run_id, detached)
         self.shared_dirs = [str(Path(d).resolve()) for d in (shared_dirs or [])]
         self.image = image
@@ -136,10 +150,18 @@ class DockerBackend(NetnsBackend):
             self.record.add("container", name, run=self.run_id)
             log.debug("docker run %s (image %s)", name, self.image)
             c = self._client.containers.run(
-                self.image, ["sleep", "infinity"], name=name, hostname=name, detach=True, network_mode="none",
+                self.image,
+                ["sleep", "infinity"],
+                name=name,
+                hostname=name,
+                detach=True,
+                network_mode="none",
                 # no tmpfs on /tmp: it would hide binds below it (a tox virtualenv, run folders)
-                labels={LABEL: self.run_id}, volumes=volumes, working_dir="/tmp",
-                environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"})
+                labels={LABEL: self.run_id},
+                volumes=volumes,
+                working_dir="/tmp",
+                environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
+            )
             c.reload()
             self.record.add("netns", name)
             netns.attach(name, c.attrs["State"]["Pid"])  # the container's namespace, under the stage's name

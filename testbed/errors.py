@@ -66,6 +66,9 @@ def from_validation(exc: Any, source: str | None = None) -> ConfigError:
     ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, FieldError):
         return ConfigError(f"{field}.{ctx_err.field}" if field else ctx_err.field, ctx_err.message, source)
-    msg = {"extra_forbidden": "unknown key", "missing": "required but missing",
-           "too_short": "empty: needs at least one value"}.get(err["type"], err["msg"].removeprefix("Value error, "))
+    msg = {
+        "extra_forbidden": "unknown key",
+        "missing": "required but missing",
+        "too_short": "empty: needs at least one value",
+    }.get(err["type"], err["msg"].removeprefix("Value error, "))
     return ConfigError(field, msg, source)

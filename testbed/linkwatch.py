@@ -165,10 +165,16 @@ class LinkWatch:
         rev = next(c for c in self._channels if c.label == ch.label and c.direction != ch.direction)
         own, other = self._shaper_below_schedule(ch, now), self._shaper_below_schedule(rev, now)
         if unshaped and other and not own:
-            return (f"link {rev.label} {rev.direction} stalled: {other}; link {ch.label} {ch.direction}, "
-                    f"starved of its acknowledgements: {text}")
-        note = own or (f"its own shaper held no backlog, so link {rev.label} {rev.direction}, which carries "
-                       f"its acknowledgements, may be what is slow" if unshaped else "")
+            return (
+                f"link {rev.label} {rev.direction} stalled: {other}; link {ch.label} {ch.direction}, "
+                f"starved of its acknowledgements: {text}"
+            )
+        note = own or (
+            f"its own shaper held no backlog, so link {rev.label} {rev.direction}, which carries "
+            f"its acknowledgements, may be what is slow"
+            if unshaped
+            else ""
+        )
         return f"link {ch.label} {ch.direction} stalled: {text}" + (f"; {note}" if note else "")
 
     def _shaper_below_schedule(self, ch: _Channel, now: float) -> str:
@@ -176,12 +182,14 @@ class LinkWatch:
         scheduled = self.expected_bps(ch.label, ch.direction, now)
         try:
             rate = shaping.applied_rate(*self._where(ch.sender), self.backend.topology.shaper)
-        except Exception:  # noqa: BLE001 - a diagnosis only; the namespace may be going away
+        except Exception:  # a diagnosis only; the namespace may be going away
             return ""
         if rate is None or rate * 8.0 >= 0.5 * scheduled:
             return ""
-        return (f"its shaper is set to {format_rate(rate * 8.0)}, the schedule gives {format_rate(scheduled)} "
-                f"(changed outside pipenem?)")
+        return (
+            f"its shaper is set to {format_rate(rate * 8.0)}, the schedule gives {format_rate(scheduled)} "
+            f"(changed outside pipenem?)"
+        )
 
     def explain(self) -> str:
         """What the links look like now, for a failure that surfaced elsewhere first (a stage whose
@@ -194,7 +202,7 @@ class LinkWatch:
             rate = self.expected_bps(ch.label, ch.direction, now)
             try:
                 self._sample(ch, now, self.bound_s(rate))
-            except Exception:  # noqa: BLE001 - the namespace may be going away: explain what we have
+            except Exception:  # the namespace may be going away: explain what we have
                 pass
             if ch.down_since is not None:
                 notes.append(self._down_text(ch, now))
@@ -207,8 +215,11 @@ class LinkWatch:
 
     def _sample(self, ch: _Channel, now: float, bound: float) -> None:
         snd, rcv = self._link(ch.sender), self._link(ch.receiver)
-        down = [(e, m.get_attr("IFLA_OPERSTATE")) for e, m in ((ch.sender, snd), (ch.receiver, rcv))
-                if m.get_attr("IFLA_OPERSTATE") != "UP"]
+        down = [
+            (e, m.get_attr("IFLA_OPERSTATE"))
+            for e, m in ((ch.sender, snd), (ch.receiver, rcv))
+            if m.get_attr("IFLA_OPERSTATE") != "UP"
+        ]
         if down:
             if ch.down_since is None:
                 ch.down_since, ch.down_what = now, down[0]
@@ -216,16 +227,24 @@ class LinkWatch:
             ch.samples.clear()
             return
         ch.down_since = None
-        ch.samples.append((now, snd.get_attr("IFLA_STATS64")["tx_bytes"], self._backlog(ch.sender),
-                           self._unacked_segments(ch.sender, ch.receiver)))
+        ch.samples.append(
+            (
+                now,
+                snd.get_attr("IFLA_STATS64")["tx_bytes"],
+                self._backlog(ch.sender),
+                self._unacked_segments(ch.sender, ch.receiver),
+            )
+        )
         while ch.samples and now - ch.samples[0][0] > bound + POLL_S:
             ch.samples.popleft()
 
     @staticmethod
     def _down_text(ch: _Channel, now: float) -> str:
         end, state = ch.down_what
-        return (f"link {ch.label} is down: interface {end.ifname} in {end.host} has been {state} "
-                f"for {now - ch.down_since:.0f} s")
+        return (
+            f"link {ch.label} is down: interface {end.ifname} in {end.host} has been {state} "
+            f"for {now - ch.down_since:.0f} s"
+        )
 
     @staticmethod
     def _crawl(ch: _Channel, rate: float, trailing: bool = True) -> tuple[str, float, bool]:
@@ -249,8 +268,12 @@ class LinkWatch:
         if achieved >= SLOW_FRACTION * rate:
             return "", 0.0, False
         shaped = any(backlog > 0 for _, _, backlog, _ in samples[start:end])
-        return (f"{tx1 - tx0:,} bytes moved in {t1 - t0:.0f} s with data waiting throughout "
-                f"({format_rate(achieved)}); the schedule gives {format_rate(rate)}", t0, shaped)
+        return (
+            f"{tx1 - tx0:,} bytes moved in {t1 - t0:.0f} s with data waiting throughout "
+            f"({format_rate(achieved)}); the schedule gives {format_rate(rate)}",
+            t0,
+            shaped,
+        )
 
 
 def _waiting(sample: tuple) -> bool:

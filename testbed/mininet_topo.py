@@ -38,15 +38,15 @@ class CompatTopo:
     def build(self, *args: Any, **params: Any) -> None:
         pass
 
-    def addHost(self, name: str, **opts: Any) -> str:  # noqa: N802 - Mininet's API
+    def addHost(self, name: str, **opts: Any) -> str:  # Mininet's API
         self._nodes[name] = {"isSwitch": False, **opts}
         return name
 
-    def addSwitch(self, name: str, **opts: Any) -> str:  # noqa: N802
+    def addSwitch(self, name: str, **opts: Any) -> str:
         self._nodes[name] = {"isSwitch": True, **opts}
         return name
 
-    def addLink(self, node1: str, node2: str, port1: int | None = None, port2: int | None = None, **opts: Any) -> tuple:  # noqa: N802
+    def addLink(self, node1: str, node2: str, port1: int | None = None, port2: int | None = None, **opts: Any) -> tuple:
         self._links.append((node1, node2, opts))
         return node1, node2
 
@@ -58,7 +58,7 @@ class CompatTopo:
         ss = [n for n, i in self._nodes.items() if i["isSwitch"]]
         return sorted(ss, key=natural_key) if sort else ss
 
-    def links(self, sort: bool = False, withKeys: bool = False, withInfo: bool = False) -> list:  # noqa: N803
+    def links(self, sort: bool = False, withKeys: bool = False, withInfo: bool = False) -> list:
         return [(a, b, dict(o)) if withInfo else (a, b) for a, b, o in self._links]
 
 
@@ -110,8 +110,13 @@ def _ms(v: Any) -> float:
     return value * {"us": 1e-3, "usec": 1e-3, "ms": 1.0, "msec": 1.0, "s": 1e3, "sec": 1e3, "": 1e-3}[unit]
 
 
-def topology_from_mininet(path: str | Path, cls_name: str | None = None, default_bw_mbit: float = 10_000.0,
-                          seed: int = 0, args: dict | None = None) -> Topology:
+def topology_from_mininet(
+    path: str | Path,
+    cls_name: str | None = None,
+    default_bw_mbit: float = 10_000.0,
+    seed: int = 0,
+    args: dict | None = None,
+) -> Topology:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", f"Mininet topology file {str(path)!r} not found")
@@ -120,20 +125,28 @@ def topology_from_mininet(path: str | Path, cls_name: str | None = None, default
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's file: report, do not crash
+    except Exception as exc:  # the user's file: report, do not crash
         raise ConfigError("", f"cannot load {path.name}: {type(exc).__name__}: {exc}", str(path)) from None
     from mininet.topo import Topo  # the real one or the stand-in
 
     classes = dict(getattr(module, "topos", {}) or {})
-    classes.update({n: c for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, Topo) and c is not Topo})
+    classes.update(
+        {n: c for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, Topo) and c is not Topo}
+    )
     if cls_name:
         if cls_name not in classes:
-            raise ConfigError("--topo-class", f"{cls_name!r} is not in {path.name}; found {', '.join(classes) or 'none'}", str(path))
+            raise ConfigError(
+                "--topo-class", f"{cls_name!r} is not in {path.name}; found {', '.join(classes) or 'none'}", str(path)
+            )
         cls = classes[cls_name]
     else:
         uniq = {c for c in classes.values()}
         if len(uniq) != 1:
-            raise ConfigError("--topo-class", f"{path.name} defines {len(uniq)} Topo classes ({', '.join(classes)}); name one", str(path))
+            raise ConfigError(
+                "--topo-class",
+                f"{path.name} defines {len(uniq)} Topo classes ({', '.join(classes)}); name one",
+                str(path),
+            )
         cls = uniq.pop()
     topo = cls(**(args or {}))
     hosts = list(topo.hosts(sort=True))

@@ -55,7 +55,10 @@ class NetnsBackend(Backend):
             log.debug("netns create %s", name)
             netns.create(name)
         with ExitStack() as stack:
-            ipr = {name: stack.enter_context(IPRoute(netns=name, flags=0)) for name in self.hosts + [r for p in routers.values() for r in p]}
+            ipr = {
+                name: stack.enter_context(IPRoute(netns=name, flags=0))
+                for name in self.hosts + [r for p in routers.values() for r in p]
+            }
             root = stack.enter_context(IPRoute())
             for handle in ipr.values():
                 handle.link("set", index=handle.link_lookup(ifname="lo")[0], state="up")
@@ -88,7 +91,9 @@ class NetnsBackend(Backend):
                 label = f"{i}-{i + 1}"
                 self._shape(ipr, a_ns, a_if, label, "forward", initial)
                 self._shape(ipr, b_ns, b_if, label, "backward", initial)
-                self.links.append(LinkInfo(i, LinkEnd(a_ns, a_if, a_ip), LinkEnd(b_ns, b_if, b_ip), bn.name if bn else None))
+                self.links.append(
+                    LinkInfo(i, LinkEnd(a_ns, a_if, a_ip), LinkEnd(b_ns, b_if, b_ip), bn.name if bn else None)
+                )
 
     def _create_hosts(self, names: list[str]) -> None:
         """One named network namespace per stage (the docker backend makes containers instead)."""
@@ -97,8 +102,18 @@ class NetnsBackend(Backend):
             log.debug("netns create %s", name)
             netns.create(name)
 
-    def _veth(self, root: IPRoute, ipr: dict[str, IPRoute], a_if: str, a_ns: str, a_ip: str,
-              b_if: str, b_ns: str, b_ip: str, prefix: int = 24) -> None:
+    def _veth(
+        self,
+        root: IPRoute,
+        ipr: dict[str, IPRoute],
+        a_if: str,
+        a_ns: str,
+        a_ip: str,
+        b_if: str,
+        b_ns: str,
+        b_ip: str,
+        prefix: int = 24,
+    ) -> None:
         # Recorded before creation; created in the root ns, then each end moved into its host.
         self.record.add("veth", a_if)
         self.record.add("veth", b_if)
@@ -112,10 +127,19 @@ class NetnsBackend(Backend):
             h.addr("add", index=idx, address=ip, prefixlen=prefix)
             h.link("set", index=idx, state="up")
 
-    def _shape(self, ipr: dict[str, IPRoute], ns: str, ifname: str, label: str, direction: str,
-               initial: dict[tuple[str, str], LinkState]) -> None:
+    def _shape(
+        self,
+        ipr: dict[str, IPRoute],
+        ns: str,
+        ifname: str,
+        label: str,
+        direction: str,
+        initial: dict[tuple[str, str], LinkState],
+    ) -> None:
         h = ipr[ns]
-        shaping.install(h, h.link_lookup(ifname=ifname)[0], self.topology.shaper, initial[(label, direction)], self._with_netem)
+        shaping.install(
+            h, h.link_lookup(ifname=ifname)[0], self.topology.shaper, initial[(label, direction)], self._with_netem
+        )
         self.shaped.append((ns, ifname, label, direction))
 
     def scheduler_config(self) -> dict:

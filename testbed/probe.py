@@ -37,9 +37,15 @@ class ProbeResult:
         return self.achieved_bps / self.configured_bps if self.configured_bps else float("nan")
 
     def row(self) -> dict:
-        return {"link": self.link, "direction": self.direction, "configured_bps": self.configured_bps,
-                "achieved_bps": self.achieved_bps, "ratio": self.ratio, "seconds": self.seconds,
-                "timeline": self.timeline}
+        return {
+            "link": self.link,
+            "direction": self.direction,
+            "configured_bps": self.configured_bps,
+            "achieved_bps": self.achieved_bps,
+            "ratio": self.ratio,
+            "seconds": self.seconds,
+            "timeline": self.timeline,
+        }
 
 
 # ---------------------------------------------------------------- the two ends
@@ -64,8 +70,18 @@ def _recv(bind: str, port: int, interval: float) -> None:
         k = int((now - start) / interval)
         bins[k] = bins.get(k, 0) + n
     end = time.time()
-    print(json.dumps({"start": start, "end": end, "bytes": total, "interval": interval,
-                      "bins": [bins.get(k, 0) for k in range(max(bins, default=-1) + 1)]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "start": start,
+                "end": end,
+                "bytes": total,
+                "interval": interval,
+                "bins": [bins.get(k, 0) for k in range(max(bins, default=-1) + 1)],
+            }
+        ),
+        flush=True,
+    )
 
 
 def _send(to: str, port: int, seconds: float) -> None:
@@ -99,22 +115,32 @@ def path_rate(backend: Backend, applied: list[dict], link_index: int, direction:
     return min(r for r in rates if r is not None)
 
 
-def probe(backend: Backend, link_index: int, direction: str, seconds: float = 2.0,
-          interval: float = 0.5, port: int = PORT) -> ProbeResult:
+def probe(
+    backend: Backend, link_index: int, direction: str, seconds: float = 2.0, interval: float = 0.5, port: int = PORT
+) -> ProbeResult:
     """One real TCP transfer over one link in one direction; goodput seen by the receiver."""
     info = backend.links[link_index]
     sender, receiver = info.end(direction)
     s_stage, r_stage = (link_index, link_index + 1) if direction == "forward" else (link_index + 1, link_index)
     py = [sys.executable, "-m", "testbed.probe"]
-    recv = subprocess.Popen(backend.exec_argv(r_stage, py + ["recv", "--bind", receiver.address, "--port", str(port),
-                                                             "--interval", str(interval)]),
-                            stdout=subprocess.PIPE, text=True)
+    recv = subprocess.Popen(
+        backend.exec_argv(
+            r_stage, py + ["recv", "--bind", receiver.address, "--port", str(port), "--interval", str(interval)]
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         if recv.stdout.readline().strip() != "READY":
             raise RuntimeError(f"probe receiver on link {info.label} did not start")
-        send = subprocess.run(backend.exec_argv(s_stage, py + ["send", "--to", receiver.address, "--port", str(port),
-                                                               "--seconds", str(seconds)]),
-                              timeout=seconds + 30, capture_output=True, text=True)
+        send = subprocess.run(
+            backend.exec_argv(
+                s_stage, py + ["send", "--to", receiver.address, "--port", str(port), "--seconds", str(seconds)]
+            ),
+            timeout=seconds + 30,
+            capture_output=True,
+            text=True,
+        )
         if send.returncode != 0:
             raise RuntimeError(f"probe sender on link {info.label} failed: {send.stderr.strip()[-300:]}")
         out = json.loads(recv.communicate(timeout=30)[0].strip().splitlines()[-1])
@@ -127,16 +153,23 @@ def probe(backend: Backend, link_index: int, direction: str, seconds: float = 2.
     skip = int(round(WARMUP / iv)) if len(bins) > 2 else 0
     full = bins[skip:-1] if len(bins) > skip + 1 else bins  # the last bin is partial
     achieved = sum(full) * 8 / (len(full) * iv) if full else 0.0
-    timeline = [{"t": k * iv, "wall": start + k * iv, "achieved_bps": b * 8 / iv,
-                 "configured_bps": path_rate(backend, applied, link_index, direction, start + (k + 0.5) * iv)}
-                for k, b in enumerate(bins[:-1])]
+    timeline = [
+        {
+            "t": k * iv,
+            "wall": start + k * iv,
+            "achieved_bps": b * 8 / iv,
+            "configured_bps": path_rate(backend, applied, link_index, direction, start + (k + 0.5) * iv),
+        }
+        for k, b in enumerate(bins[:-1])
+    ]
     measured = timeline[skip:] or timeline
     configured = sum(r["configured_bps"] for r in measured) / len(measured) if measured else float("nan")
     return ProbeResult(info.label, direction, configured, achieved, len(full) * iv, timeline)
 
 
-def probe_all(backend: Backend, seconds: float = 2.0, interval: float = 0.5,
-              on_result: callable | None = None) -> list[ProbeResult]:
+def probe_all(
+    backend: Backend, seconds: float = 2.0, interval: float = 0.5, on_result: callable | None = None
+) -> list[ProbeResult]:
     """Every link, both directions, one at a time (so flows don't compete for the CPU)."""
     results = []
     for i in range(len(backend.links)):

@@ -73,8 +73,18 @@ def _tbf(ipr: Any, verb: str, index: int, handle: int, b: BucketParams, **kw: An
 
 def _htb_class(ipr: Any, verb: str, index: int, b: BucketParams) -> None:
     quantum = min(max(b.rate // 10, 1514), 200_000)  # silences "quantum is big" and stays fair
-    ipr.tc(verb, "htb", index, HTB_CLASS, parent=ROOT, rate=b.rate, ceil=b.rate,
-           burst=b.burst, cburst=b.burst, quantum=quantum)
+    ipr.tc(
+        verb,
+        "htb",
+        index,
+        HTB_CLASS,
+        parent=ROOT,
+        rate=b.rate,
+        ceil=b.rate,
+        burst=b.burst,
+        cburst=b.burst,
+        quantum=quantum,
+    )
 
 
 def install(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: bool) -> None:
@@ -90,8 +100,16 @@ def change(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: b
 def _apply(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: bool, create: bool) -> None:
     b = bucket(state.rate_bps)
     verb = "add" if create else "change"
-    log.debug("tc %s %s on ifindex %d: rate %d B/s burst %d limit %d%s", verb, shaper, index, b.rate, b.burst, b.limit,
-              " + netem" if with_netem else "")
+    log.debug(
+        "tc %s %s on ifindex %d: rate %d B/s burst %d limit %d%s",
+        verb,
+        shaper,
+        index,
+        b.rate,
+        b.burst,
+        b.limit,
+        " + netem" if with_netem else "",
+    )
     if shaper == "tbf":
         if with_netem:
             ipr.tc(verb, "netem", index, ROOT, **netem_args(state))

@@ -48,10 +48,17 @@ class LinkParams(Strict):
     def merged_over(self, base: LinkParams | None) -> LinkParams:
         if base is None:
             return self
-        return LinkParams(**{f: getattr(self, f) if getattr(self, f) is not None else getattr(base, f) for f in LinkParams.model_fields})
+        return LinkParams(
+            **{
+                f: getattr(self, f) if getattr(self, f) is not None else getattr(base, f)
+                for f in LinkParams.model_fields
+            }
+        )
 
     def needs_netem(self) -> list[str]:
-        return [k for k in ("delay", "jitter", "loss") if getattr(self, k) is not None and getattr(self, k).support()[1] > 0]
+        return [
+            k for k in ("delay", "jitter", "loss") if getattr(self, k) is not None and getattr(self, k).support()[1] > 0
+        ]
 
 
 class LinkSpec(LinkParams):
@@ -65,7 +72,11 @@ class LinkSpec(LinkParams):
         if isinstance(data, dict) and data.get("trace") is not None:
             if data.get("bandwidth") is not None:
                 raise ValueError("give either 'trace' or 'bandwidth', not both")
-            data = {**data, "bandwidth": {"trace": data["trace"], "unit": data.get("trace_unit", "Mbit")}, "trace": None}
+            data = {
+                **data,
+                "bandwidth": {"trace": data["trace"], "unit": data.get("trace_unit", "Mbit")},
+                "trace": None,
+            }
             data.pop("trace_unit", None)
         return data
 
@@ -183,15 +194,23 @@ class Topology(Strict):
         for k, ev in enumerate(self.events):
             a, b = ev.stages
             if b != a + 1 or b >= self.stages:
-                raise FieldError(f"events[{k}].link", f"{ev.link} is not a pipeline link of this topology (0-1 .. "
-                                                      f"{self.stages - 2}-{self.stages - 1})")
+                raise FieldError(
+                    f"events[{k}].link",
+                    f"{ev.link} is not a pipeline link of this topology (0-1 .. {self.stages - 2}-{self.stages - 1})",
+                )
         seen: set[tuple[tuple[int, int], str]] = set()
         for k, link in enumerate(self.links):
             a, b = link.between
             if not (0 <= a < self.stages and 0 <= b < self.stages):
-                raise FieldError(f"links[{k}].between", f"stage {b if a < self.stages else a} does not exist (stages are 0..{self.stages - 1})")
+                raise FieldError(
+                    f"links[{k}].between",
+                    f"stage {b if a < self.stages else a} does not exist (stages are 0..{self.stages - 1})",
+                )
             if b != a + 1:
-                raise FieldError(f"links[{k}].between", f"pipeline links join adjacent stages (i, i+1), got [{a}, {b}]; use 'bottlenecks' for shared paths")
+                raise FieldError(
+                    f"links[{k}].between",
+                    f"pipeline links join adjacent stages (i, i+1), got [{a}, {b}]; use 'bottlenecks' for shared paths",
+                )
             for d in DIRECTIONS if link.direction == "both" else (link.direction,):
                 if ((a, b), d) in seen:
                     raise FieldError(f"links[{k}]", f"link {a}-{b} {d} is given twice")
@@ -199,10 +218,16 @@ class Topology(Strict):
         for i in range(self.stages - 1):
             has_link = any(((i, i + 1), d) in seen for d in DIRECTIONS)
             if not has_link and (self.defaults is None or self.defaults.bandwidth is None):
-                raise FieldError("links", f"stage {i} has no link to stage {i + 1}: list one with between: [{i}, {i + 1}] or set defaults.bandwidth")
+                raise FieldError(
+                    "links",
+                    f"stage {i} has no link to stage {i + 1}: list one with between: [{i}, {i + 1}] or "
+                    "set defaults.bandwidth",
+                )
         for c in self.channels():
             if c.params.bandwidth is None:
-                raise FieldError("links", f"link {c.label} ({c.direction}) has no bandwidth and defaults.bandwidth is not set")
+                raise FieldError(
+                    "links", f"link {c.label} ({c.direction}) has no bandwidth and defaults.bandwidth is not set"
+                )
         in_bottleneck: set[tuple[int, int]] = set()
         for k, bn in enumerate(self.bottlenecks):
             if bn.bandwidth is None:
@@ -221,10 +246,17 @@ class Topology(Strict):
         for i in range(self.stages - 1):
             for d_idx, d in enumerate(DIRECTIONS):
                 spec = next((s for s in self.links if s.between == (i, i + 1) and s.direction in ("both", d)), None)
-                params = (spec.merged_over(self.defaults) if spec else (self.defaults or LinkParams()))
+                params = spec.merged_over(self.defaults) if spec else (self.defaults or LinkParams())
                 shared = spec is None or spec.direction == "both"
                 key = i * 2 if shared else i * 2 + d_idx
-                out.append(Channel(link=(i, i + 1), direction=d, params=LinkParams(**{f: getattr(params, f) for f in LinkParams.model_fields}), key=key))
+                out.append(
+                    Channel(
+                        link=(i, i + 1),
+                        direction=d,
+                        params=LinkParams(**{f: getattr(params, f) for f in LinkParams.model_fields}),
+                        key=key,
+                    )
+                )
         return out
 
     def bottleneck_channels(self) -> list[Channel]:
@@ -235,7 +267,9 @@ class Topology(Strict):
                 LinkParams(resample_every=self.defaults.resample_every) if self.defaults else None
             )
             for d in DIRECTIONS:
-                out.append(Channel(link=bn.links[0], direction=d, params=params, key=10_000 + 2 * k, bottleneck=bn.name))
+                out.append(
+                    Channel(link=bn.links[0], direction=d, params=params, key=10_000 + 2 * k, bottleneck=bn.name)
+                )
         return out
 
     def needs_netem(self) -> list[str]:
@@ -250,7 +284,9 @@ class Topology(Strict):
     @classmethod
     def chain(cls, stages: int, bandwidth: Any, name: str = "chain", seed: int = 0, **defaults: Any) -> Topology:
         """A chain of ``stages`` hosts, every link with the same parameters."""
-        return build_topology({"name": name, "seed": seed, "stages": stages, "defaults": {"bandwidth": bandwidth, **defaults}})
+        return build_topology(
+            {"name": name, "seed": seed, "stages": stages, "defaults": {"bandwidth": bandwidth, **defaults}}
+        )
 
 
 def build_topology(data: Any, source: str | None = None, base_dir: str | Path = ".") -> Topology:

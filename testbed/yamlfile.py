@@ -28,7 +28,8 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
             break
         if dup:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+                None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark
+            )
         seen[key] = key_node.start_mark
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
@@ -39,7 +40,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def parse_yaml(text: str, source: str) -> Any:
     """The parsed document; ConfigError (with line and column) on malformed YAML or a duplicate key."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -57,8 +58,9 @@ def read_yaml(path: str | Path, what: str) -> Any:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError("", f"the {what} file is not UTF-8 text (byte {exc.start}: {exc.object[exc.start]:#04x})",
-                          str(path)) from None
+        raise ConfigError(
+            "", f"the {what} file is not UTF-8 text (byte {exc.start}: {exc.object[exc.start]:#04x})", str(path)
+        ) from None
     except OSError as exc:
         raise ConfigError("", f"cannot read the {what} file: {exc.strerror or exc}", str(path)) from None
     return parse_yaml(text, str(path))

@@ -21,7 +21,7 @@ def _netns_reason() -> str | None:
         from testbed.capabilities import kernel_features
 
         feats = kernel_features()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"cannot probe kernel features: {exc}"
     for key in ("netns", "veth", "tbf"):
         if feats.get(key):
@@ -55,8 +55,14 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def pipenem(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "pipenem.main", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=kw.pop("cwd", ROOT), **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "pipenem.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=kw.pop("cwd", ROOT),
+        **kw,
+    )
 
 
 def netns_names() -> set[str]:

@@ -14,11 +14,14 @@ SAY = ["-c", "from harness.runtime.allocator import active; print(active())"]
 
 
 def _run(env: dict[str, str]) -> str:
-    return subprocess.run([sys.executable, "-m", "harness.runtime.allocator", *SAY], env=env, capture_output=True,
-                          text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-m", "harness.runtime.allocator", *SAY], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
-@pytest.mark.skipif(find_tcmalloc() is None, reason="no libtcmalloc on this host (.ci/run installs libtcmalloc-minimal4)")
+@pytest.mark.skipif(
+    find_tcmalloc() is None, reason="no libtcmalloc on this host (.ci/run installs libtcmalloc-minimal4)"
+)
 def test_the_wrapper_runs_python_on_tcmalloc_and_the_process_knows_it() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PIPENEM_ALLOCATOR")}
     assert _run(env) == "tcmalloc"

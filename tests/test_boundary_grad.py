@@ -11,10 +11,15 @@ from tests.conftest import TOPOLOGIES
 
 
 def _spec(**train) -> dict:
-    return {"topology": str(TOPOLOGIES / "ci-4stage.yaml"), "backend": "twin", "seed": 0,
-            "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}, "data": {"dataset": "synthetic"},
-            "train": {"steps": 40, "batch": 8, "micro_batches": 2, "lr": 0.003, "warmup": 4, **train},
-            "compression": {"fwd": {"name": "row", "rate": 0.1}, "bwd": "none"}}
+    return {
+        "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+        "backend": "twin",
+        "seed": 0,
+        "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32},
+        "data": {"dataset": "synthetic"},
+        "train": {"steps": 40, "batch": 8, "micro_batches": 2, "lr": 0.003, "warmup": 4, **train},
+        "compression": {"fwd": {"name": "row", "rate": 0.1}, "bwd": "none"},
+    }
 
 
 def _run(eps: float = 1e-5, **train) -> tuple[float, float]:

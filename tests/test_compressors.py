@@ -34,8 +34,10 @@ SHAPE_INTS = 2 + X.dim()
 def test_none_is_bit_exact(dtype: torch.dtype) -> None:
     x = X.to(dtype)
     x_hat, p = build("none").roundtrip(x)
-    assert x_hat.dtype == dtype and torch.equal(x_hat.view(torch.int16 if dtype != torch.float32 else torch.int32),
-                                                x.view(torch.int16 if dtype != torch.float32 else torch.int32))
+    assert x_hat.dtype == dtype and torch.equal(
+        x_hat.view(torch.int16 if dtype != torch.float32 else torch.int32),
+        x.view(torch.int16 if dtype != torch.float32 else torch.int32),
+    )
     assert p.nbytes == _expected(SHAPE_INTS, [x.numel() * x.element_size()])
 
 
@@ -78,7 +80,9 @@ def test_randk_positions_come_from_the_shared_seed() -> None:
     other, _ = c.roundtrip(X, Context(boundary=2, direction="backward", step=6, seed=1))
     assert not torch.equal(other != 0, x_hat != 0)  # a new step draws new positions
     # a receiver with another step would decode the values at the wrong positions
-    wrong = c.decode(Payload.from_bytes(c.encode(X, ctx).to_bytes()), Context(boundary=2, direction="backward", step=7, seed=1))
+    wrong = c.decode(
+        Payload.from_bytes(c.encode(X, ctx).to_bytes()), Context(boundary=2, direction="backward", step=7, seed=1)
+    )
     assert not torch.equal(wrong, x_hat)
 
 
@@ -113,7 +117,10 @@ def test_quantize_error_within_half_a_step(bits: int) -> None:
 
 def test_quantize_stochastic_rounding_is_unbiased() -> None:
     x = torch.linspace(0, 1, 257).repeat(1, 64, 1)  # one instance, 64 identical rows
-    errs = [build({"name": "quantize", "bits": 2, "stochastic": True}).roundtrip(x, Context(step=s))[0] - x for s in range(200)]
+    errs = [
+        build({"name": "quantize", "bits": 2, "stochastic": True}).roundtrip(x, Context(step=s))[0] - x
+        for s in range(200)
+    ]
     assert torch.stack(errs).mean().abs() < 2e-3
 
 
@@ -234,18 +241,21 @@ def test_pack_uint_roundtrip_all_widths() -> None:
         assert torch.equal(unpack_uint(packed, 1001, width), v)
 
 
-@pytest.mark.parametrize("spec,field,words", [
-    ({"name": "topkk", "rate": 0.5}, "compressor.name", "unknown compressor"),
-    ({"name": "topk", "rate": 0}, "compressor.rate", "(0, 1)"),
-    ({"name": "column", "rate": 1.0}, "compressor.rate", "(0, 1)"),
-    ({"name": "row", "rate": -0.2}, "compressor.rate", "(0, 1)"),
-    ({"name": "quantize", "bits": 3}, "compressor.bits", "2, 4 or 8"),
-    ({"name": "topk", "rate": 0.5, "scope": "batch"}, "compressor.scope", "instance"),
-    ({"name": "topk"}, "compressor", "rate"),
-    ({"name": "ef", "inner": {"name": "nope"}}, "compressor.inner.name", "unknown compressor"),
-    ({"name": "no.such.module:Thing"}, "compressor.name", "cannot import"),
-    ({"rate": 0.5}, "compressor", "'name'"),
-])
+@pytest.mark.parametrize(
+    "spec,field,words",
+    [
+        ({"name": "topkk", "rate": 0.5}, "compressor.name", "unknown compressor"),
+        ({"name": "topk", "rate": 0}, "compressor.rate", "(0, 1)"),
+        ({"name": "column", "rate": 1.0}, "compressor.rate", "(0, 1)"),
+        ({"name": "row", "rate": -0.2}, "compressor.rate", "(0, 1)"),
+        ({"name": "quantize", "bits": 3}, "compressor.bits", "2, 4 or 8"),
+        ({"name": "topk", "rate": 0.5, "scope": "batch"}, "compressor.scope", "instance"),
+        ({"name": "topk"}, "compressor", "rate"),
+        ({"name": "ef", "inner": {"name": "nope"}}, "compressor.inner.name", "unknown compressor"),
+        ({"name": "no.such.module:Thing"}, "compressor.name", "cannot import"),
+        ({"rate": 0.5}, "compressor", "'name'"),
+    ],
+)
 def test_bad_config_names_the_field(spec: dict, field: str, words: str) -> None:
     with pytest.raises(ConfigError) as info:
         build(spec)
@@ -261,10 +271,18 @@ def test_rank_larger_than_the_tensor_is_refused() -> None:
     assert info.value.field == "rank"
 
 
-@pytest.mark.parametrize("spec", [{"name": "column", "rate": 0.7}, {"name": "row", "rate": 0.3},
-                                  {"name": "topk", "rate": 0.8}, {"name": "topk", "rate": 0.5, "scope": "tensor"},
-                                  {"name": "randk", "rate": 0.6}, {"name": "randk", "rate": 0.6, "scale": True},
-                                  {"name": "ef", "inner": {"name": "column", "rate": 0.5}}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "column", "rate": 0.7},
+        {"name": "row", "rate": 0.3},
+        {"name": "topk", "rate": 0.8},
+        {"name": "topk", "rate": 0.5, "scope": "tensor"},
+        {"name": "randk", "rate": 0.6},
+        {"name": "randk", "rate": 0.6, "scale": True},
+        {"name": "ef", "inner": {"name": "column", "rate": 0.5}},
+    ],
+)
 def test_exact_boundary_gradient_is_the_autograd_gradient_of_the_masked_forward(spec: dict) -> None:
     """For masking compressors, vjp == autograd through decode(encode(x)) with the kept positions fixed."""
     c = build(spec)
@@ -279,7 +297,8 @@ def test_exact_boundary_gradient_is_the_autograd_gradient_of_the_masked_forward(
     out.backward(g)
     assert torch.allclose(c.vjp(g, p, ctx), xv.grad)
     assert c.jacobian == "mask"
-    # the mask is what decode kept: decode(encode(x)) is x on the mask, 0 elsewhere (ef: same here, no carried error yet)
+    # the mask is what decode kept: decode(encode(x)) is x on the mask, 0 elsewhere
+    # (ef: same here, no carried error yet)
     if not spec.get("scale"):
         assert torch.equal(c.decode(p, ctx), x * mask)
 
@@ -306,8 +325,15 @@ def test_quantizers_casts_and_sketch_stay_straight_through(name: str) -> None:
     assert c.jacobian == "straight-through" and c.vjp(g, p, Context()) is g
 
 
-@pytest.mark.parametrize("fwd", [{"name": "column", "rate": 0.9}, {"name": "topk", "rate": 0.9},
-                                 {"name": "row", "rate": 0.5}, {"name": "randk", "rate": 0.9}])
+@pytest.mark.parametrize(
+    "fwd",
+    [
+        {"name": "column", "rate": 0.9},
+        {"name": "topk", "rate": 0.9},
+        {"name": "row", "rate": 0.5},
+        {"name": "randk", "rate": 0.9},
+    ],
+)
 def test_mirror_sends_the_gradient_at_the_forward_kept_positions_as_values_only(fwd: dict) -> None:
     f, m = build(fwd), build("mirror")
     x, g = torch.randn(4, 64, 128), torch.randn(4, 64, 128)
@@ -326,9 +352,13 @@ def test_mirror_sends_the_gradient_at_the_forward_kept_positions_as_values_only(
 def test_mirror_refuses_a_forward_without_kept_positions() -> None:
     from harness.runtime.config import build_spec, check_spec
 
-    spec = build_spec({"topology": str(Path(__file__).parent.parent / "topologies" / "ci-4stage.yaml"),
-                       "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32},
-                       "compression": {"fwd": {"name": "quantize", "bits": 4}, "bwd": "mirror"}})
+    spec = build_spec(
+        {
+            "topology": str(Path(__file__).parent.parent / "topologies" / "ci-4stage.yaml"),
+            "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32},
+            "compression": {"fwd": {"name": "quantize", "bits": 4}, "bwd": "mirror"},
+        }
+    )
     with pytest.raises(ConfigError) as exc:
         check_spec(spec)
     assert exc.value.field == "compression.bwd" and "quantize" in exc.value.message

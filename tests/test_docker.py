@@ -28,7 +28,9 @@ def _containers(prefix: str = "pn") -> set[str]:
 def test_probe_ratios_match_across_backends() -> None:
     ratios = {}
     for backend in ("netns", "docker"):
-        out = pipenem("topo", "probe", str(TOPOLOGIES / "ci-4stage.yaml"), "--backend", backend, "--seconds", "1.5", "--json")
+        out = pipenem(
+            "topo", "probe", str(TOPOLOGIES / "ci-4stage.yaml"), "--backend", backend, "--seconds", "1.5", "--json"
+        )
         assert out.returncode == 0, out.stderr
         ratios[backend] = {(r["link"], r["direction"]): r["ratio"] for r in json.loads(out.stdout)["results"]}
     for key, r in ratios["docker"].items():
@@ -37,10 +39,16 @@ def test_probe_ratios_match_across_backends() -> None:
 
 
 def test_training_on_docker_matches_netns_losses(tmp_path: Path) -> None:
-    spec = build_spec({"topology": str(TOPOLOGIES / "ci-4stage.yaml"), "seed": 1,
-                       "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}, "data": {"dataset": "synthetic"},
-                       "train": {"steps": 4, "batch": 8, "micro_batches": 2, "warmup": 1, "lr": 0.01},
-                       "compression": {"fwd": {"name": "column", "rate": 0.5}, "bwd": "none"}})
+    spec = build_spec(
+        {
+            "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+            "seed": 1,
+            "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32},
+            "data": {"dataset": "synthetic"},
+            "train": {"steps": 4, "batch": 8, "micro_batches": 2, "warmup": 1, "lr": 0.01},
+            "compression": {"fwd": {"name": "column", "rate": 0.5}, "bwd": "none"},
+        }
+    )
     on_netns = run_pipeline(spec, tmp_path / "netns", "netns").losses()
     on_docker = run_pipeline(spec, tmp_path / "docker", "docker")
     assert on_docker.losses() == on_netns
@@ -50,8 +58,13 @@ def test_training_on_docker_matches_netns_losses(tmp_path: Path) -> None:
 
 def test_sigkill_of_the_harness_then_clean_leaves_nothing() -> None:
     before = netns_names(), link_names()
-    proc = subprocess.Popen([sys.executable, "-m", "pipenem.main", "topo", "up", "--backend", "docker",
-                             str(TOPOLOGIES / "ci-4stage.yaml")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipenem.main", "topo", "up", "--backend", "docker", str(TOPOLOGIES / "ci-4stage.yaml")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:
         if line.startswith("up"):
             break

@@ -23,8 +23,13 @@ TINY = {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}
 
 
 def _config(tmp_path: Path, topology: Path | None = None, name: str = "run.yaml", **over) -> Path:
-    cfg = {"topology": str(topology or TOPOLOGIES / "ci-4stage.yaml"), "seed": 0, "model": TINY,
-           "data": {"dataset": "synthetic"}, "train": {"steps": 4, "batch": 8, "micro_batches": 2, "warmup": 1, "lr": 0.01}}
+    cfg = {
+        "topology": str(topology or TOPOLOGIES / "ci-4stage.yaml"),
+        "seed": 0,
+        "model": TINY,
+        "data": {"dataset": "synthetic"},
+        "train": {"steps": 4, "batch": 8, "micro_batches": 2, "warmup": 1, "lr": 0.01},
+    }
     for k, v in over.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
     path = tmp_path / name
@@ -33,16 +38,27 @@ def _config(tmp_path: Path, topology: Path | None = None, name: str = "run.yaml"
 
 
 def _topology(tmp_path: Path, **extra) -> Path:
-    topo = {"name": "faults", "seed": 0, "stages": 4, "defaults": {"bandwidth": "1Gbit"},
-            "links": [{"between": [1, 2], "bandwidth": "80Mbit"}], **extra}
+    topo = {
+        "name": "faults",
+        "seed": 0,
+        "stages": 4,
+        "defaults": {"bandwidth": "1Gbit"},
+        "links": [{"between": [1, 2], "bandwidth": "80Mbit"}],
+        **extra,
+    }
     path = tmp_path / "topo.yaml"
     path.write_text(yaml.safe_dump(topo))
     return path
 
 
 def _start_train(cfg: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipenem.main", "train", str(cfg), "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipenem.main", "train", str(cfg), "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> list[str]:
@@ -74,12 +90,14 @@ def _interrupt_training(tmp_path: Path, act: Callable[[subprocess.Popen], None],
 
 def _on_link(label: str, change: Callable[[Any, int], None]) -> Callable[[subprocess.Popen], None]:
     """An action that changes the forward sending end of ``label`` behind pipenem's back."""
+
     def act(_proc: subprocess.Popen) -> None:
         from pyroute2 import IPRoute
 
         ns, ifname = _link_end(label)
         with IPRoute(netns=ns, flags=0) as h:
             change(h, h.link_lookup(ifname=ifname)[0])
+
     return act
 
 
@@ -101,9 +119,16 @@ def _link_end(label: str, forward: bool = True) -> tuple[str, str]:
 # ------------------------------------------------------------------ bad input, before bring-up
 
 BAD_TOPOLOGIES = [
-    ("normal-nan", {"defaults": {"bandwidth": {"dist": "normal", "mean": float("nan"), "std": 1, "unit": "Mbit", "min": 1}}},
-     "defaults.bandwidth.mean"),
-    ("fixed-inf", {"defaults": {"bandwidth": {"dist": "fixed", "value": float("inf"), "unit": "Mbit"}}}, "defaults.bandwidth.value"),
+    (
+        "normal-nan",
+        {"defaults": {"bandwidth": {"dist": "normal", "mean": float("nan"), "std": 1, "unit": "Mbit", "min": 1}}},
+        "defaults.bandwidth.mean",
+    ),
+    (
+        "fixed-inf",
+        {"defaults": {"bandwidth": {"dist": "fixed", "value": float("inf"), "unit": "Mbit"}}},
+        "defaults.bandwidth.value",
+    ),
     ("too-fast", {"defaults": {"bandwidth": "100000Gbit"}}, "above what tbf/htb can shape"),
     ("too-slow", {"defaults": {"bandwidth": "1bit"}}, "below what tbf/htb can shape"),
     ("negative-seed", {"seed": -1}, "seed"),
@@ -131,18 +156,23 @@ def test_files_that_are_not_utf8_or_repeat_a_key_are_refused(tmp_path: Path) -> 
     for cmd in (("topo", "validate"), ("train",), ("run",)):
         for f, words in ((binary, "not UTF-8 text"), (dup, "duplicate key")):
             r = pipenem(*cmd, str(f), *(("--out", str(tmp_path / "o")) if cmd[0] != "topo" else ()))
-            assert r.returncode == 2 and words in r.stderr and str(f) in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert r.returncode == 2 and words in r.stderr and str(f) in r.stderr and "Traceback" not in r.stderr, (
+                r.stderr
+            )
     assert "'name'" in pipenem("topo", "validate", str(dup)).stderr
 
 
 @needs_netns
 @pytest.mark.netns
-@pytest.mark.parametrize("over,field", [
-    ({"train": {"lr": float("inf")}}, "train.lr"),
-    ({"seed": -1}, "seed"),
-    ({"data": {"dataset": "text", "paths": ["/nonexistent/*.txt"]}}, "data.paths"),
-    ({"train": {"stall_timeout": 0}}, "train.stall_timeout"),
-])
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        ({"train": {"lr": float("inf")}}, "train.lr"),
+        ({"seed": -1}, "seed"),
+        ({"data": {"dataset": "text", "paths": ["/nonexistent/*.txt"]}}, "data.paths"),
+        ({"train": {"stall_timeout": 0}}, "train.stall_timeout"),
+    ],
+)
 def test_bad_train_configs_exit_2_before_any_namespace_exists(tmp_path: Path, over: dict, field: str) -> None:
     before = netns_names()
     t0 = time.time()
@@ -154,11 +184,15 @@ def test_bad_train_configs_exit_2_before_any_namespace_exists(tmp_path: Path, ov
 
 def test_bad_suite_axis_values_exit_2_naming_the_value(tmp_path: Path) -> None:
     base = {"model": TINY, "train": {"steps": 2, "batch": 8, "micro_batches": 2}}
-    for axes, words in (({"compressor": [{"label": "c", "fwd": "column"}], "rate": [2.0], "execution": ["twin"]}, "axes.rate[2]"),
-                        ({"compressor": [{"label": "x", "fwd": "nosuch"}], "execution": ["twin"]}, "axes.compressor[x]"),
-                        ({"execution": ["twin"], "seed": [0, -3]}, "axes.seed[-3]")):
+    for axes, words in (
+        ({"compressor": [{"label": "c", "fwd": "column"}], "rate": [2.0], "execution": ["twin"]}, "axes.rate[2]"),
+        ({"compressor": [{"label": "x", "fwd": "nosuch"}], "execution": ["twin"]}, "axes.compressor[x]"),
+        ({"execution": ["twin"], "seed": [0, -3]}, "axes.seed[-3]"),
+    ):
         f = tmp_path / "s.yaml"
-        f.write_text(yaml.safe_dump({"name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"), "base": base, "axes": axes}))
+        f.write_text(
+            yaml.safe_dump({"name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"), "base": base, "axes": axes})
+        )
         r = pipenem("run", str(f), "--out", str(tmp_path / "never"))
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "never").exists()
@@ -166,8 +200,11 @@ def test_bad_suite_axis_values_exit_2_naming_the_value(tmp_path: Path) -> None:
 
 def test_small_cli_inputs_are_checked(tmp_path: Path) -> None:
     topo = str(TOPOLOGIES / "ci-4stage.yaml")
-    for args, words in ((("topo", "up", topo, "--for", "-5"), "--for"), (("topo", "up", topo, "--for", "nan"), "--for"),
-                        (("topo", "show", topo, "--windows", "-1"), "--windows")):
+    for args, words in (
+        (("topo", "up", topo, "--for", "-5"), "--for"),
+        (("topo", "up", topo, "--for", "nan"), "--for"),
+        (("topo", "show", topo, "--windows", "-1"), "--windows"),
+    ):
         r = pipenem(*args)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
     bad = tmp_path / "bad.pt"
@@ -190,9 +227,16 @@ def test_a_full_disk_is_one_message_naming_the_file_and_leaves_no_tmp(tmp_path: 
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20k", "tmpfs", str(out)], check=True)
     try:
         f = tmp_path / "s.yaml"
-        f.write_text(yaml.safe_dump({"name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
-                                     "base": {"model": TINY, "train": {"steps": 40, "batch": 8, "micro_batches": 2}},
-                                     "axes": {"execution": ["twin"], "seed": [0, 1, 2, 3]}}))
+        f.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "s",
+                    "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+                    "base": {"model": TINY, "train": {"steps": 40, "batch": 8, "micro_batches": 2}},
+                    "axes": {"execution": ["twin"], "seed": [0, 1, 2, 3]},
+                }
+            )
+        )
         r = pipenem("run", str(f), "--out", str(out))
         assert r.returncode == 1 and "no space left" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert ".parquet" in r.stderr  # names the file
@@ -202,6 +246,7 @@ def test_a_full_disk_is_one_message_naming_the_file_and_leaves_no_tmp(tmp_path: 
 
 
 # ------------------------------------------------------------------ one owner per --out
+
 
 @needs_netns
 @pytest.mark.netns
@@ -215,8 +260,16 @@ def test_a_second_run_on_a_busy_out_folder_exits_2_at_once_and_the_first_is_unaf
         assert second.returncode == 2 and f"PID {first.pid}" in second.stderr, second.stderr
         assert time.time() - t0 < 10
         suite = tmp_path / "s.yaml"
-        suite.write_text(yaml.safe_dump({"name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"), "base": {"model": TINY},
-                                         "axes": {"execution": ["twin"]}}))
+        suite.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "s",
+                    "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+                    "base": {"model": TINY},
+                    "axes": {"execution": ["twin"]},
+                }
+            )
+        )
         assert pipenem("run", str(suite), "--out", str(out)).returncode == 2
         first.communicate(timeout=180)
         assert first.returncode == 0
@@ -229,12 +282,15 @@ def test_a_second_run_on_a_busy_out_folder_exits_2_at_once_and_the_first_is_unaf
 
 # ------------------------------------------------------------------ links that die or crawl
 
+
 @needs_netns
 @pytest.mark.netns
 def test_a_link_set_down_mid_run_ends_it_within_the_bound_naming_the_link(tmp_path: Path) -> None:
     """Default bound (30 s floor) on the CI topology: the run ends ≤ 90 s after the link died."""
     before = netns_names()
-    rc, out, took = _interrupt_training(tmp_path, _on_link("1-2", lambda h, idx: h.link("set", index=idx, state="down")))
+    rc, out, took = _interrupt_training(
+        tmp_path, _on_link("1-2", lambda h, idx: h.link("set", index=idx, state="down"))
+    )
     assert rc == 1 and took <= 90, (took, out[-2000:])
     assert "link 1-2 is down" in out and "Traceback" not in out, out[-2000:]
     assert netns_names() == before and all_records() == []
@@ -249,7 +305,7 @@ def test_a_link_slowed_to_a_crawl_is_reported_as_stalled_with_bytes_and_rates(tm
     assert rc == 1 and took < 40, (took, out[-2000:])
     # named by the link watch after the bound, or — when a stage's TCP connection times out on the
     # crawling link first — by the stage failure, which says what the watch saw on that link
-    assert ("link 1-2 forward stalled" in out or "while link 1-2 forward crawling" in out), out[-2000:]
+    assert "link 1-2 forward stalled" in out or "while link 1-2 forward crawling" in out, out[-2000:]
     assert "bytes moved" in out or "its shaper is set to 1.0 Kbit/s" in out, out[-2000:]
     assert "the schedule gives 80.0 Mbit/s" in out, out[-2000:]
     assert all_records() == []
@@ -278,22 +334,30 @@ def test_a_short_scheduled_outage_is_ridden_through_and_a_long_one_reported(tmp_
     (tmp_path / "long").mkdir()
     long_topo = _topology(tmp_path / "long", events=[{"at": "5s", "link": "1-2", "down": "120s"}])
     t0 = time.time()
-    r = pipenem("train", str(_config(tmp_path / "long", long_topo, train={"steps": 100000, "stall_timeout": 6})),
-                "--out", str(tmp_path / "long" / "out"), timeout=120)
+    r = pipenem(
+        "train",
+        str(_config(tmp_path / "long", long_topo, train={"steps": 100000, "stall_timeout": 6})),
+        "--out",
+        str(tmp_path / "long" / "out"),
+        timeout=120,
+    )
     assert r.returncode == 1 and "link 1-2 is down" in r.stdout and time.time() - t0 < 60, r.stdout[-2000:]
     assert all_records() == []
 
 
 # ------------------------------------------------------------------ messages and cleanup details
 
+
 @needs_netns
 @pytest.mark.netns
 def test_a_failing_stage_message_with_markup_like_text_is_printed_literally(tmp_path: Path) -> None:
     mod = tmp_path / "markup_compressor.py"
-    mod.write_text("from harness.compressors.dense import NoCompression\n\n"
-                   "class Boom(NoCompression):\n    name = 'boom'\n\n"
-                   "    def encode(self, x, ctx):\n"
-                   "        raise RuntimeError(\"closing tag '[/__w/pytorch/unbound_buffer.cc:78]' [bold]x\")\n")
+    mod.write_text(
+        "from harness.compressors.dense import NoCompression\n\n"
+        "class Boom(NoCompression):\n    name = 'boom'\n\n"
+        "    def encode(self, x, ctx):\n"
+        "        raise RuntimeError(\"closing tag '[/__w/pytorch/unbound_buffer.cc:78]' [bold]x\")\n"
+    )
     cfg = _config(tmp_path, compression={"fwd": {"name": "markup_compressor:Boom"}, "bwd": "none"})
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
     r = pipenem("train", str(cfg), "--out", str(tmp_path / "out"), env=env)

@@ -60,21 +60,42 @@ def test_topk_bound_grows_without_bound_as_x_goes_to_one() -> None:
 
 def test_fidelity_command_table(tmp_path) -> None:
     torch.save(torch.randn(2, 32, 16), tmp_path / "t.pt")
-    out = pipenem("fidelity", str(tmp_path / "t.pt"), "--rates", "0.5,0.9", "--compressors", "none,topk,column,quantize", "--rank", "4", "--json")
+    out = pipenem(
+        "fidelity",
+        str(tmp_path / "t.pt"),
+        "--rates",
+        "0.5,0.9",
+        "--compressors",
+        "none,topk,column,quantize",
+        "--rank",
+        "4",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)["rows"]
-    assert [r["compressor"] for r in rows] == ["none", "topk(0.5)", "topk(0.9)", "column(0.5)", "column(0.9)",
-                                                "quantize(bits=8)", "quantize(bits=4)", "quantize(bits=2)"]
+    assert [r["compressor"] for r in rows] == [
+        "none",
+        "topk(0.5)",
+        "topk(0.9)",
+        "column(0.5)",
+        "column(0.9)",
+        "quantize(bits=8)",
+        "quantize(bits=4)",
+        "quantize(bits=2)",
+    ]
     assert rows[0]["wire_ratio"] == pytest.approx(4096 / (4096 + 48), rel=1e-9) and rows[0]["relative_error"] == 0
     assert rows[3]["bound"] is not None and rows[1]["bound"] is not None
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--rates", "0.5,1.5"], "--rates"),
-    (["--compressors", "topk,nope"], "unknown compressor"),
-    (["--shape", "3x4"], "--shape"),
-    (["--rank", "500", "--shape", "2x16x8"], "--rank"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--rates", "0.5,1.5"], "--rates"),
+        (["--compressors", "topk,nope"], "unknown compressor"),
+        (["--shape", "3x4"], "--shape"),
+        (["--rank", "500", "--shape", "2x16x8"], "--rank"),
+    ],
+)
 def test_fidelity_bad_input_exit_2(args: list[str], words: str) -> None:
     out = pipenem("fidelity", *args)
     assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr

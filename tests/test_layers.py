@@ -31,8 +31,15 @@ SHARED = ("testbed.errors",)  # the bad-input error every layer raises (exit sta
 
 def _layer(module: str) -> int | None:
     """The rank of the longest package prefix of ``module`` (harness.runtime.x -> harness.runtime)."""
-    best = max(((len(p), rank) for rank, prefixes in enumerate(LAYERS) for p in prefixes
-                if module == p or module.startswith(p + ".")), default=None)
+    best = max(
+        (
+            (len(p), rank)
+            for rank, prefixes in enumerate(LAYERS)
+            for p in prefixes
+            if module == p or module.startswith(p + ".")
+        ),
+        default=None,
+    )
     return best[1] if best else None
 
 
@@ -74,7 +81,7 @@ def test_imports_point_down_the_layers(module: str, path: Path) -> None:
 
 def test_the_readme_layout_names_every_package() -> None:
     readme = (ROOT / "README.md").read_text()
-    layout = readme[readme.index("## Layout"):]
+    layout = readme[readme.index("## Layout") :]
     packages = {m.rsplit(".", 1)[0] if p.name != "__init__.py" else m for m, p in _modules()}
     # nested packages appear indented under their parent, by their own name
     missing = [p for p in sorted(packages) if p.split(".")[-1] + "/" not in layout]

@@ -11,7 +11,7 @@ from testbed.errors import ConfigError
 from testbed.topology_file import load_topology
 from tests.conftest import TOPOLOGIES, needs_netns, pipenem
 
-SMALL = '''
+SMALL = """
 from mininet.topo import Topo
 
 
@@ -23,7 +23,7 @@ class Small(Topo):
         self.addLink(s1, h2, bw=40, delay="5ms", loss=1)
         self.addLink(h2, s2, bw=1500, delay=2000)
         self.addLink(s2, h3, bw=2000, delay="1ms", loss=2)
-'''
+"""
 
 
 def test_hosts_become_stages_and_paths_become_links(tmp_path: Path) -> None:
@@ -32,7 +32,9 @@ def test_hosts_become_stages_and_paths_become_links(tmp_path: Path) -> None:
     topo = load_topology(f)
     assert topo.stages == 3 and topo.name == "mininet-Small"
     fwd = {c.label: c.params for c in topo.channels() if c.direction == "forward"}
-    assert fwd["0-1"].bandwidth.value == 40 and fwd["0-1"].delay.value == 5 and fwd["0-1"].loss.value == pytest.approx(1.0)
+    assert (
+        fwd["0-1"].bandwidth.value == 40 and fwd["0-1"].delay.value == 5 and fwd["0-1"].loss.value == pytest.approx(1.0)
+    )
     assert fwd["1-2"].bandwidth.value == 1500  # narrowest on the path; above 1 Gbit is kept
     assert fwd["1-2"].delay.value == pytest.approx(3.0)  # 2000 (tc: µs) + 1 ms
     assert fwd["1-2"].loss.value == pytest.approx(2.0)
@@ -45,12 +47,22 @@ def test_shipped_example_maps_and_keeps_rates_above_1_gbit() -> None:
     assert not topo.needs_netem()
 
 
-@pytest.mark.parametrize("text,words", [
-    ("from mininet.topo import Topo\nclass A(Topo):\n    def build(self):\n        self.addHost('h1')\n", "at least 2"),
-    ("from mininet.topo import Topo\nclass A(Topo): pass\nclass B(Topo): pass\n", "name one"),
-    ("raise RuntimeError('boom')\n", "boom"),
-    ("from mininet.topo import Topo\nclass A(Topo):\n    def build(self):\n        self.addHost('h1'); self.addHost('h2')\n", "no path"),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        (
+            "from mininet.topo import Topo\nclass A(Topo):\n    def build(self):\n        self.addHost('h1')\n",
+            "at least 2",
+        ),
+        ("from mininet.topo import Topo\nclass A(Topo): pass\nclass B(Topo): pass\n", "name one"),
+        ("raise RuntimeError('boom')\n", "boom"),
+        (
+            "from mininet.topo import Topo\nclass A(Topo):\n    def build(self):\n        "
+            "self.addHost('h1'); self.addHost('h2')\n",
+            "no path",
+        ),
+    ],
+)
 def test_bad_mininet_files(tmp_path: Path, text: str, words: str) -> None:
     f = tmp_path / "t.py"
     f.write_text(text)
@@ -61,8 +73,18 @@ def test_bad_mininet_files(tmp_path: Path, text: str, words: str) -> None:
 @needs_netns
 @pytest.mark.netns
 def test_mininet_topology_runs_on_pipenem_shaping() -> None:
-    out = pipenem("topo", "probe", str(TOPOLOGIES / "examples" / "mininet_linear.py"), "--link", "0-1", "--direction",
-                  "forward", "--seconds", "1.5", "--json")
+    out = pipenem(
+        "topo",
+        "probe",
+        str(TOPOLOGIES / "examples" / "mininet_linear.py"),
+        "--link",
+        "0-1",
+        "--direction",
+        "forward",
+        "--seconds",
+        "1.5",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)["results"][0]
     assert r["configured_bps"] == 2.5e9 and r["ratio"] >= 0.9

@@ -54,8 +54,11 @@ def test_schedules_run_every_action_once_in_a_valid_order(stages: int, micro: in
             assert sorted(acts) == sorted([("F", m) for m in range(micro)] + [("B", m) for m in range(micro)])
             assert all(acts.index(("F", m)) < acts.index(("B", m)) for m in range(micro))
     assert backward_order("gpipe", 4) == [3, 2, 1, 0] and backward_order("1f1b", 4) == [0, 1, 2, 3]
-    in_flight = max(sum(1 for a in one_f_one_b(stages, micro, 0)[:k] if a[0] == "F")
-                    - sum(1 for a in one_f_one_b(stages, micro, 0)[:k] if a[0] == "B") for k in range(2 * micro))
+    in_flight = max(
+        sum(1 for a in one_f_one_b(stages, micro, 0)[:k] if a[0] == "F")
+        - sum(1 for a in one_f_one_b(stages, micro, 0)[:k] if a[0] == "B")
+        for k in range(2 * micro)
+    )
     assert in_flight <= min(stages, micro)  # 1F1B bounds the activations a stage holds
 
 
@@ -78,12 +81,22 @@ def test_batches_are_reproducible_windows() -> None:
 
 
 def test_c4_shards_load_with_datasets(tmp_path: Path) -> None:
-    pytest.importorskip("datasets", reason="the c4 loader needs the optional `datasets` package (pipenem[data]; tox installs it)")
+    pytest.importorskip(
+        "datasets", reason="the c4 loader needs the optional `datasets` package (pipenem[data]; tox installs it)"
+    )
     shard = tmp_path / "c4-train.00000-of-01024.json.gz"
     with gzip.open(shard, "wt") as fh:
         for i in range(40):
-            fh.write(json.dumps({"text": f"Document {i}: the quick brown fox {i} jumps.", "timestamp": "2019-04-25T12:57:54Z",
-                                 "url": f"https://example.com/{i}"}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "text": f"Document {i}: the quick brown fox {i} jumps.",
+                        "timestamp": "2019-04-25T12:57:54Z",
+                        "url": f"https://example.com/{i}",
+                    }
+                )
+                + "\n"
+            )
     tr, ev = load_streams(DataConfig(dataset="c4", paths=[str(tmp_path / "*.json.gz")], eval_fraction=0.1), seed=0)
     assert "Document 0:" in ByteTokenizer.decode(tr) and "Document 39:" in ByteTokenizer.decode(ev)
 
@@ -95,7 +108,6 @@ def test_text_dataset_needs_files(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("hello world " * 100)
     tr, ev = load_streams(DataConfig(dataset="text", paths=[str(tmp_path / "*.txt")]), seed=0)
     assert tr.numel() + ev.numel() == 1200
-
 
 
 def test_gradient_clipping_uses_the_whole_models_norm_across_stages() -> None:

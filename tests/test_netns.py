@@ -58,9 +58,16 @@ def test_achieved_goodput_matches_configured_rate(rate: str, shaper: str) -> Non
 
 
 def test_directions_are_shaped_independently() -> None:
-    topo = build_topology({"name": "asym", "stages": 2, "links": [
-        {"between": [0, 1], "direction": "forward", "bandwidth": "20Mbit"},
-        {"between": [0, 1], "direction": "backward", "bandwidth": "100Mbit"}]})
+    topo = build_topology(
+        {
+            "name": "asym",
+            "stages": 2,
+            "links": [
+                {"between": [0, 1], "direction": "forward", "bandwidth": "20Mbit"},
+                {"between": [0, 1], "direction": "backward", "bandwidth": "100Mbit"},
+            ],
+        }
+    )
     with NetnsBackend(topo) as b:
         fwd = probe(b, 0, "forward", seconds=1.5, interval=0.25)
         bwd = probe(b, 0, "backward", seconds=1.5, interval=0.25)
@@ -78,8 +85,9 @@ def test_changing_bandwidth_is_followed_without_flushing() -> None:
     assert [row["rate_bps"] for row in changes[:3]] == [30e6, 90e6, 30e6]
     # every interval not within 0.5 s of a change: achieved within 15% of what was applied then
     change_walls = [row["applied_at"] for row in changes]
-    steady = [row for row in r.timeline[1:]
-              if all(not (row["wall"] - 0.5 <= c <= row["wall"] + 1.0) for c in change_walls)]
+    steady = [
+        row for row in r.timeline[1:] if all(not (row["wall"] - 0.5 <= c <= row["wall"] + 1.0) for c in change_walls)
+    ]
     assert len(steady) >= 6
     for row in steady:
         assert 0.85 < row["achieved_bps"] / row["configured_bps"] <= 1.05, row
@@ -87,18 +95,33 @@ def test_changing_bandwidth_is_followed_without_flushing() -> None:
 
 
 def test_shared_bottleneck_caps_the_sum_of_its_links() -> None:
-    topo = build_topology({"name": "shared", "stages": 4, "defaults": {"bandwidth": "200Mbit"},
-                           "bottlenecks": [{"name": "wan", "links": [[0, 1], [2, 3]], "bandwidth": "60Mbit"}]})
+    topo = build_topology(
+        {
+            "name": "shared",
+            "stages": 4,
+            "defaults": {"bandwidth": "200Mbit"},
+            "bottlenecks": [{"name": "wan", "links": [[0, 1], [2, 3]], "bandwidth": "60Mbit"}],
+        }
+    )
     with NetnsBackend(topo) as b:
         alone = probe(b, 0, "forward", seconds=1.5, interval=0.25)
         mid = probe(b, 1, "forward", seconds=1.5, interval=0.25)  # not in the bottleneck
         # both bottleneck links at once: their sum is held to the shared 60 Mbit
         py = [sys.executable, "-m", "testbed.probe"]
-        recvs = [subprocess.Popen(b.exec_argv(i + 1, py + ["recv", "--bind", b.links[i].b.address, "--interval", "0.25"]),
-                                  stdout=subprocess.PIPE, text=True) for i in (0, 2)]
+        recvs = [
+            subprocess.Popen(
+                b.exec_argv(i + 1, py + ["recv", "--bind", b.links[i].b.address, "--interval", "0.25"]),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in (0, 2)
+        ]
         for r in recvs:
             assert r.stdout.readline().strip() == "READY"
-        sends = [subprocess.Popen(b.exec_argv(i, py + ["send", "--to", b.links[i].b.address, "--seconds", "3"])) for i in (0, 2)]
+        sends = [
+            subprocess.Popen(b.exec_argv(i, py + ["send", "--to", b.links[i].b.address, "--seconds", "3"]))
+            for i in (0, 2)
+        ]
         for s in sends:
             assert s.wait(30) == 0
         outs = [json.loads(r.communicate(timeout=30)[0].splitlines()[-1]) for r in recvs]
@@ -126,8 +149,13 @@ def test_exception_inside_the_context_still_tears_down() -> None:
 
 
 def _start_up(args: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "pipenem.main", "topo", "up", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipenem.main", "topo", "up", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:  # the CLI prints its hosts table, then a line starting with "up"
         if line.startswith("up"):
             return proc, all_records()[0].run_id
@@ -166,7 +194,10 @@ def test_sigkill_then_clean_removes_that_run_and_nothing_else() -> None:
         assert out.returncode == 0, out.stderr
         assert run_id in out.stdout
         assert _ours(run_id) == (set(), set())
-        assert not Path(f"/proc/{scheduler[0]['name']}").exists() or b"testbed.bandwidth_daemon" not in Path(f"/proc/{scheduler[0]['name']}/cmdline").read_bytes()
+        assert (
+            not Path(f"/proc/{scheduler[0]['name']}").exists()
+            or b"testbed.bandwidth_daemon" not in Path(f"/proc/{scheduler[0]['name']}/cmdline").read_bytes()
+        )
         assert netns_names() == before[0] and link_names() == before[1]
         assert "bystander-ns" in netns_names() and {"bystand0", "bystand1"} <= link_names()
         assert all_records() == []
@@ -224,25 +255,40 @@ def test_a_detached_run_keeps_applying_its_schedule_until_down() -> None:
         assert changed and changed[0]["rate_bps"] == 90e6, rows  # the trace's 3 s step, applied
         for ns in _ours(rec.run_id)[0]:  # and the kernel holds what was last applied, on both ends
             with IPRoute(netns=ns, flags=0) as ipr:
-                rates = {shaping.applied_rate(ipr, link["index"], "tbf") for link in ipr.get_links()
-                         if link.get_attr("IFLA_IFNAME") != "lo"}
+                rates = {
+                    shaping.applied_rate(ipr, link["index"], "tbf")
+                    for link in ipr.get_links()
+                    if link.get_attr("IFLA_IFNAME") != "lo"
+                }
             last = json.loads(log.read_text().splitlines()[-1])
             assert rates == {int(last["rate_bps"] / 8)} and last["window"] >= 1, (ns, rates, last)
         assert "running" in pipenem("topo", "list").stdout
     finally:
         out = pipenem("topo", "down", rec.run_id)
     assert out.returncode == 0
-    assert not os.path.exists(f"/proc/{pid}") or b"testbed.bandwidth_daemon" not in open(f"/proc/{pid}/cmdline", "rb").read()
+    assert (
+        not os.path.exists(f"/proc/{pid}")
+        or b"testbed.bandwidth_daemon" not in open(f"/proc/{pid}/cmdline", "rb").read()
+    )
     assert netns_names() == before and all_records() == [] and not log.exists()
 
 
 BAD = {
     "malformed.yaml": ("name: x\nstages: 3\n  links: [", "malformed YAML"),
-    "unknown-key.yaml": ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit, bandwith: 2}\n", "defaults.bandwith: unknown key"),
+    "unknown-key.yaml": (
+        "name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit, bandwith: 2}\n",
+        "defaults.bandwith: unknown key",
+    ),
     "negative.yaml": ("name: x\nstages: 3\ndefaults: {bandwidth: -1Mbit}\n", "defaults.bandwidth"),
     "zero.yaml": ("name: x\nstages: 3\ndefaults: {bandwidth: 0Mbit}\n", "defaults.bandwidth"),
-    "std.yaml": ("name: x\nstages: 3\ndefaults: {bandwidth: {dist: normal, mean: 8, std: -2, unit: Mbit, min: 1}}\n", "defaults.bandwidth.std"),
-    "no-stage.yaml": ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit}\nlinks: [{between: [2, 5], bandwidth: 1Mbit}]\n", "links[0].between"),
+    "std.yaml": (
+        "name: x\nstages: 3\ndefaults: {bandwidth: {dist: normal, mean: 8, std: -2, unit: Mbit, min: 1}}\n",
+        "defaults.bandwidth.std",
+    ),
+    "no-stage.yaml": (
+        "name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit}\nlinks: [{between: [2, 5], bandwidth: 1Mbit}]\n",
+        "links[0].between",
+    ),
     "lonely.yaml": ("name: x\nstages: 3\nlinks: [{between: [0, 1], bandwidth: 1Mbit}]\n", "stage 1 has no link"),
     "unit.yaml": ("name: x\nstages: 3\ndefaults: {bandwidth: 5Mbyte}\n", "defaults.bandwidth"),
 }

@@ -14,19 +14,48 @@ from reports.tables import load
 from tests.conftest import pipenem
 
 
-def _trial(tid: str, comp: str, rate, mode: str, execution: str, **kw) -> dict:  # noqa: ANN001
-    row = {"trial_id": tid, "suite": "s", "compressor": comp, "rate": rate, "mode": mode, "execution": execution,
-           "compute": "modeled" if execution == "distributed" else "real", "backend": "netns", "seed": 0, "status": "ok",
-           "topology": "ci-4stage", "shaper": "tbf", "fwd_wire_ratio": 1.0, "bwd_wire_ratio": 1.0, "tokens_per_s": 100.0,
-           "eval_loss": None, "initial_loss": None, "final_loss": None, "device": "a10g", "error": None}
+def _trial(tid: str, comp: str, rate, mode: str, execution: str, **kw) -> dict:
+    row = {
+        "trial_id": tid,
+        "suite": "s",
+        "compressor": comp,
+        "rate": rate,
+        "mode": mode,
+        "execution": execution,
+        "compute": "modeled" if execution == "distributed" else "real",
+        "backend": "netns",
+        "seed": 0,
+        "status": "ok",
+        "topology": "ci-4stage",
+        "shaper": "tbf",
+        "fwd_wire_ratio": 1.0,
+        "bwd_wire_ratio": 1.0,
+        "tokens_per_s": 100.0,
+        "eval_loss": None,
+        "initial_loss": None,
+        "final_loss": None,
+        "device": "a10g",
+        "error": None,
+    }
     row.update(kw)
     return row
 
 
 def _store(tmp_path: Path, rows: list[dict]) -> Path:
     store = ResultStore(tmp_path / "res")
-    steps = [{"trial_id": r["trial_id"], "step": s, "loss": 5.0 - s * 0.1, "tokens": 100, "start": float(s), "end": s + 1.0,
-              "stage": -1} for r in rows for s in range(10)]
+    steps = [
+        {
+            "trial_id": r["trial_id"],
+            "step": s,
+            "loss": 5.0 - s * 0.1,
+            "tokens": 100,
+            "start": float(s),
+            "end": s + 1.0,
+            "stage": -1,
+        }
+        for r in rows
+        for s in range(10)
+    ]
     store.append("steps", steps)
     store.append("trials", rows)
     return store.root
@@ -39,8 +68,17 @@ def _dist_store(tmp_path: Path, step_s: dict[str, list[float]], rows: list[dict]
     for r in rows:
         end = 0.0
         for s, d in enumerate(step_s[r["trial_id"]]):
-            steps.append({"trial_id": r["trial_id"], "step": s, "stage": 0, "loss": None, "tokens": 100,
-                          "start": end, "end": end + d})
+            steps.append(
+                {
+                    "trial_id": r["trial_id"],
+                    "step": s,
+                    "stage": 0,
+                    "loss": None,
+                    "tokens": 100,
+                    "start": end,
+                    "end": end + d,
+                }
+            )
             end += d
     store.append("steps", steps)
     store.append("trials", rows)
@@ -48,9 +86,18 @@ def _dist_store(tmp_path: Path, step_s: dict[str, list[float]], rows: list[dict]
 
 
 def _thr_rows(mode: str, ratio: float = 9.8) -> list[dict]:
-    return [_trial(f"{mode}-base", "none", None, mode, "distributed"),
-            _trial(f"{mode}-col", "column-fwd+bwd", 0.9, mode, "distributed", fwd_link_wire_ratio=ratio,
-                   bwd_link_wire_ratio=ratio if mode == "train" else None)]
+    return [
+        _trial(f"{mode}-base", "none", None, mode, "distributed"),
+        _trial(
+            f"{mode}-col",
+            "column-fwd+bwd",
+            0.9,
+            mode,
+            "distributed",
+            fwd_link_wire_ratio=ratio,
+            bwd_link_wire_ratio=ratio if mode == "train" else None,
+        ),
+    ]
 
 
 def _gain_verdict(tmp_path: Path, base: list[float], comp: list[float], mode: str = "train", ratio: float = 9.8):
@@ -95,23 +142,50 @@ def test_the_training_claim_is_explained_by_the_condition_that_produces_it(tmp_p
     rows = _thr_rows("train") + [
         _trial("fwd-only", "column-fwd", 0.9, "train", "distributed", fwd_link_wire_ratio=9.8),
         _trial("heavy-base", "none", None, "train", "distributed", device="compute-heavy"),
-        _trial("heavy-col", "column-fwd+bwd", 0.9, "train", "distributed", device="compute-heavy", fwd_link_wire_ratio=9.8)]
-    times = {"train-base": [9, 4.0, 4.1, 3.9, 4.0], "train-col": [9, 0.45, 0.44, 0.46, 0.45],
-             "fwd-only": [9, 2.2, 2.25, 2.2, 2.3], "heavy-base": [9, 8, 8.1, 8, 8.2], "heavy-col": [9, 2, 2.1, 2, 2.05]}
+        _trial(
+            "heavy-col", "column-fwd+bwd", 0.9, "train", "distributed", device="compute-heavy", fwd_link_wire_ratio=9.8
+        ),
+    ]
+    times = {
+        "train-base": [9, 4.0, 4.1, 3.9, 4.0],
+        "train-col": [9, 0.45, 0.44, 0.46, 0.45],
+        "fwd-only": [9, 2.2, 2.25, 2.2, 2.3],
+        "heavy-base": [9, 8, 8.1, 8, 8.2],
+        "heavy-col": [9, 2, 2.1, 2, 2.05],
+    }
     v = {v.claim: v for v in verdicts(load(_dist_store(tmp_path, times, rows)))}[TRAIN_GAIN]
     assert v.explanation.startswith("≈2× matches forward-only compression")
     assert "compute-heavier device 'compute-heavy', fwd+bwd: 3.9" in v.explanation  # measured, and not matching
     assert "2/(1+1/9.80) = 1.81×" in v.explanation
 
 
-CONV = [("none", None, 3.0), ("column-fwd+bwd", 0.9, 3.05), ("topk-fwd+bwd", 0.1, 3.5), ("topk-fwd", 0.9, 3.02),
-        ("row-fwd+bwd", 0.9, 3.6), ("topk-fwd+bwd", 0.9, 4.0), ("column-fwd+bwd", 0.1, 3.01)]
+CONV = [
+    ("none", None, 3.0),
+    ("column-fwd+bwd", 0.9, 3.05),
+    ("topk-fwd+bwd", 0.1, 3.5),
+    ("topk-fwd", 0.9, 3.02),
+    ("row-fwd+bwd", 0.9, 3.6),
+    ("topk-fwd+bwd", 0.9, 4.0),
+    ("column-fwd+bwd", 0.1, 3.01),
+]
 
 
 def _conv_verdicts(tmp_path: Path, noise: list[float]) -> dict:
     """The CONV table for seeds with the given per-seed offsets of every compressed run."""
-    rows = [_trial(f"t{i}-{s}", c, r, "train", "twin", seed=s, eval_loss=e + (0 if c == "none" else noise[s] * ((i + s) % 3 - 1)),
-                   initial_loss=5.0) for s in range(len(noise)) for i, (c, r, e) in enumerate(CONV)]
+    rows = [
+        _trial(
+            f"t{i}-{s}",
+            c,
+            r,
+            "train",
+            "twin",
+            seed=s,
+            eval_loss=e + (0 if c == "none" else noise[s] * ((i + s) % 3 - 1)),
+            initial_loss=5.0,
+        )
+        for s in range(len(noise))
+        for i, (c, r, e) in enumerate(CONV)
+    ]
     return {v.claim: v for v in verdicts(load(_store(tmp_path, rows)))}
 
 
@@ -128,8 +202,10 @@ def test_convergence_claims_decided_when_the_seed_interval_clears_the_threshold(
 
 def test_convergence_claims_refuted_with_confidence_are_not_reproduced(tmp_path: Path) -> None:
     rows = [_trial(f"b{s}", "none", None, "train", "twin", seed=s, eval_loss=3.0, initial_loss=5.0) for s in range(3)]
-    rows += [_trial(f"c{s}", "column-fwd+bwd", 0.9, "train", "twin", seed=s, eval_loss=3.4 + 0.01 * s, initial_loss=5.0)
-             for s in range(3)]
+    rows += [
+        _trial(f"c{s}", "column-fwd+bwd", 0.9, "train", "twin", seed=s, eval_loss=3.4 + 0.01 * s, initial_loss=5.0)
+        for s in range(3)
+    ]
     vs = {v.claim: v for v in verdicts(load(_store(tmp_path, rows)))}
     assert vs["column fwd+bwd at 90% matches the baseline"].verdict == "not reproduced"  # gap 0.2, tight
 
@@ -138,12 +214,16 @@ def test_noisy_or_single_seed_convergence_claims_are_inconclusive(tmp_path: Path
     vs = _conv_verdicts(tmp_path, [0.2, -0.25, 0.3])  # seed noise far above the 0.05 threshold
     assert vs["column fwd+bwd at 90% matches the baseline"].verdict == "inconclusive (3 seeds)"
     one = _conv_verdicts(tmp_path / "one", [0.0])
-    assert all(v.verdict == "inconclusive (1 seeds)" for k, v in one.items() if "gain" not in k and v.verdict != "not measured")
+    assert all(
+        v.verdict == "inconclusive (1 seeds)" for k, v in one.items() if "gain" not in k and v.verdict != "not measured"
+    )
 
 
 def test_report_html_is_self_contained_with_captions(tmp_path: Path) -> None:
-    rows = [_trial("a", "none", None, "train", "twin", eval_loss=3.0, initial_loss=5.0),
-            _trial("b", "column-fwd+bwd", 0.5, "train", "twin", eval_loss=3.1, initial_loss=5.0)]
+    rows = [
+        _trial("a", "none", None, "train", "twin", eval_loss=3.0, initial_loss=5.0),
+        _trial("b", "column-fwd+bwd", 0.5, "train", "twin", eval_loss=3.1, initial_loss=5.0),
+    ]
     root = _store(tmp_path, rows)
     path, vs = build_report(root)
     text = path.read_text()
@@ -158,8 +238,10 @@ def test_report_html_is_self_contained_with_captions(tmp_path: Path) -> None:
 
 
 def test_pipenem_report_adds_claims_only_for_a_papers_suites(tmp_path: Path) -> None:
-    rows = [_trial("a", "none", None, "train", "twin", eval_loss=3.0, initial_loss=5.0),
-            _trial("b", "column-fwd+bwd", 0.5, "train", "twin", eval_loss=3.1, initial_loss=5.0)]
+    rows = [
+        _trial("a", "none", None, "train", "twin", eval_loss=3.0, initial_loss=5.0),
+        _trial("b", "column-fwd+bwd", 0.5, "train", "twin", eval_loss=3.1, initial_loss=5.0),
+    ]
     plain = pipenem("report", str(_store(tmp_path / "plain", rows)))
     assert plain.returncode == 0 and "claims vs measured" not in plain.stdout, plain.stdout + plain.stderr
     html_text = (tmp_path / "plain" / "res" / "report.html").read_text()
@@ -175,8 +257,13 @@ def test_throughput_claims_use_only_trials_of_the_papers_model(tmp_path: Path) -
     model) are not mixed into the paper's throughput claims."""
     rows = [{**r, "d_model": 512, "ctx": 1024} for r in _thr_rows("train")] + [
         _trial("small-base", "none", None, "train", "distributed", d_model=64, ctx=64),
-        _trial("small-col", "column-fwd+bwd", 0.9, "train", "distributed", d_model=64, ctx=64, fwd_link_wire_ratio=9.0)]
-    times = {"train-base": [9, 4.0, 4.1, 3.9, 4.0], "train-col": [9, 1.9, 2.0, 1.95, 2.0],
-             "small-base": [9, 1.0, 1.0, 1.0, 1.0], "small-col": [9, 0.9, 0.9, 0.9, 0.9]}
+        _trial("small-col", "column-fwd+bwd", 0.9, "train", "distributed", d_model=64, ctx=64, fwd_link_wire_ratio=9.0),
+    ]
+    times = {
+        "train-base": [9, 4.0, 4.1, 3.9, 4.0],
+        "train-col": [9, 1.9, 2.0, 1.95, 2.0],
+        "small-base": [9, 1.0, 1.0, 1.0, 1.0],
+        "small-col": [9, 0.9, 0.9, 0.9, 0.9],
+    }
     v = {v.claim: v for v in verdicts(load(_dist_store(tmp_path, times, rows)))}[TRAIN_GAIN]
     assert v.verdict == "reproduced" and v.n == 4 and 1.95 < v.value < 2.1

@@ -25,8 +25,13 @@ TINY = {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}
 
 
 def _spec(**over) -> dict:
-    spec = {"topology": str(TOPOLOGIES / "ci-4stage.yaml"), "seed": 3, "model": TINY, "data": {"dataset": "synthetic"},
-            "train": {"steps": 6, "batch": 8, "micro_batches": 4, "warmup": 2, "lr": 0.01}}
+    spec = {
+        "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+        "seed": 3,
+        "model": TINY,
+        "data": {"dataset": "synthetic"},
+        "train": {"steps": 6, "batch": 8, "micro_batches": 4, "warmup": 2, "lr": 0.01},
+    }
     for k, v in over.items():
         spec[k] = {**spec.get(k, {}), **v} if isinstance(v, dict) and isinstance(spec.get(k), dict) else v
     return spec
@@ -52,8 +57,12 @@ def test_gpipe_trains_over_shaped_links_and_matches_the_twin_bit_for_bit(tmp_pat
 
 
 def test_1f1b_with_column_compression_matches_the_twin_within_float_tolerance(tmp_path: Path) -> None:
-    spec = build_spec(_spec(train={"schedule": "1f1b", "steps": 4},
-                            compression={"fwd": {"name": "column", "rate": 0.5}, "bwd": {"name": "topk", "rate": 0.5}}))
+    spec = build_spec(
+        _spec(
+            train={"schedule": "1f1b", "steps": 4},
+            compression={"fwd": {"name": "column", "rate": 0.5}, "bwd": {"name": "topk", "rate": 0.5}},
+        )
+    )
     dist = run_pipeline(spec, tmp_path).losses()
     twin = [r["loss"] for r in run_twin(spec)]
     assert dist == pytest.approx(twin, rel=1e-5, abs=1e-6)
@@ -76,8 +85,13 @@ def test_killing_a_stage_is_reported_and_everything_is_torn_down(tmp_path: Path)
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(_spec(train={"steps": 500}, log_every=1)))
     before = netns_names()
-    proc = subprocess.Popen([sys.executable, "-m", "pipenem.main", "train", str(cfg), "--out", str(tmp_path / "out")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipenem.main", "train", str(cfg), "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out_lines = []
     for line in proc.stdout:
         out_lines.append(line)
@@ -113,17 +127,20 @@ def test_launcher_raises_stage_failed_with_the_stage(tmp_path: Path) -> None:
     assert all_records() == []
 
 
-@pytest.mark.parametrize("over,field", [
-    ({"partition": [1, 1, 1]}, "partition"),
-    ({"partition": [2, 2, 1, 1]}, "partition"),
-    ({"model": {**TINY, "n_heads": 5}}, "model.n_heads"),
-    ({"topology": str(TOPOLOGIES / "beyond-topk-8stage.yaml"), "partition": [1, 1, 1, 1]}, "partition"),
-    ({"train": {"steps": 2, "batch": 8, "micro_batches": 3}}, "train.micro_batches"),
-    ({"compression": {"fwd": {"name": "column", "rate": 1.5}}}, "compression.fwd.rate"),
-    ({"compression": {"bwd": {"name": "lowrank", "rank": 64}}}, "rank"),
-    ({"compute": {"mode": "modeled", "device": "tpu-v9"}}, "compute.device"),
-    ({"surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        ({"partition": [1, 1, 1]}, "partition"),
+        ({"partition": [2, 2, 1, 1]}, "partition"),
+        ({"model": {**TINY, "n_heads": 5}}, "model.n_heads"),
+        ({"topology": str(TOPOLOGIES / "beyond-topk-8stage.yaml"), "partition": [1, 1, 1, 1]}, "partition"),
+        ({"train": {"steps": 2, "batch": 8, "micro_batches": 3}}, "train.micro_batches"),
+        ({"compression": {"fwd": {"name": "column", "rate": 1.5}}}, "compression.fwd.rate"),
+        ({"compression": {"bwd": {"name": "lowrank", "rank": 64}}}, "rank"),
+        ({"compute": {"mode": "modeled", "device": "tpu-v9"}}, "compute.device"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
 def test_bad_config_exit_2_nothing_started(tmp_path: Path, over: dict, field: str) -> None:
     cfg = tmp_path / "bad.yaml"
     spec = _spec()
@@ -167,9 +184,15 @@ def test_exact_boundary_gradients_and_mirror_match_the_twin_and_links_carry_payl
     result = run_pipeline(spec, tmp_path)
     twin = [r["loss"] for r in run_twin(spec)]
     assert result.losses() == pytest.approx(twin, rel=1e-5, abs=1e-6)
-    straight = build_spec(_spec(train={"steps": 4, "boundary_grad": "straight-through"},
-                                compression={"fwd": {"name": "column", "rate": 0.5}, "bwd": "mirror"}))
-    assert [r["loss"] for r in run_twin(straight)][1:] == pytest.approx(twin[1:], rel=1e-6)  # mirror zeroes the rest anyway
+    straight = build_spec(
+        _spec(
+            train={"steps": 4, "boundary_grad": "straight-through"},
+            compression={"fwd": {"name": "column", "rate": 0.5}, "bwd": "mirror"},
+        )
+    )
+    assert [r["loss"] for r in run_twin(straight)][1:] == pytest.approx(
+        twin[1:], rel=1e-6
+    )  # mirror zeroes the rest anyway
     # per micro-batch and boundary: a 16-byte frame + the payload (header + values [+ indices])
     mb = 8 // 4 * 32 * 32  # entries of one micro-batch's activation
     msgs = 4 * 4  # steps × micro-batches

@@ -38,8 +38,16 @@ def test_windows_follow_resample_every() -> None:
 
 
 def test_truncated_normal_statistics() -> None:
-    topo = build_topology({"name": "x", "stages": 2, "defaults": {
-        "bandwidth": {"dist": "normal", "mean": 80, "std": 40, "unit": "Mbit", "min": 60}, "resample_every": "1s"}})
+    topo = build_topology(
+        {
+            "name": "x",
+            "stages": 2,
+            "defaults": {
+                "bandwidth": {"dist": "normal", "mean": 80, "std": 40, "unit": "Mbit", "min": 60},
+                "resample_every": "1s",
+            },
+        }
+    )
     rates = np.array([e.state.rate_bps for e in Schedule(topo).events(4000) if e.direction == "forward"]) / 1e6
     assert rates.min() >= 60  # truncated, never below min
     # mean of N(80, 40) truncated at 60: 80 + 40 * phi(-0.5) / (1 - Phi(-0.5)) = 100.4
@@ -47,7 +55,9 @@ def test_truncated_normal_statistics() -> None:
 
 
 def test_both_directions_of_a_symmetric_link_share_a_draw() -> None:
-    for e_f, e_b in zip(*[[e for e in Schedule(_paper()).events(30) if e.direction == d] for d in ("forward", "backward")], strict=True):
+    for e_f, e_b in zip(
+        *[[e for e in Schedule(_paper()).events(30) if e.direction == d] for d in ("forward", "backward")], strict=True
+    ):
         assert e_f.state == e_b.state and e_f.link == e_b.link
 
 
@@ -61,6 +71,7 @@ def test_trace_changes_at_its_change_points(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------- the link watch's judgement
+
 
 def _channel(samples: list[tuple[float, int, int, int]]):
     from testbed.linkwatch import _Channel

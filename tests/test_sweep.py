@@ -15,26 +15,45 @@ import yaml
 from harness.sweep.suite import load_suite
 from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem
 
-TINY = {"model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}, "data": {"dataset": "synthetic"},
-        "train": {"steps": 4, "batch": 8, "micro_batches": 2, "warmup": 1, "lr": 0.01}}
+TINY = {
+    "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32},
+    "data": {"dataset": "synthetic"},
+    "train": {"steps": 4, "batch": 8, "micro_batches": 2, "warmup": 1, "lr": 0.01},
+}
 
 
 def _suite(tmp_path: Path, axes: dict, base: dict | None = None, name: str = "t") -> Path:
     f = tmp_path / f"{name}.yaml"
-    f.write_text(yaml.safe_dump({"name": name, "topology": str(TOPOLOGIES / "ci-4stage.yaml"), "base": base or TINY, "axes": axes}))
+    f.write_text(
+        yaml.safe_dump(
+            {"name": name, "topology": str(TOPOLOGIES / "ci-4stage.yaml"), "base": base or TINY, "axes": axes}
+        )
+    )
     return f
 
 
 def test_expansion_rates_apply_only_to_compressors_that_take_one(tmp_path: Path) -> None:
-    f = _suite(tmp_path, {"compressor": [{"label": "none"}, {"label": "topk-fwd", "fwd": "topk"},
-                                         {"label": "q4", "fwd": {"name": "quantize", "bits": 4}}],
-                          "rate": [0.1, 0.9], "mode": ["train", "infer"], "execution": ["twin"]})
+    f = _suite(
+        tmp_path,
+        {
+            "compressor": [
+                {"label": "none"},
+                {"label": "topk-fwd", "fwd": "topk"},
+                {"label": "q4", "fwd": {"name": "quantize", "bits": 4}},
+            ],
+            "rate": [0.1, 0.9],
+            "mode": ["train", "infer"],
+            "execution": ["twin"],
+        },
+    )
     _, trials = load_suite(f)
     labels = [(t.compressor, t.rate, t.mode) for t in trials]
     assert labels.count(("none", None, "train")) == 1 and labels.count(("q4", None, "infer")) == 1
     assert {t.rate for t in trials if t.compressor == "topk-fwd"} == {0.1, 0.9}
     topk = next(t for t in trials if t.compressor == "topk-fwd")
-    assert topk.spec["compression"]["fwd"] == {"name": "topk", "rate": 0.1} and topk.spec["compression"]["bwd"] == "none"
+    assert (
+        topk.spec["compression"]["fwd"] == {"name": "topk", "rate": 0.1} and topk.spec["compression"]["bwd"] == "none"
+    )
     assert len(trials) == 2 * (1 + 2 + 1)
     assert [t.trial_id for t in load_suite(f)[1]] == [t.trial_id for t in trials]  # stable ids
 
@@ -47,8 +66,16 @@ def test_trial_ids_follow_the_topology_content_not_its_path(tmp_path: Path) -> N
         d.mkdir()
         (d / "topo.yaml").write_text((TOPOLOGIES / "ci-4stage.yaml").read_text())
         f = d / "s.yaml"
-        f.write_text(yaml.safe_dump({"name": "s", "topology": "topo.yaml", "base": TINY,
-                                     "axes": {"compressor": [{"label": "none"}], "execution": ["twin"]}}))
+        f.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "s",
+                    "topology": "topo.yaml",
+                    "base": TINY,
+                    "axes": {"compressor": [{"label": "none"}], "execution": ["twin"]},
+                }
+            )
+        )
         ids.append([t.trial_id for t in load_suite(f)[1]])
     assert ids[0] == ids[1]
     topo = tmp_path / "b" / "topo.yaml"
@@ -57,13 +84,16 @@ def test_trial_ids_follow_the_topology_content_not_its_path(tmp_path: Path) -> N
     assert [t.trial_id for t in load_suite(tmp_path / "b" / "s.yaml")[1]] != ids[0]
 
 
-@pytest.mark.parametrize("axes,topology,words", [
-    ({"compresor": [{"label": "none"}]}, None, "axes.compresor: unknown axis"),
-    ({"mode": []}, None, "axes.mode: empty"),
-    ({"compressor": []}, None, "axes.compressor: empty"),
-    ({}, "nope.yaml", "topology: topology file"),
-    ({"execution": ["twin"], "compute": ["modeled"]}, None, "axes: the sweep is empty"),
-])
+@pytest.mark.parametrize(
+    "axes,topology,words",
+    [
+        ({"compresor": [{"label": "none"}]}, None, "axes.compresor: unknown axis"),
+        ({"mode": []}, None, "axes.mode: empty"),
+        ({"compressor": []}, None, "axes.compressor: empty"),
+        ({}, "nope.yaml", "topology: topology file"),
+        ({"execution": ["twin"], "compute": ["modeled"]}, None, "axes: the sweep is empty"),
+    ],
+)
 def test_bad_suite_input_exit_2(tmp_path: Path, axes: dict, topology: str | None, words: str) -> None:
     data = {"name": "bad", "topology": topology or str(TOPOLOGIES / "ci-4stage.yaml"), "base": TINY, "axes": axes}
     f = tmp_path / "bad.yaml"
@@ -85,10 +115,20 @@ def test_a_failing_trial_is_recorded_and_the_others_complete(tmp_path: Path) -> 
     (tmp_path / "flaky_compressor.py").write_text(
         "from harness.compressors.dense import NoCompression\n\n"
         "class Flaky(NoCompression):\n    name = 'flaky'\n\n"
-        "    def encode(self, x, ctx):\n        raise RuntimeError('flaky encode at step %d' % ctx.step)\n")
-    f = _suite(tmp_path, {"compressor": [{"label": "none"}, {"label": "flaky", "fwd": {"name": "flaky_compressor:Flaky"}},
-                                         {"label": "column", "fwd": "column", "bwd": "column"}],
-                          "rate": [0.5], "execution": ["twin"]})
+        "    def encode(self, x, ctx):\n        raise RuntimeError('flaky encode at step %d' % ctx.step)\n"
+    )
+    f = _suite(
+        tmp_path,
+        {
+            "compressor": [
+                {"label": "none"},
+                {"label": "flaky", "fwd": {"name": "flaky_compressor:Flaky"}},
+                {"label": "column", "fwd": "column", "bwd": "column"},
+            ],
+            "rate": [0.5],
+            "execution": ["twin"],
+        },
+    )
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
     out = pipenem("run", str(f), "--out", str(tmp_path / "res"), env=env)
     assert out.returncode == 0, out.stderr
@@ -104,13 +144,25 @@ def test_a_failing_trial_is_recorded_and_the_others_complete(tmp_path: Path) -> 
 @needs_netns
 @pytest.mark.netns
 def test_sigint_mid_trial_keeps_valid_tables_and_resume_skips_finished(tmp_path: Path) -> None:
-    f = _suite(tmp_path, {"compressor": [{"label": "none"}, {"label": "column", "fwd": "column", "bwd": "column"}],
-                          "rate": [0.5], "execution": ["distributed"]},
-               base={**TINY, "train": {**TINY["train"], "steps": 30}}, name="s")
+    f = _suite(
+        tmp_path,
+        {
+            "compressor": [{"label": "none"}, {"label": "column", "fwd": "column", "bwd": "column"}],
+            "rate": [0.5],
+            "execution": ["distributed"],
+        },
+        base={**TINY, "train": {**TINY["train"], "steps": 30}},
+        name="s",
+    )
     res = tmp_path / "res"
     before = netns_names()
-    proc = subprocess.Popen([sys.executable, "-m", "pipenem.main", "run", str(f), "--out", str(res)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipenem.main", "run", str(f), "--out", str(res)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     import time
 
     # wait until the first trial is recorded and the second one's network is up, then interrupt it
@@ -137,8 +189,15 @@ def test_sigint_mid_trial_keeps_valid_tables_and_resume_skips_finished(tmp_path:
 
 
 def test_the_set_axis_sweeps_any_config_field_and_every_trial_records_its_settings(tmp_path: Path) -> None:
-    f = _suite(tmp_path, {"compressor": [{"label": "row-fwd", "fwd": "row"}], "rate": [0.1], "execution": ["twin"],
-                          "set": {"train.boundary_grad": ["exact", "straight-through"], "model.norm_eps": [1e-5, 1e-2]}})
+    f = _suite(
+        tmp_path,
+        {
+            "compressor": [{"label": "row-fwd", "fwd": "row"}],
+            "rate": [0.1],
+            "execution": ["twin"],
+            "set": {"train.boundary_grad": ["exact", "straight-through"], "model.norm_eps": [1e-5, 1e-2]},
+        },
+    )
     _, trials = load_suite(f)
     assert len(trials) == 4 and len({t.trial_id for t in trials}) == 4
     t = next(t for t in trials if t.overrides == {"train.boundary_grad": "straight-through", "model.norm_eps": 1e-2})
@@ -153,18 +212,30 @@ def test_the_set_axis_sweeps_any_config_field_and_every_trial_records_its_settin
 
 def test_parallel_twin_jobs_give_the_same_tables_as_one_at_a_time(tmp_path: Path) -> None:
     """--jobs runs twin trials in separate processes: same rows, same ids, bit-equal losses."""
-    f = _suite(tmp_path, {"compressor": [{"label": "none"}, {"label": "column", "fwd": "column", "bwd": "mirror"}],
-                          "rate": [0.5], "execution": ["twin"], "seed": [0, 1],
-                          "set": {"train.boundary_grad": ["exact", "straight-through"]}})
+    f = _suite(
+        tmp_path,
+        {
+            "compressor": [{"label": "none"}, {"label": "column", "fwd": "column", "bwd": "mirror"}],
+            "rate": [0.5],
+            "execution": ["twin"],
+            "seed": [0, 1],
+            "set": {"train.boundary_grad": ["exact", "straight-through"]},
+        },
+    )
     for jobs in (1, 2):
         r = pipenem("run", str(f), "--out", str(tmp_path / f"j{jobs}"), "--jobs", str(jobs))
         assert r.returncode == 0, r.stderr
-    one, two = (pd.read_parquet(tmp_path / f"j{j}" / "trials.parquet").sort_values("trial_id", ignore_index=True) for j in (1, 2))
+    one, two = (
+        pd.read_parquet(tmp_path / f"j{j}" / "trials.parquet").sort_values("trial_id", ignore_index=True)
+        for j in (1, 2)
+    )
     assert len(one) == 8 and list(one["trial_id"]) == list(two["trial_id"]) and set(one["status"]) == {"ok"}
     assert list(one["final_loss"]) == list(two["final_loss"]) and list(one["eval_loss"]) == list(two["eval_loss"])
     assert set(one["boundary_grad"]) == {"exact", "straight-through"} and set(one["grad_clip"]) == {1.0}
-    steps = [pd.read_parquet(tmp_path / f"j{j}" / "steps.parquet").sort_values(["trial_id", "step"], ignore_index=True)
-             for j in (1, 2)]
+    steps = [
+        pd.read_parquet(tmp_path / f"j{j}" / "steps.parquet").sort_values(["trial_id", "step"], ignore_index=True)
+        for j in (1, 2)
+    ]
     assert list(steps[0]["loss"]) == list(steps[1]["loss"]) and steps[0]["grad_norm"].notna().all()
     # the baseline does not depend on boundary semantics: identical under both
     base = one[one["compressor"] == "none"].groupby("seed")["final_loss"].nunique()

@@ -39,7 +39,9 @@ def test_loaded_by_entry_point(example_module: Path) -> None:
     dist = example_module / "my_compressors-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-compressors\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[pipenem.compressors]\nevery_other_column = my_compressors:EveryOtherColumn\n")
+    (dist / "entry_points.txt").write_text(
+        "[pipenem.compressors]\nevery_other_column = my_compressors:EveryOtherColumn\n"
+    )
     c = build({"name": "every_other_column"})
     assert type(c).__name__ == "EveryOtherColumn"
     x = torch.randn(1, 3, 4)
@@ -51,7 +53,7 @@ def test_not_a_compressor_is_refused(example_module: Path) -> None:
         build({"name": "my_compressors:torch"})
 
 
-RATED_PLUGIN = '''
+RATED_PLUGIN = """
 import torch
 from harness.compressors import Compressor, register
 from harness.compressors.base import check_rate
@@ -63,7 +65,7 @@ class MyTopK(TopK):  # not registered under a built-in name: known only by its i
 
     def __init__(self, *, rate: float) -> None:
         super().__init__(rate=check_rate(rate))
-'''
+"""
 
 
 def test_a_plugin_that_takes_rate_gets_the_suites_rate_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,12 +78,26 @@ def test_a_plugin_that_takes_rate_gets_the_suites_rate_axis(tmp_path: Path, monk
     (tmp_path / "mypkg_rated.py").write_text(RATED_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump({
-        "name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
-        "base": {"model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}, "data": {"dataset": "synthetic"}},
-        "axes": {"compressor": [{"label": "mine", "fwd": "mypkg_rated:MyTopK"},
-                                {"label": "mine-ef", "fwd": {"name": "ef", "inner": "mypkg_rated:MyTopK"}}],
-                 "rate": [0.1, 0.9], "execution": ["twin"]}}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "name": "s",
+                "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+                "base": {
+                    "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32},
+                    "data": {"dataset": "synthetic"},
+                },
+                "axes": {
+                    "compressor": [
+                        {"label": "mine", "fwd": "mypkg_rated:MyTopK"},
+                        {"label": "mine-ef", "fwd": {"name": "ef", "inner": "mypkg_rated:MyTopK"}},
+                    ],
+                    "rate": [0.1, 0.9],
+                    "execution": ["twin"],
+                },
+            }
+        )
+    )
     try:
         _, trials = load_suite(f)
     finally:

@@ -31,35 +31,70 @@ def test_every_shipped_topology_validates(path: Path) -> None:
 
 
 def test_python_api_builds_the_same_object_as_yaml() -> None:
-    from_yaml = build_topology({"name": "t", "stages": 3, "defaults": {"bandwidth": "1Gbit"},
-                                "links": [{"between": [1, 2], "bandwidth": {"dist": "normal", "mean": 80, "std": 16, "unit": "Mbit", "min": 1}}]})
-    in_code = Topology(name="t", stages=3, defaults={"bandwidth": "1Gbit"},
-                       links=[LinkSpec(between=(1, 2), bandwidth=Normal(mean=80, std=16, unit="Mbit", min=1))])
+    from_yaml = build_topology(
+        {
+            "name": "t",
+            "stages": 3,
+            "defaults": {"bandwidth": "1Gbit"},
+            "links": [
+                {"between": [1, 2], "bandwidth": {"dist": "normal", "mean": 80, "std": 16, "unit": "Mbit", "min": 1}}
+            ],
+        }
+    )
+    in_code = Topology(
+        name="t",
+        stages=3,
+        defaults={"bandwidth": "1Gbit"},
+        links=[LinkSpec(between=(1, 2), bandwidth=Normal(mean=80, std=16, unit="Mbit", min=1))],
+    )
     assert from_yaml == in_code
     chain = Topology.chain(4, "80Mbit", name="c")
     assert [c.params.bandwidth for c in chain.channels()] == [Fixed(value=80, unit="Mbit")] * 6
 
 
-@pytest.mark.parametrize("text,field,words", [
-    ("name: x\nstages: 3\n  links: [", "", "malformed YAML"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit}\nlinkz: []\n", "linkz", "unknown key"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: -5Mbit}\n", "defaults.bandwidth", "> 0"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 0Gbit}\n", "defaults.bandwidth", "> 0"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: {dist: normal, mean: 80, std: -1, unit: Mbit, min: 1}}\n", "defaults.bandwidth.std", "greater than or equal to 0"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit}\nlinks: [{between: [2, 3], bandwidth: 1Mbit}]\n", "links[0].between", "stage 3 does not exist"),
-    ("name: x\nstages: 3\nlinks: [{between: [0, 1], bandwidth: 1Mbit}]\n", "links", "stage 1 has no link"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 80furlongs}\n", "defaults.bandwidth", "unknown unit"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 80mbps}\n", "defaults.bandwidth", "BYTES"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 80}\n", "defaults.bandwidth", "no unit"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: {dist: poisson, mean: 3}}\n", "defaults.bandwidth", "'dist' must be one of"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: {dist: normal, mean: 80, std: 8, unit: Mbit}}\n", "defaults.bandwidth", "min"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit, delay: -2ms}\n", "defaults.delay", "≥ 0"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit, loss: 150}\n", "defaults.loss", "[0, 100]"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit}\nlinks: [{between: [0, 2], bandwidth: 1Mbit}]\n", "links[0].between", "adjacent"),
-    ("name: x\nstages: 1\ndefaults: {bandwidth: 1Gbit}\n", "stages", "greater than or equal to 2"),
-    ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit, resample_every: 0s}\n", "defaults.resample_every", "> 0"),
-    ("- 1\n- 2\n", "", "mapping"),
-])
+@pytest.mark.parametrize(
+    "text,field,words",
+    [
+        ("name: x\nstages: 3\n  links: [", "", "malformed YAML"),
+        ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit}\nlinkz: []\n", "linkz", "unknown key"),
+        ("name: x\nstages: 3\ndefaults: {bandwidth: -5Mbit}\n", "defaults.bandwidth", "> 0"),
+        ("name: x\nstages: 3\ndefaults: {bandwidth: 0Gbit}\n", "defaults.bandwidth", "> 0"),
+        (
+            "name: x\nstages: 3\ndefaults: {bandwidth: {dist: normal, mean: 80, std: -1, unit: Mbit, min: 1}}\n",
+            "defaults.bandwidth.std",
+            "greater than or equal to 0",
+        ),
+        (
+            "name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit}\nlinks: [{between: [2, 3], bandwidth: 1Mbit}]\n",
+            "links[0].between",
+            "stage 3 does not exist",
+        ),
+        ("name: x\nstages: 3\nlinks: [{between: [0, 1], bandwidth: 1Mbit}]\n", "links", "stage 1 has no link"),
+        ("name: x\nstages: 3\ndefaults: {bandwidth: 80furlongs}\n", "defaults.bandwidth", "unknown unit"),
+        ("name: x\nstages: 3\ndefaults: {bandwidth: 80mbps}\n", "defaults.bandwidth", "BYTES"),
+        ("name: x\nstages: 3\ndefaults: {bandwidth: 80}\n", "defaults.bandwidth", "no unit"),
+        (
+            "name: x\nstages: 3\ndefaults: {bandwidth: {dist: poisson, mean: 3}}\n",
+            "defaults.bandwidth",
+            "'dist' must be one of",
+        ),
+        (
+            "name: x\nstages: 3\ndefaults: {bandwidth: {dist: normal, mean: 80, std: 8, unit: Mbit}}\n",
+            "defaults.bandwidth",
+            "min",
+        ),
+        ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit, delay: -2ms}\n", "defaults.delay", "≥ 0"),
+        ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit, loss: 150}\n", "defaults.loss", "[0, 100]"),
+        (
+            "name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit}\nlinks: [{between: [0, 2], bandwidth: 1Mbit}]\n",
+            "links[0].between",
+            "adjacent",
+        ),
+        ("name: x\nstages: 1\ndefaults: {bandwidth: 1Gbit}\n", "stages", "greater than or equal to 2"),
+        ("name: x\nstages: 3\ndefaults: {bandwidth: 1Gbit, resample_every: 0s}\n", "defaults.resample_every", "> 0"),
+        ("- 1\n- 2\n", "", "mapping"),
+    ],
+)
 def test_bad_input_names_the_field(tmp_path: Path, text: str, field: str, words: str) -> None:
     f = tmp_path / "t.yaml"
     f.write_text(text)
@@ -71,7 +106,9 @@ def test_bad_input_names_the_field(tmp_path: Path, text: str, field: str, words:
 
 def test_units_and_trace_loading(tmp_path: Path) -> None:
     (tmp_path / "tr.csv").write_text("time_s,value\n0,10\n2,20\n")
-    (tmp_path / "t.yaml").write_text("name: x\nstages: 2\nlinks: [{between: [0, 1], trace: tr.csv, trace_unit: Mbit}]\n")
+    (tmp_path / "t.yaml").write_text(
+        "name: x\nstages: 2\nlinks: [{between: [0, 1], trace: tr.csv, trace_unit: Mbit}]\n"
+    )
     topo = load_topology(tmp_path / "t.yaml")
     bw = topo.channels()[0].params.bandwidth
     assert bw.values == (10.0, 20.0) and bw.at(1.9) == 10 and bw.at(2.0) == 20
@@ -79,13 +116,27 @@ def test_units_and_trace_loading(tmp_path: Path) -> None:
 
 
 def test_direction_specific_links_get_their_own_values() -> None:
-    topo = build_topology({"name": "x", "stages": 2, "defaults": {"bandwidth": "1Gbit"},
-                           "links": [{"between": [0, 1], "direction": "forward", "bandwidth": "10Mbit"}]})
+    topo = build_topology(
+        {
+            "name": "x",
+            "stages": 2,
+            "defaults": {"bandwidth": "1Gbit"},
+            "links": [{"between": [0, 1], "direction": "forward", "bandwidth": "10Mbit"}],
+        }
+    )
     fwd, bwd = topo.channels()
     assert fwd.params.bandwidth.value == 10 and bwd.params.bandwidth.value == 1
     with pytest.raises(ConfigError, match="given twice"):
-        build_topology({"name": "x", "stages": 2, "links": [{"between": [0, 1], "bandwidth": "1Mbit"},
-                                                            {"between": [1, 0], "direction": "forward", "bandwidth": "1Mbit"}]})
+        build_topology(
+            {
+                "name": "x",
+                "stages": 2,
+                "links": [
+                    {"between": [0, 1], "bandwidth": "1Mbit"},
+                    {"between": [1, 0], "direction": "forward", "bandwidth": "1Mbit"},
+                ],
+            }
+        )
 
 
 def test_netem_needs_are_reported() -> None:
@@ -95,7 +146,13 @@ def test_netem_needs_are_reported() -> None:
 
 
 def test_a_shared_bottleneck_is_named_as_itself_not_as_its_first_link() -> None:
-    topo = build_topology({"name": "x", "stages": 4, "defaults": {"bandwidth": "1Gbit"},
-                           "bottlenecks": [{"name": "wan", "links": [[0, 1], [2, 3]], "bandwidth": "60Mbit", "delay": "5ms"}]})
+    topo = build_topology(
+        {
+            "name": "x",
+            "stages": 4,
+            "defaults": {"bandwidth": "1Gbit"},
+            "bottlenecks": [{"name": "wan", "links": [[0, 1], [2, 3]], "bandwidth": "60Mbit", "delay": "5ms"}],
+        }
+    )
     assert [c.label for c in topo.bottleneck_channels()] == ["bn:wan", "bn:wan"]
     assert topo.needs_netem()[0] == "link bn:wan forward: delay"

@@ -42,7 +42,9 @@ class Context:
     def generator(self, salt: int = 0) -> torch.Generator:
         """A generator both sides derive identically (for seeded index choices and projections)."""
         # A stable digest, not hash(): str hashes differ between processes (PYTHONHASHSEED).
-        digest = hashlib.blake2b(repr((self.seed, self.boundary, self.direction, self.step, salt)).encode(), digest_size=8)
+        digest = hashlib.blake2b(
+            repr((self.seed, self.boundary, self.direction, self.step, salt)).encode(), digest_size=8
+        )
         g = torch.Generator()
         g.manual_seed(int.from_bytes(digest.digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF)
         return g
@@ -78,8 +80,9 @@ class Compressor(ABC):
         """The keyword parameters its constructor declares."""
         import inspect
 
-        return tuple(n for n, p in inspect.signature(cls.__init__).parameters.items()
-                     if p.kind == inspect.Parameter.KEYWORD_ONLY)
+        return tuple(
+            n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind == inspect.Parameter.KEYWORD_ONLY
+        )
 
     @classmethod
     def takes_rate(cls) -> bool:
@@ -123,15 +126,20 @@ class Compressor(ABC):
         """Short form for tables: name and the parameters that differ from their defaults."""
         import inspect
 
-        defaults = {k: v.default for k, v in inspect.signature(type(self).__init__).parameters.items()
-                    if v.default is not inspect.Parameter.empty}
+        defaults = {
+            k: v.default
+            for k, v in inspect.signature(type(self).__init__).parameters.items()
+            if v.default is not inspect.Parameter.empty
+        }
         bits = []
         for k, v in self.params().items():
             if isinstance(v, Compressor):
                 bits.append(v.label())
             elif k == "rate" and not (isinstance(v, float) and math.isnan(v)):
                 bits.append(f"{v:g}")
-            elif k != "rate" and v is not None and (k in ("bits", "rank", "threshold") or defaults.get(k, object()) != v):
+            elif (
+                k != "rate" and v is not None and (k in ("bits", "rank", "threshold") or defaults.get(k, object()) != v)
+            ):
                 bits.append(f"{k}={v}")
         return f"{self.name}({' '.join(bits)})" if bits else self.name
 
@@ -154,9 +162,14 @@ class Compressor(ABC):
     def roundtrip(self, x: torch.Tensor, ctx: Context | None = None) -> tuple[torch.Tensor, Payload]:
         """encode -> bytes -> decode, as on a real link (for tests and fidelity tables)."""
         send_ctx = ctx or Context()
-        recv_ctx = Context(send_ctx.boundary, send_ctx.direction, send_ctx.step, send_ctx.seed,
-                           state=send_ctx.state if not self.receiver_state else send_ctx.state.setdefault("_peer", {}),
-                           forward=send_ctx.forward)
+        recv_ctx = Context(
+            send_ctx.boundary,
+            send_ctx.direction,
+            send_ctx.step,
+            send_ctx.seed,
+            state=send_ctx.state if not self.receiver_state else send_ctx.state.setdefault("_peer", {}),
+            forward=send_ctx.forward,
+        )
         p = self.encode(x, send_ctx)
         back = Payload.from_bytes(p.to_bytes())
         return self.decode(back, recv_ctx), p
@@ -185,8 +198,6 @@ def as_3d(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 1:
         return x.view(1, 1, -1)
     return x.reshape(-1, x.shape[-2], x.shape[-1])
-
-
 
 
 # ------------------------------------------------------------------ registry

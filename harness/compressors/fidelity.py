@@ -61,8 +61,9 @@ class FidelityRow:
 Bound = Callable[[Compressor, torch.Tensor, int], "float | None"]
 
 
-def measure(compressor: Compressor, x: torch.Tensor, r: int, ctx: Context | None = None,
-            bound: Bound | None = None) -> FidelityRow:
+def measure(
+    compressor: Compressor, x: torch.Tensor, r: int, ctx: Context | None = None, bound: Bound | None = None
+) -> FidelityRow:
     """One compressor on one tensor: bytes, ratio, errors, and encode/decode time (single run);
     ``bound(compressor, x, r)``, when given, is the theory's sin Θ bound to report beside it."""
     from harness.compressors.wire import Payload
@@ -76,13 +77,24 @@ def measure(compressor: Compressor, x: torch.Tensor, r: int, ctx: Context | None
     peer = Context(ctx.boundary, ctx.direction, ctx.step, ctx.seed, state={}) if compressor.receiver_state else ctx
     x_hat = compressor.decode(wire, peer)
     t3 = time.perf_counter()
-    return FidelityRow(compressor.label(), compressor.rate, payload.nbytes, wire_ratio(x, payload),
-                       relative_error(x, x_hat), cosine(x, x_hat), sin_theta(x, x_hat, r),
-                       bound(compressor, x, r) if bound else None, (t1 - t0) * 1e3, (t3 - t2) * 1e3,
-                       compressor.cost_note)
+    return FidelityRow(
+        compressor.label(),
+        compressor.rate,
+        payload.nbytes,
+        wire_ratio(x, payload),
+        relative_error(x, x_hat),
+        cosine(x, x_hat),
+        sin_theta(x, x_hat, r),
+        bound(compressor, x, r) if bound else None,
+        (t1 - t0) * 1e3,
+        (t3 - t2) * 1e3,
+        compressor.cost_note,
+    )
 
 
-def synthetic_activation(shape: tuple[int, int, int], rank: int = 8, seed: int = 0, noise: float = 0.05) -> torch.Tensor:
+def synthetic_activation(
+    shape: tuple[int, int, int], rank: int = 8, seed: int = 0, noise: float = 0.05
+) -> torch.Tensor:
     """A (b, n, d) tensor shaped like transformer activations: a low-rank part whose columns
     (features) have log-normal scales, plus small noise. Seeded."""
     b, n, d = shape

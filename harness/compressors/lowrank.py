@@ -27,7 +27,9 @@ class LowRank(Compressor):
     jacobian = "projection"
     cost_note = "svd: O(n·d·min(n,d)) per instance; power: O(n·d·r·iters)"
 
-    def __init__(self, *, rate: float | None = None, rank: int | None = None, method: str = "svd", iters: int = 1) -> None:
+    def __init__(
+        self, *, rate: float | None = None, rank: int | None = None, method: str = "svd", iters: int = 1
+    ) -> None:
         if (rate is None) == (rank is None):
             raise ConfigError("rate", "give exactly one of 'rate' (fraction of rank removed) or 'rank'")
         self._rate = check_rate(rate) if rate is not None else float("nan")
@@ -48,7 +50,9 @@ class LowRank(Compressor):
     def check_shape(self, shape: torch.Size | tuple[int, ...]) -> None:
         _, n, d = fold(tuple(shape))
         if self.rank is not None and self.rank > min(n, d):
-            raise ConfigError("rank", f"{self.rank} is larger than min(n, d) = {min(n, d)} for tensors of shape {tuple(shape)}")
+            raise ConfigError(
+                "rank", f"{self.rank} is larger than min(n, d) = {min(n, d)} for tensors of shape {tuple(shape)}"
+            )
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         self.check_shape(x.shape)
@@ -66,7 +70,9 @@ class LowRank(Compressor):
                 p = torch.linalg.qr(g @ q).Q
                 q = g.transpose(1, 2) @ p
             ctx.state["q"] = q
-        return Payload([p.to(x.dtype).contiguous().view(-1), q.to(x.dtype).contiguous().view(-1)], shape_header(x) + (r,))
+        return Payload(
+            [p.to(x.dtype).contiguous().view(-1), q.to(x.dtype).contiguous().view(-1)], shape_header(x) + (r,)
+        )
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, (r,) = read_shape(payload.header)
@@ -124,8 +130,8 @@ class AdaptiveLowRank(Compressor):
         out = torch.empty(b, n, d)
         po = qo = 0
         for i, r in enumerate(ranks):
-            p = p_all[po:po + n * r].view(n, r)
-            q = q_all[qo:qo + d * r].view(d, r)
+            p = p_all[po : po + n * r].view(n, r)
+            q = q_all[qo : qo + d * r].view(d, r)
             out[i] = p @ q.T
             po += n * r
             qo += d * r

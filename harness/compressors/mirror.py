@@ -29,15 +29,21 @@ class Mirror(Compressor):
 
     def check_forward(self, fwd: Compressor) -> None:
         if fwd.jacobian != "mask":
-            raise ConfigError("compression.bwd", f"mirror sends the gradient at the forward's kept positions; the forward "
-                                                 f"compressor {fwd.name!r} keeps none (use a masking one: topk, randk, column, row)")
+            raise ConfigError(
+                "compression.bwd",
+                f"mirror sends the gradient at the forward's kept positions; the forward "
+                f"compressor {fwd.name!r} keeps none (use a masking one: topk, randk, column, row)",
+            )
 
     @staticmethod
     def _mask(ctx: Context) -> torch.Tensor:
         mask = ctx.forward.kept_mask() if ctx.forward is not None else None
         if mask is None:
-            raise ConfigError("compression.bwd", "mirror needs the forward payload of its boundary (backward direction only, "
-                                                 "after a masking forward compressor)")
+            raise ConfigError(
+                "compression.bwd",
+                "mirror needs the forward payload of its boundary (backward direction only, "
+                "after a masking forward compressor)",
+            )
         return mask
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:

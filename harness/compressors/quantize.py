@@ -41,10 +41,10 @@ class Quantize(Compressor):
         rows = max(1, SLICE // (b * d))
         # slices along n keep every temporary in cache (fresh tensor-sized temporaries fault in slowly)
         for i in range(0, n, rows):
-            part = (g[:, i:i + rows].float() - lo).mul_(inv)
+            part = (g[:, i : i + rows].float() - lo).mul_(inv)
             if gen is not None:
                 part += torch.rand(part.shape, generator=gen) - 0.5
-            codes[:, i:i + rows] = part.round_().clamp_(0, 2**self.bits - 1)
+            codes[:, i : i + rows] = part.round_().clamp_(0, 2**self.bits - 1)
         return Payload([pack_uint(codes, self.bits), lo.view(-1), step.view(-1)], shape_header(x))
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
@@ -56,7 +56,7 @@ class Quantize(Compressor):
         out = torch.empty(b, n, d, dtype=dtype)
         rows = max(1, SLICE // (b * d))
         for i in range(0, n, rows):
-            out[:, i:i + rows] = torch.addcmul(lo, codes[:, i:i + rows].float(), step)
+            out[:, i : i + rows] = torch.addcmul(lo, codes[:, i : i + rows].float(), step)
         return out.view(shape)
 
 
@@ -70,7 +70,7 @@ def _column_min_max(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lo = torch.full((b, 1, d), float("inf"))
     hi = torch.full((b, 1, d), float("-inf"))
     for i in range(0, n, rows):
-        mn, mx = torch.aminmax(g[:, i:i + rows].float(), dim=1, keepdim=True)
+        mn, mx = torch.aminmax(g[:, i : i + rows].float(), dim=1, keepdim=True)
         torch.minimum(lo, mn, out=lo)
         torch.maximum(hi, mx, out=hi)
     return lo, hi

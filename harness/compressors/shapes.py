@@ -14,7 +14,7 @@ def shape_header(x: torch.Tensor) -> tuple[int, ...]:
 def read_shape(header: tuple[int, ...]) -> tuple[torch.dtype, tuple[int, ...], tuple[int, ...]]:
     """(dtype, shape, the rest of the header)."""
     ndim = header[1]
-    return DTYPES[header[0]], tuple(header[2:2 + ndim]), header[2 + ndim:]
+    return DTYPES[header[0]], tuple(header[2 : 2 + ndim]), header[2 + ndim :]
 
 
 def fold(shape: tuple[int, ...]) -> tuple[int, int, int]:

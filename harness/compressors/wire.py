@@ -21,8 +21,18 @@ from dataclasses import dataclass
 
 import torch
 
-DTYPES: list[torch.dtype] = [torch.float32, torch.float16, torch.bfloat16, torch.uint8, torch.int16,
-                             torch.int32, torch.int64, torch.float64, torch.int8, torch.bool]
+DTYPES: list[torch.dtype] = [
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.uint8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.float64,
+    torch.int8,
+    torch.bool,
+]
 DTYPE_CODES = {dt: i for i, dt in enumerate(DTYPES)}
 
 
@@ -44,7 +54,7 @@ class Payload:
         head = struct.pack(f"<BB{len(self.header)}q", len(self.header), len(self.parts), *self.header)
         head += b"".join(struct.pack("<BI", DTYPE_CODES[p.dtype], p.numel()) for p in self.parts)
         out = torch.zeros(self.header_bytes, dtype=torch.uint8)
-        out[:len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
+        out[: len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
         return out
 
     def raw_parts(self) -> list[torch.Tensor]:
@@ -58,10 +68,10 @@ class Payload:
     def to_bytes(self) -> torch.Tensor:
         """One uint8 tensor, ready for a send; ``len == nbytes``."""
         out = torch.zeros(self.nbytes, dtype=torch.uint8)
-        out[:self.header_bytes] = self.header_block()
+        out[: self.header_bytes] = self.header_block()
         off = self.header_bytes
         for raw in self.raw_parts():
-            out[off:off + raw.numel()] = raw
+            out[off : off + raw.numel()] = raw
             off += align(raw.numel())
         return out
 
@@ -71,7 +81,7 @@ class Payload:
         parts = []
         for dtype, numel in specs:
             size = numel * torch.empty((), dtype=dtype).element_size()
-            chunk = buf[off:off + size]
+            chunk = buf[off : off + size]
             parts.append(chunk.bool() if dtype == torch.bool else chunk.view(dtype))
             off += align(size)
         return cls(parts=parts, header=tuple(header))

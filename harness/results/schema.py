@@ -75,10 +75,35 @@ LINK: dict[str, str] = {
 }
 
 # the trial columns a report's table shows, in order
-REPORT_TRIAL_COLUMNS = ["trial_id", "suite", "compressor", "rate", "direction", "variant", "mode", "execution", "backend",
-                        "compute", "device", "boundary_grad", "grad_clip", "norm_eps", "seed", "status", "initial_loss",
-                        "final_loss", "eval_loss", "tokens_per_s", "throughput_kind", "fwd_wire_ratio", "bwd_wire_ratio",
-                        "fwd_link_wire_ratio", "bwd_link_wire_ratio", "wall_s", "error"]
+REPORT_TRIAL_COLUMNS = [
+    "trial_id",
+    "suite",
+    "compressor",
+    "rate",
+    "direction",
+    "variant",
+    "mode",
+    "execution",
+    "backend",
+    "compute",
+    "device",
+    "boundary_grad",
+    "grad_clip",
+    "norm_eps",
+    "seed",
+    "status",
+    "initial_loss",
+    "final_loss",
+    "eval_loss",
+    "tokens_per_s",
+    "throughput_kind",
+    "fwd_wire_ratio",
+    "bwd_wire_ratio",
+    "fwd_link_wire_ratio",
+    "bwd_link_wire_ratio",
+    "wall_s",
+    "error",
+]
 
 
 def _row(columns: dict[str, str], values: dict[str, Any], table: str) -> dict[str, Any]:

@@ -40,8 +40,11 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.d_model % self.n_heads:
-            raise FieldError("n_heads", f"{self.n_heads} does not divide d_model {self.d_model}; "
-                             f"valid head counts: {', '.join(str(h) for h in divisors(self.d_model) if h <= 64)}")
+            raise FieldError(
+                "n_heads",
+                f"{self.n_heads} does not divide d_model {self.d_model}; "
+                f"valid head counts: {', '.join(str(h) for h in divisors(self.d_model) if h <= 64)}",
+            )
         if (self.d_model // self.n_heads) % 2:
             raise FieldError("n_heads", "head dimension must be even for RoPE")
         if self.ffn_hidden is None:
@@ -144,9 +147,14 @@ def check_spec(spec: RunSpec) -> tuple[list[int], int]:
     if len(part) != stages:
         raise ConfigError("partition", f"has {len(part)} entries but the topology has {stages} stages")
     if sum(part) != spec.model.n_layers or min(part) < 0:
-        raise ConfigError("partition", f"{part} covers {sum(part)} blocks, the model has n_layers = {spec.model.n_layers}")
+        raise ConfigError(
+            "partition", f"{part} covers {sum(part)} blocks, the model has n_layers = {spec.model.n_layers}"
+        )
     if spec.model.n_layers < stages and spec.partition is None:
-        raise ConfigError("partition", f"{spec.model.n_layers} layers cannot fill {stages} stages; give a partition with empty stages explicitly")
+        raise ConfigError(
+            "partition",
+            f"{spec.model.n_layers} layers cannot fill {stages} stages; give a partition with empty stages explicitly",
+        )
     fwd = build(spec.compression.fwd, "compression.fwd")
     bwd = build(spec.compression.bwd, "compression.bwd")
     shape = (spec.train.batch // spec.train.micro_batches, spec.model.ctx, spec.model.d_model)

@@ -31,8 +31,11 @@ class StageFailed(RuntimeError):
         if code > 128:  # `docker exec` reports a signal inside the container as 128 + n
             how += f" (signal {code - 128} inside its container)"
         # what the link watch saw when it died: a stage's TCP error is often a link's fault
-        super().__init__(f"stage {stage} {how}" + (f" while {links}" if links else "")
-                         + (": " + " | ".join(tail[-3:]) if tail else ""))
+        super().__init__(
+            f"stage {stage} {how}"
+            + (f" while {links}" if links else "")
+            + (": " + " | ".join(tail[-3:]) if tail else "")
+        )
         self.stage, self.code, self.tail = stage, code, tail
 
 
@@ -74,7 +77,7 @@ class RunResult:
         return tokens / (ends[n - 1] - t0)
 
 
-def _links_meta(backend, stages: int) -> list[dict]:  # noqa: ANN001
+def _links_meta(backend, stages: int) -> list[dict]:
     meta = []
     for i in range(stages):
         entry = {}
@@ -88,10 +91,14 @@ def _links_meta(backend, stages: int) -> list[dict]:  # noqa: ANN001
     return meta
 
 
-def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns",
-                 on_log: Callable[[int, str], None] | None = None,
-                 on_progress: Callable[[int, dict], None] | None = None,
-                 on_start: Callable[[list[subprocess.Popen]], None] | None = None) -> RunResult:
+def run_pipeline(
+    spec: RunSpec,
+    run_dir: str | Path,
+    backend_name: str = "netns",
+    on_log: Callable[[int, str], None] | None = None,
+    on_progress: Callable[[int, dict], None] | None = None,
+    on_start: Callable[[list[subprocess.Popen]], None] | None = None,
+) -> RunResult:
     """Run the spec's pipeline over the emulated network. Raises StageFailed naming the stage."""
     partition, stages = check_spec(spec)  # bad config: ConfigError before anything starts
     run_dir = Path(run_dir)
@@ -113,15 +120,41 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
         try:
             for i in range(stages):
                 # through harness.runtime.allocator: tcmalloc preloaded where the stage's host has it
-                argv = backend.exec_argv(i, [sys.executable, "-m", "harness.runtime.allocator",
-                                             "-m", "harness.runtime.worker", str(run_dir), str(i)])
+                argv = backend.exec_argv(
+                    i,
+                    [
+                        sys.executable,
+                        "-m",
+                        "harness.runtime.allocator",
+                        "-m",
+                        "harness.runtime.worker",
+                        str(run_dir),
+                        str(i),
+                    ],
+                )
                 log.debug("stage %d: %s", i, " ".join(argv))
-                p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, env=_worker_env())
+                p = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    bufsize=1,
+                    env=_worker_env(),
+                )
                 backend.record.add_process(p.pid)
                 procs.append(p)
-                p.stdin.write(json.dumps({"spec": spec.model_dump(mode="json"), "stages": stages, "partition": partition,
-                                          "links": links[i]}) + "\n")
+                p.stdin.write(
+                    json.dumps(
+                        {
+                            "spec": spec.model_dump(mode="json"),
+                            "stages": stages,
+                            "partition": partition,
+                            "links": links[i],
+                        }
+                    )
+                    + "\n"
+                )
                 p.stdin.close()
                 threading.Thread(target=_pump, args=(i, p, lines), daemon=True).start()
             if on_start:
@@ -141,16 +174,33 @@ def run_pipeline(spec: RunSpec, run_dir: str | Path, backend_name: str = "netns"
         out = json.loads((run_dir / f"stage{i}.json").read_text())
         rows += out["steps"]
         allocators.add(out["allocator"])
-    result = RunResult(spec, backend_name, run_id, stages, partition, rows, applied=applied, wall_s=time.time() - t_start,
-                       allocator=", ".join(sorted(allocators)))
+    result = RunResult(
+        spec,
+        backend_name,
+        run_id,
+        stages,
+        partition,
+        rows,
+        applied=applied,
+        wall_s=time.time() - t_start,
+        allocator=", ".join(sorted(allocators)),
+    )
     for i in range(stages - 1):
         label = f"{i}-{i + 1}"
         for direction, stage, key in (("forward", i, "fwd"), ("backward", i + 1, "bwd")):
             payload = sum(r[f"bytes_{key}"] for r in rows if r["stage"] == stage)
             dense = sum(r[f"dense_{key}"] for r in rows if r["stage"] == stage)
             iface = counters1[(label, direction)] - counters0[(label, direction)]
-            result.links.append({"link": label, "direction": direction, "payload_bytes": payload, "dense_bytes": dense,
-                                 "interface_bytes": iface, "overhead": iface / payload if payload else None})
+            result.links.append(
+                {
+                    "link": label,
+                    "direction": direction,
+                    "payload_bytes": payload,
+                    "dense_bytes": dense,
+                    "interface_bytes": iface,
+                    "overhead": iface / payload if payload else None,
+                }
+            )
     return result
 
 
@@ -167,9 +217,15 @@ def _pump(stage: int, proc: subprocess.Popen, lines: queue.Queue) -> None:
     lines.put((stage, None))
 
 
-def _supervise(procs: list[subprocess.Popen], lines: queue.Queue, tails: list[deque],
-               on_log: Callable[[int, str], None] | None, backend, watch: LinkWatch,  # noqa: ANN001
-               on_progress: Callable[[int, dict], None] | None = None) -> None:
+def _supervise(
+    procs: list[subprocess.Popen],
+    lines: queue.Queue,
+    tails: list[deque],
+    on_log: Callable[[int, str], None] | None,
+    backend,
+    watch: LinkWatch,
+    on_progress: Callable[[int, dict], None] | None = None,
+) -> None:
     """Stream logs until every worker exits; the first one to fail stops all of them, and so
     does a link that is down or stalled for longer than its bound (LinkStalled, named)."""
     done: set[int] = set()

@@ -66,8 +66,14 @@ class Block(nn.Module):
 class Stage(nn.Module):
     """Layers [first, last) of the decoder; embedding if it is stage 0, norm + head if last."""
 
-    def __init__(self, cfg: ModelConfig, blocks: list[Block], embed: nn.Embedding | None,
-                 norm: RMSNorm | None, head: nn.Linear | None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        blocks: list[Block],
+        embed: nn.Embedding | None,
+        norm: RMSNorm | None,
+        head: nn.Linear | None,
+    ) -> None:
         super().__init__()
         self.embed, self.blocks, self.norm, self.head = embed, nn.ModuleList(blocks), norm, head
         cos, sin = rope_tables(cfg.d_model // cfg.n_heads, cfg.ctx, cfg.rope_theta)
@@ -103,8 +109,15 @@ def build_stages(cfg: ModelConfig, partition: list[int], seed: int) -> list[Stag
     stages, start = [], 0
     for i, count in enumerate(partition):
         last = i == len(partition) - 1
-        stages.append(Stage(cfg, blocks[start:start + count], embed if i == 0 else None,
-                            norm if last else None, head if last else None))
+        stages.append(
+            Stage(
+                cfg,
+                blocks[start : start + count],
+                embed if i == 0 else None,
+                norm if last else None,
+                head if last else None,
+            )
+        )
         start += count
     return stages
 

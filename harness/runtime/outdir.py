@@ -35,7 +35,7 @@ def check_writable(out: Path, option: str = "--out") -> None:
 def exclusive(out: Path, option: str = "--out") -> Iterator[Path]:
     """Hold ``out`` for this process; a second holder gets ConfigError (exit 2) at once."""
     check_writable(out, option)
-    fh = open(out / LOCK_NAME, "a+")  # noqa: SIM115 - held for the whole block
+    fh = open(out / LOCK_NAME, "a+")  # held for the whole block
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -44,8 +44,10 @@ def exclusive(out: Path, option: str = "--out") -> Iterator[Path]:
                 raise
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
-            raise ConfigError(option, f"{str(out)!r} is in use by another pipenem run (PID {holder}); "
-                                      "wait for it or choose another folder") from None
+            raise ConfigError(
+                option,
+                f"{str(out)!r} is in use by another pipenem run (PID {holder}); wait for it or choose another folder",
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))

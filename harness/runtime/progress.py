@@ -24,7 +24,7 @@ def parse(line: str) -> dict[str, Any] | None:
     if not line.startswith(MARK):
         return None
     try:
-        msg = json.loads(line[len(MARK):])
+        msg = json.loads(line[len(MARK) :])
     except json.JSONDecodeError:
         return None
     return msg if isinstance(msg, dict) and "event" in msg else None

@@ -54,8 +54,9 @@ def clip_to_norm(stage: Stage, max_norm: float, total_sq_norm: torch.Tensor) -> 
                 p.grad.mul_(coef)
 
 
-def optimizer_step(stage: Stage, opt: torch.optim.Optimizer | None, step: int, spec: RunSpec,
-                   total_sq_norm: torch.Tensor | None = None) -> None:
+def optimizer_step(
+    stage: Stage, opt: torch.optim.Optimizer | None, step: int, spec: RunSpec, total_sq_norm: torch.Tensor | None = None
+) -> None:
     """Clip by the whole model's gradient norm (``total_sq_norm``: the sum of every stage's
     :func:`grad_sq_norm`, as single-device training would), schedule the lr, step."""
     if opt is None:
@@ -93,11 +94,18 @@ class BoundaryCodecs:
 
         self.exact = spec.train.boundary_grad == "exact"
 
-    def ctx(self, boundary: int, direction: str, side: str, step: int, m: int,
-            forward: ForwardRecord | None = None) -> Context:
+    def ctx(
+        self, boundary: int, direction: str, side: str, step: int, m: int, forward: ForwardRecord | None = None
+    ) -> Context:
         state = self._state.setdefault((boundary, direction, side), {})
-        return Context(boundary=boundary, direction=direction, step=step * self.micro + m, seed=self.seed, state=state,
-                       forward=forward)
+        return Context(
+            boundary=boundary,
+            direction=direction,
+            step=step * self.micro + m,
+            seed=self.seed,
+            state=state,
+            forward=forward,
+        )
 
     def codec(self, direction: str) -> Compressor:
         return self.fwd if direction == "forward" else self.bwd

@@ -90,7 +90,7 @@ class LinkChannel:
         try:
             while not self._closed:
                 self._inbox[tag].put(self._recv_now(tag))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        except BaseException as exc:  # handed to the consumer
             if not self._closed:
                 self._inbox[tag].put(exc)
 
@@ -103,9 +103,9 @@ class LinkChannel:
         _, specs, off = parse_header_block(buf)
         for dtype, numel in specs:
             size = part_bytes(dtype, numel)
-            self.pg.recv([buf[off:off + size]], self.peer, tag).wait()
+            self.pg.recv([buf[off : off + size]], self.peer, tag).wait()
             if align(size) > size:
-                self.pg.recv([buf[off + size:off + align(size)]], self.peer, tag).wait()
+                self.pg.recv([buf[off + size : off + align(size)]], self.peer, tag).wait()
             off += align(size)
         return Payload.from_bytes(buf)
 

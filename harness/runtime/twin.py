@@ -31,7 +31,7 @@ from harness.runtime.training import (
 
 class _Boundary(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, codecs, boundary, step, m):  # noqa: ANN001, ANN205
+    def forward(ctx, x, codecs, boundary, step, m):
         c = codecs.codec("forward")
         send = codecs.ctx(boundary, "forward", "send", step, m)
         payload = c.encode(x.detach(), send)
@@ -41,7 +41,7 @@ class _Boundary(torch.autograd.Function):
         return c.decode(payload, recv)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx, grad):
         codecs, boundary, step, m, sent, received = ctx.meta
         c = codecs.codec("backward")
         payload = c.encode(grad, codecs.ctx(boundary, "backward", "send", step, m, forward=received))
@@ -72,8 +72,14 @@ def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_
             total = sum(grad_sq_norm(mod) for mod in mods)
             for mod, opt in zip(mods, opts, strict=True):
                 optimizer_step(mod, opt, step, spec, total if spec.train.grad_clip else None)
-        row = {"step": step, "loss": sum(losses) / M, "tokens": spec.train.batch * spec.model.ctx,
-               "grad_norm": float(total.sqrt()) if total is not None else None, "start": t0, "end": time.time()}
+        row = {
+            "step": step,
+            "loss": sum(losses) / M,
+            "tokens": spec.train.batch * spec.model.ctx,
+            "grad_norm": float(total.sqrt()) if total is not None else None,
+            "start": t0,
+            "end": time.time(),
+        }
         if eval_batches and step == spec.train.steps - 1:
             row["eval_loss"] = evaluate(mods, codecs, held_out, spec, eval_batches)
         rows.append(row)
@@ -82,8 +88,9 @@ def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_
     return rows
 
 
-def _forward_backward(mods: list, codecs: BoundaryCodecs, batches: Batches, spec: RunSpec, step: int,
-                      order: list[int], inference: bool) -> list[float]:
+def _forward_backward(
+    mods: list, codecs: BoundaryCodecs, batches: Batches, spec: RunSpec, step: int, order: list[int], inference: bool
+) -> list[float]:
     """One step's micro-batches forward (in order) and backward (in the schedule's order);
     parameter gradients accumulate as on the stages. Returns the micro-batch losses."""
     M = spec.train.micro_batches
@@ -112,8 +119,15 @@ def stage_gradient_norms(spec: RunSpec, step: int = 0) -> list[float]:
     mods = build_stages(spec.model, partition, spec.seed)
     train, _ = load_streams(spec.data, spec.seed)
     batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
-    _forward_backward(mods, BoundaryCodecs(spec), batches, spec, step,
-                      backward_order(spec.train.schedule, spec.train.micro_batches), False)
+    _forward_backward(
+        mods,
+        BoundaryCodecs(spec),
+        batches,
+        spec,
+        step,
+        backward_order(spec.train.schedule, spec.train.micro_batches),
+        False,
+    )
     return [float(grad_sq_norm(mod).sqrt()) for mod in mods]
 
 
@@ -128,7 +142,10 @@ def evaluate(mods: list, codecs: BoundaryCodecs, stream: torch.Tensor, spec: Run
         for i, mod in enumerate(mods):
             if i > 0:
                 c = codecs.codec("forward")
-                h = c.decode(c.encode(h, codecs.ctx(i - 1, "forward", "eval-send", -1, k)), codecs.ctx(i - 1, "forward", "eval-recv", -1, k))
+                h = c.decode(
+                    c.encode(h, codecs.ctx(i - 1, "forward", "eval-send", -1, k)),
+                    codecs.ctx(i - 1, "forward", "eval-recv", -1, k),
+                )
             h = mod(h)
         total += lm_loss(h, y).item()
     return total / n

@@ -73,7 +73,11 @@ class StageWorker:
         saved: dict[int, tuple] = {}
         self._sent, self._received = {}, {}  # per micro-batch: this stage's forward records
         losses = []
-        actions = [("F", m) for m in range(M)] if self.inference else SCHEDULES[spec.train.schedule](self.stages, M, self.stage)
+        actions = (
+            [("F", m) for m in range(M)]
+            if self.inference
+            else SCHEDULES[spec.train.schedule](self.stages, M, self.stage)
+        )
         for kind, m in actions:
             if kind == "F":
                 inp = self._receive(FWD, "forward", step, m, t) if not self.first else (x_mb[m] if x_mb else None)
@@ -118,13 +122,19 @@ class StageWorker:
                     c.flush()  # the step ends when its messages are out (GPipe/1F1B flush)
         send_wait = sum(c.send_wait_s for c in (self.prev, self.next) if c) - sw0
         return {
-            "step": step, "stage": self.stage, "start": start, "end": time.time(),
+            "step": step,
+            "stage": self.stage,
+            "start": start,
+            "end": time.time(),
             "loss": sum(losses) / len(losses) if losses else None,
             # the whole model's gradient norm before clipping (known to every stage when clipping)
             "grad_norm": float(total.sqrt()) if total is not None else None,
             "tokens": spec.train.batch * spec.model.ctx,
-            "compute_s": t["compute"], "encode_s": t["encode"], "decode_s": t["decode"],
-            "recv_wait_s": t["recv_wait"], "send_wait_s": send_wait,
+            "compute_s": t["compute"],
+            "encode_s": t["encode"],
+            "decode_s": t["decode"],
+            "recv_wait_s": t["recv_wait"],
+            "send_wait_s": send_wait,
             **{k: v - sent0[k] for k, v in self._counters().items()},
         }
 
@@ -132,14 +142,26 @@ class StageWorker:
         """Bytes this stage handed to its links (frames and control messages included) and the
         dense size of the tensors they carried, forward (to next) and backward (to prev)."""
         nxt, prv = self.next, self.prev
-        return {"bytes_fwd": nxt.bytes_sent if nxt else 0, "bytes_bwd": prv.bytes_sent if prv else 0,
-                "dense_fwd": nxt.dense_sent if nxt else 0, "dense_bwd": prv.dense_sent if prv else 0}
+        return {
+            "bytes_fwd": nxt.bytes_sent if nxt else 0,
+            "bytes_bwd": prv.bytes_sent if prv else 0,
+            "dense_fwd": nxt.dense_sent if nxt else 0,
+            "dense_bwd": prv.dense_sent if prv else 0,
+        }
 
-    def _send(self, chan: LinkChannel, tag: int, direction: str, boundary: int, x: torch.Tensor, step: int, m: int, t: dict) -> None:
+    def _send(
+        self, chan: LinkChannel, tag: int, direction: str, boundary: int, x: torch.Tensor, step: int, m: int, t: dict
+    ) -> None:
         t0 = time.perf_counter()
         codec = self.codecs.codec(direction)
-        ctx = self.codecs.ctx(boundary, direction, "send", step, m,
-                              forward=self._received.pop(m, None) if direction == "backward" else None)
+        ctx = self.codecs.ctx(
+            boundary,
+            direction,
+            "send",
+            step,
+            m,
+            forward=self._received.pop(m, None) if direction == "backward" else None,
+        )
         payload = codec.encode(x, ctx)
         if direction == "forward" and not self.inference:
             self._sent[m] = ForwardRecord(codec, payload, ctx)
@@ -205,8 +227,12 @@ def main(run_dir: str, stage: int) -> None:
     worker.close()
     out = d / f"stage{stage}.json"
     try:
-        atomic_write(out, lambda tmp: tmp.write_text(json.dumps({"stage": stage, "pid": os.getpid(),
-                                                                 "allocator": active(), "steps": steps})))
+        atomic_write(
+            out,
+            lambda tmp: tmp.write_text(
+                json.dumps({"stage": stage, "pid": os.getpid(), "allocator": active(), "steps": steps})
+            ),
+        )
     except OSError as exc:  # e.g. a full disk: one line naming the file, nothing half-written left
         progress.emit("error", stage=stage, text=f"cannot write {out}: {exc.strerror or exc}")
         os._exit(1)

@@ -64,13 +64,25 @@ class LocalExecutor:
         check_spec(spec)
         topo = load_topology(spec.topology)
         base = {
-            "trial_id": trial.trial_id, "suite": trial.suite, "topology": topo.name, "shaper": topo.shaper,
-            "compressor": trial.compressor, "rate": trial.rate, "fwd": str(trial.fwd), "bwd": str(trial.bwd),
-            "direction": _direction(trial), "mode": trial.mode, "compute": trial.compute, "execution": trial.execution,
+            "trial_id": trial.trial_id,
+            "suite": trial.suite,
+            "topology": topo.name,
+            "shaper": topo.shaper,
+            "compressor": trial.compressor,
+            "rate": trial.rate,
+            "fwd": str(trial.fwd),
+            "bwd": str(trial.bwd),
+            "direction": _direction(trial),
+            "mode": trial.mode,
+            "compute": trial.compute,
+            "execution": trial.execution,
             "backend": trial.backend if trial.execution == "distributed" else "none (single process)",
             "device": load_profile(spec.compute.device).name if trial.compute == "modeled" else "cpu (real compute)",
-            "seed": trial.seed, "steps_run": spec.train.steps, "target_loss": spec.train.target_loss,
-            **config_columns(spec), "variant": trial.variant,
+            "seed": trial.seed,
+            "steps_run": spec.train.steps,
+            "target_loss": spec.train.target_loss,
+            **config_columns(spec),
+            "variant": trial.variant,
             "fwd_wire_ratio": payload_wire_ratio(spec, "forward"),
             "bwd_wire_ratio": payload_wire_ratio(spec, "backward") if trial.mode == "train" else None,
         }
@@ -78,14 +90,22 @@ class LocalExecutor:
         if trial.execution == "twin":
             from harness.runtime.twin import run_twin
 
-            rows = run_twin(spec, on_step=lambda r: progress({"step": r["step"], "loss": r["loss"]}),
-                            eval_batches=8 if trial.mode == "train" else 0)
+            rows = run_twin(
+                spec,
+                on_step=lambda r: progress({"step": r["step"], "loss": r["loss"]}),
+                eval_batches=8 if trial.mode == "train" else 0,
+            )
             steps = [{**r, "trial_id": trial.trial_id, "stage": -1} for r in rows]
             losses = [r["loss"] for r in rows]
             tokens = sum(r["tokens"] for r in rows)
-            base.update(tokens_per_s=tokens / (rows[-1]["end"] - rows[0]["start"]), throughput_kind="single-process CPU (no network)",
-                        final_loss=_tail_mean(losses), eval_loss=rows[-1].get("eval_loss"), initial_loss=losses[0],
-                        time_to_target_s=time_to_target(rows, spec.train.target_loss))
+            base.update(
+                tokens_per_s=tokens / (rows[-1]["end"] - rows[0]["start"]),
+                throughput_kind="single-process CPU (no network)",
+                final_loss=_tail_mean(losses),
+                eval_loss=rows[-1].get("eval_loss"),
+                initial_loss=losses[0],
+                time_to_target_s=time_to_target(rows, spec.train.target_loss),
+            )
             links: list[dict] = []
             base["allocator"] = active()
         else:
@@ -99,12 +119,18 @@ class LocalExecutor:
             steps = [{**r, "trial_id": trial.trial_id} for r in result.steps]
             losses = [v for v in result.losses() if v is not None]
             last = [r for r in result.steps if r["stage"] == result.stages - 1]
-            base.update(tokens_per_s=result.throughput(), throughput_kind="pipeline over emulated links",
-                        final_loss=_tail_mean(losses) if losses else None, eval_loss=None,
-                        initial_loss=losses[0] if losses else None, time_to_target_s=time_to_target(last, spec.train.target_loss),
-                        run_id=result.run_id, allocator=result.allocator,
-                        fwd_link_wire_ratio=result.link_wire_ratio("forward"),
-                        bwd_link_wire_ratio=result.link_wire_ratio("backward") if trial.mode == "train" else None)
+            base.update(
+                tokens_per_s=result.throughput(),
+                throughput_kind="pipeline over emulated links",
+                final_loss=_tail_mean(losses) if losses else None,
+                eval_loss=None,
+                initial_loss=losses[0] if losses else None,
+                time_to_target_s=time_to_target(last, spec.train.target_loss),
+                run_id=result.run_id,
+                allocator=result.allocator,
+                fwd_link_wire_ratio=result.link_wire_ratio("forward"),
+                bwd_link_wire_ratio=result.link_wire_ratio("backward") if trial.mode == "train" else None,
+            )
             links = link_rows(trial.trial_id, result)
         base.update(status="ok", error=None, wall_s=time.time() - t0, finished_at=time.time())
         return TrialOutcome(trial_row(base), steps, links)
@@ -113,9 +139,20 @@ class LocalExecutor:
 def config_columns(spec: RunSpec) -> dict:
     """The settings that change results, recorded with every trial (reports show and group by them)."""
     t, m = spec.train, spec.model
-    return {"boundary_grad": t.boundary_grad, "grad_clip": t.grad_clip, "norm_eps": m.norm_eps, "lr": t.lr,
-            "warmup": t.warmup, "batch": t.batch, "micro_batches": t.micro_batches, "schedule": t.schedule,
-            "d_model": m.d_model, "n_layers": m.n_layers, "ctx": m.ctx, "dataset": spec.data.dataset}
+    return {
+        "boundary_grad": t.boundary_grad,
+        "grad_clip": t.grad_clip,
+        "norm_eps": m.norm_eps,
+        "lr": t.lr,
+        "warmup": t.warmup,
+        "batch": t.batch,
+        "micro_batches": t.micro_batches,
+        "schedule": t.schedule,
+        "d_model": m.d_model,
+        "n_layers": m.n_layers,
+        "ctx": m.ctx,
+        "dataset": spec.data.dataset,
+    }
 
 
 def _tail_mean(values: list[float], k: int = 3) -> float | None:
@@ -129,7 +166,7 @@ def _direction(trial: Trial) -> str:
     return {(False, False): "none", (True, False): "fwd", (False, True): "bwd", (True, True): "fwd+bwd"}[(f, b)]
 
 
-def link_rows(trial_id: str, result) -> list[dict]:  # noqa: ANN001
+def link_rows(trial_id: str, result) -> list[dict]:
     """Per link, direction and schedule window: rate applied, bytes sent, achieved rate;
     plus one whole-run row (window -1) with the interface-counter cross-check."""
     out = []
@@ -137,27 +174,73 @@ def link_rows(trial_id: str, result) -> list[dict]:  # noqa: ANN001
     for tot in result.links:
         stage = int(tot["link"].split("-")[0]) + (0 if tot["direction"] == "forward" else 1)
         key = "bytes_fwd" if tot["direction"] == "forward" else "bytes_bwd"  # what that stage sent on the link
-        out.append(link_row({"trial_id": trial_id, "link": tot["link"], "direction": tot["direction"], "window": -1,
-                    "t_start": None, "t_end": None, "rate_bps": None, "payload_bytes": tot["payload_bytes"],
-                    "dense_bytes": tot["dense_bytes"], "interface_bytes": tot["interface_bytes"], "achieved_bps": None}))
-        windows = sorted((a for a in result.applied if a["link"] == tot["link"] and a["direction"] == tot["direction"]),
-                         key=lambda a: a["applied_at"])
+        out.append(
+            link_row(
+                {
+                    "trial_id": trial_id,
+                    "link": tot["link"],
+                    "direction": tot["direction"],
+                    "window": -1,
+                    "t_start": None,
+                    "t_end": None,
+                    "rate_bps": None,
+                    "payload_bytes": tot["payload_bytes"],
+                    "dense_bytes": tot["dense_bytes"],
+                    "interface_bytes": tot["interface_bytes"],
+                    "achieved_bps": None,
+                }
+            )
+        )
+        windows = sorted(
+            (a for a in result.applied if a["link"] == tot["link"] and a["direction"] == tot["direction"]),
+            key=lambda a: a["applied_at"],
+        )
         for k, w in enumerate(windows):
             start = w["applied_at"]
             end = windows[k + 1]["applied_at"] if k + 1 < len(windows) else span_end
             sent = sum(r[key] for r in result.steps if r["stage"] == stage and start <= r["end"] < end)
-            out.append(link_row({"trial_id": trial_id, "link": tot["link"], "direction": tot["direction"], "window": w["window"],
-                        "t_start": start, "t_end": end, "rate_bps": w["rate_bps"], "up": w.get("up", True),
-                        "event": w.get("event", ""), "payload_bytes": sent,
-                        "interface_bytes": None, "achieved_bps": sent * 8 / (end - start) if end > start else None}))
+            out.append(
+                link_row(
+                    {
+                        "trial_id": trial_id,
+                        "link": tot["link"],
+                        "direction": tot["direction"],
+                        "window": w["window"],
+                        "t_start": start,
+                        "t_end": end,
+                        "rate_bps": w["rate_bps"],
+                        "up": w.get("up", True),
+                        "event": w.get("event", ""),
+                        "payload_bytes": sent,
+                        "interface_bytes": None,
+                        "achieved_bps": sent * 8 / (end - start) if end > start else None,
+                    }
+                )
+            )
     return out
 
 
 def failed_row(trial: Trial, error: str) -> dict:
-    return trial_row({"trial_id": trial.trial_id, "suite": trial.suite, "compressor": trial.compressor, "rate": trial.rate,
-                      "fwd": str(trial.fwd), "bwd": str(trial.bwd), "direction": _direction(trial), "mode": trial.mode,
-                      "compute": trial.compute, "execution": trial.execution, "seed": trial.seed, "variant": trial.variant,
-                      **config_columns(trial.run_spec()), "status": "failed", "error": error, "finished_at": time.time()})
+    return trial_row(
+        {
+            "trial_id": trial.trial_id,
+            "suite": trial.suite,
+            "compressor": trial.compressor,
+            "rate": trial.rate,
+            "fwd": str(trial.fwd),
+            "bwd": str(trial.bwd),
+            "direction": _direction(trial),
+            "mode": trial.mode,
+            "compute": trial.compute,
+            "execution": trial.execution,
+            "seed": trial.seed,
+            "variant": trial.variant,
+            **config_columns(trial.run_spec()),
+            "status": "failed",
+            "error": error,
+            "finished_at": time.time(),
+        }
+    )
 
 
 def _run_in_child(trial: Trial, run_dir: Path) -> TrialOutcome:
@@ -165,9 +248,14 @@ def _run_in_child(trial: Trial, run_dir: Path) -> TrialOutcome:
     return LocalExecutor().run(trial, run_dir, lambda _p: None)
 
 
-def run_trials(trials: list[Trial], out: Path, executor: Executor | None = None,
-               on_event: Callable[[str, Trial, dict], None] | None = None, retry_failed: bool = False,
-               jobs: int = 1) -> ResultStore:
+def run_trials(
+    trials: list[Trial],
+    out: Path,
+    executor: Executor | None = None,
+    on_event: Callable[[str, Trial, dict], None] | None = None,
+    retry_failed: bool = False,
+    jobs: int = 1,
+) -> ResultStore:
     """Run what is not finished yet; a failing trial is recorded with its error and the sweep goes on.
 
     ``jobs > 1`` runs twin trials (one process each, no network) that many at a time, before
@@ -193,7 +281,7 @@ def run_trials(trials: list[Trial], out: Path, executor: Executor | None = None,
         emit("start", trial, {})
         try:
             outcome = executor.run(trial, out / "runs" / trial.trial_id, lambda p, t=trial: emit("progress", t, p))
-        except Exception as exc:  # noqa: BLE001 - one failed trial must not stop the sweep
+        except Exception as exc:  # one failed trial must not stop the sweep
             _record_failure(store, emit, trial, exc, traceback.format_exc())
             continue
         store.record_trial(outcome.row, outcome.steps, outcome.links)
@@ -225,7 +313,7 @@ def _run_pool(trials: list[Trial], out: Path, store: ResultStore, emit: Callable
                 trial = futures[fut]
                 try:
                     outcome = fut.result()
-                except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+                except Exception as exc:  # recorded, the sweep goes on
                     _record_failure(store, emit, trial, exc, "".join(traceback.format_exception(exc)))
                     continue
                 store.record_trial(outcome.row, outcome.steps, outcome.links)

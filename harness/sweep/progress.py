@@ -21,19 +21,30 @@ from harness.sweep.suite import Trial
 console = Console()
 
 
-def sweep_with_progress(trials: list[Trial], out: Path, retry_failed: bool = False, title: str = "trials",
-                        jobs: int = 1) -> dict:
+def sweep_with_progress(
+    trials: list[Trial], out: Path, retry_failed: bool = False, title: str = "trials", jobs: int = 1
+) -> dict:
     """Run trials under a rich progress display; returns counts."""
     from harness.sweep.executor import run_trials
 
     counts = {"done": 0, "failed": 0, "skipped": 0}
     state = {"t0": time.time()}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+    ) as bar:
         task = bar.add_task(title, total=len(trials), info="")
 
         def on_event(kind: str, trial: Trial, data: dict) -> None:
-            label = f"{trial.compressor}{'' if trial.rate is None else f' {trial.rate:g}'} {trial.mode} {trial.execution}"
+            label = (
+                f"{trial.compressor}{'' if trial.rate is None else f' {trial.rate:g}'} {trial.mode} {trial.execution}"
+            )
             if kind == "start":
                 state["t0"] = time.time()
                 bar.update(task, info=label)
@@ -42,13 +53,19 @@ def sweep_with_progress(trials: list[Trial], out: Path, retry_failed: bool = Fal
                 el = time.time() - state["t0"]
                 spec = trial.run_spec()
                 tps = (step + 1) * spec.train.batch * spec.model.ctx / el if step is not None and el > 0 else 0
-                bar.update(task, info=f"{label} | step {step}" + (f" loss {loss:.3f}" if loss is not None else "")
-                           + f" | {tps:,.0f} tok/s")
+                bar.update(
+                    task,
+                    info=f"{label} | step {step}"
+                    + (f" loss {loss:.3f}" if loss is not None else "")
+                    + f" | {tps:,.0f} tok/s",
+                )
             elif kind in ("done", "failed", "skip"):
                 counts[{"done": "done", "failed": "failed", "skip": "skipped"}[kind]] += 1
                 bar.advance(task)
                 if kind == "failed":
-                    console.print(Text.assemble((f"trial {trial.trial_id} ({label}) failed: ", "red"), str(data.get("error"))))
+                    console.print(
+                        Text.assemble((f"trial {trial.trial_id} ({label}) failed: ", "red"), str(data.get("error")))
+                    )
 
         run_trials(trials, out, on_event=on_event, retry_failed=retry_failed, jobs=jobs)
     return counts

@@ -158,15 +158,24 @@ def expand(suite: Suite) -> list[Trial]:
     trials, seen = [], set()
     topo_key = topology_digest(suite.topology)
     for choice, rate, mode, compute, execution, seed, backend, overrides in itertools.product(
-            ax.compressor, ax.rate or [None], ax.mode, ax.compute, ax.execution, ax.seed, ax.backend, ax.variants()):
+        ax.compressor, ax.rate or [None], ax.mode, ax.compute, ax.execution, ax.seed, ax.backend, ax.variants()
+    ):
         rated = _takes_rate(choice.fwd) or _takes_rate(choice.bwd)
         r = rate if rated else None
         fwd, bwd = _with_rate(choice.fwd, r), _with_rate(choice.bwd, r)
         if execution == "twin" and (compute == "modeled" or backend != "netns"):
             continue  # the twin has no network and real compute only: those axes do not apply
-        spec = _deep_merge(suite.base, {"topology": suite.topology, "seed": seed, "backend": backend if execution == "distributed" else "twin",
-                                        "train": {"mode": mode}, "compute": {"mode": compute},
-                                        "compression": {"fwd": fwd, "bwd": bwd}})
+        spec = _deep_merge(
+            suite.base,
+            {
+                "topology": suite.topology,
+                "seed": seed,
+                "backend": backend if execution == "distributed" else "twin",
+                "train": {"mode": mode},
+                "compute": {"mode": compute},
+                "compression": {"fwd": fwd, "bwd": bwd},
+            },
+        )
         for path, value in overrides.items():
             spec = _deep_merge(spec, _nested(path, value))
         # the id names the topology by its content, not its path: a moved checkout still resumes
@@ -175,9 +184,23 @@ def expand(suite: Suite) -> list[Trial]:
             continue
         seen.add(body)
         tid = hashlib.sha256(body.encode()).hexdigest()[:12]
-        trials.append(Trial(trial_id=tid, suite=suite.name, compressor=choice.label, rate=r, fwd=fwd, bwd=bwd, mode=mode,
-                            compute=compute, execution=execution, backend=backend, seed=seed, spec=spec,
-                            overrides=overrides))
+        trials.append(
+            Trial(
+                trial_id=tid,
+                suite=suite.name,
+                compressor=choice.label,
+                rate=r,
+                fwd=fwd,
+                bwd=bwd,
+                mode=mode,
+                compute=compute,
+                execution=execution,
+                backend=backend,
+                seed=seed,
+                spec=spec,
+                overrides=overrides,
+            )
+        )
     return trials
 
 

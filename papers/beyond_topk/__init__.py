@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 
 from reports.figures import Published
+from reports.verdicts import Verdict
 from testbed.errors import ConfigError
 from testbed.yamlfile import read_yaml
 
@@ -19,16 +20,24 @@ TITLE = "Beyond Top-K"
 # (convergence suite, the suites measured over the links): the first one's model is the one
 # the fidelity table measures
 SUITES = {
-    "quick": ("suites/ci-convergence.yaml", "suites/ci-throughput.yaml", "suites/ci-throughput-conditions.yaml",
-              "suites/ci-time-to-target.yaml"),
+    "quick": (
+        "suites/ci-convergence.yaml",
+        "suites/ci-throughput.yaml",
+        "suites/ci-throughput-conditions.yaml",
+        "suites/ci-time-to-target.yaml",
+    ),
     "paper": ("suites/beyond-topk-convergence.yaml", "suites/beyond-topk-throughput.yaml"),
 }
 # suites of experiments on this paper that are not part of the reproduction itself
 EXTRA_SUITES = ("suites/ablation-row-masking.yaml",)
 PUBLISHED = Published(
     name=TITLE,
-    palette={"topk-fwd": "tab:orange", "topk-fwd+bwd": "tab:red", "column-fwd+bwd": "tab:blue",
-             "row-fwd+bwd": "tab:green"},
+    palette={
+        "topk-fwd": "tab:orange",
+        "topk-fwd+bwd": "tab:red",
+        "column-fwd+bwd": "tab:blue",
+        "row-fwd+bwd": "tab:green",
+    },
     gains={"train": 2.0, "infer": 12.0},
     gain_of=("column-fwd+bwd", 0.9),
     bounds="Theorem 4.1 (column) and Theorem 3.2 with C = 1 (TopK; its constant is not given)",
@@ -50,7 +59,7 @@ def suite_names() -> frozenset[str]:
     return frozenset(read_yaml(repo_file(f), "suite")["name"] for f in files)
 
 
-def report(results: Path, out: Path | None = None, title: str | None = None):  # noqa: ANN201 - (Path, verdicts)
+def report(results: Path, out: Path | None = None, title: str | None = None) -> tuple[Path, list[Verdict]]:
     from papers.beyond_topk.claims import verdicts
     from reports.console import build_report
 

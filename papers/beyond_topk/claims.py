@@ -81,12 +81,26 @@ def paired_difference(conv: pd.DataFrame, a: tuple[str, float], b: tuple[str, fl
     return t_interval([ga[s] - gb[s] for s in sorted(set(ga) & set(gb))])
 
 
-def _conv_verdict(claim: str, published: str, est: Estimate, verdict: str, rule: str, measured: str | None = None) -> Verdict:
+def _conv_verdict(
+    claim: str, published: str, est: Estimate, verdict: str, rule: str, measured: str | None = None
+) -> Verdict:
     if est.n == 0:
-        return Verdict(claim, published, "not measured", "-", "not measured", "the trials it needs are not in the tables")
-    return Verdict(claim, published, measured or f"gap {est.fmt()}", "-", verdict,
-                   f"rule: {rule}; {METHOD_SEEDS}, held-out loss, single-process twin", est.mean, None,
-                   est.lo if est.has_interval else None, est.hi if est.has_interval else None, est.n)
+        return Verdict(
+            claim, published, "not measured", "-", "not measured", "the trials it needs are not in the tables"
+        )
+    return Verdict(
+        claim,
+        published,
+        measured or f"gap {est.fmt()}",
+        "-",
+        verdict,
+        f"rule: {rule}; {METHOD_SEEDS}, held-out loss, single-process twin",
+        est.mean,
+        None,
+        est.lo if est.has_interval else None,
+        est.hi if est.has_interval else None,
+        est.n,
+    )
 
 
 def convergence_verdicts(tables: Tables) -> list[Verdict]:
@@ -95,17 +109,35 @@ def convergence_verdicts(tables: Tables) -> list[Verdict]:
     matches = (lambda e: e.below(MATCH_GAP), lambda e: e.above(MATCH_GAP))
     degrades = (matches[1], matches[0])
     col9 = gap(conv, "column-fwd+bwd", 0.9)
-    out.append(_conv_verdict("column fwd+bwd at 90% matches the baseline",
-                             "column masking matches uncompressed convergence at 90% (Fig. 3)",
-                             col9, decide(col9, *matches), f"gap ≤ {MATCH_GAP} (whole interval)"))
+    out.append(
+        _conv_verdict(
+            "column fwd+bwd at 90% matches the baseline",
+            "column masking matches uncompressed convergence at 90% (Fig. 3)",
+            col9,
+            decide(col9, *matches),
+            f"gap ≤ {MATCH_GAP} (whole interval)",
+        )
+    )
     tk1 = gap(conv, "topk-fwd+bwd", 0.1)
-    out.append(_conv_verdict("TopK fwd+bwd degrades even at 10%",
-                             "compressing gradients with TopK diverges even at mild rates (Fig. 1)",
-                             tk1, decide(tk1, *degrades), f"gap > {MATCH_GAP} (whole interval)"))
+    out.append(
+        _conv_verdict(
+            "TopK fwd+bwd degrades even at 10%",
+            "compressing gradients with TopK diverges even at mild rates (Fig. 1)",
+            tk1,
+            decide(tk1, *degrades),
+            f"gap > {MATCH_GAP} (whole interval)",
+        )
+    )
     tf9 = gap(conv, "topk-fwd", 0.9)
-    out.append(_conv_verdict("TopK fwd-only keeps convergence at 90%",
-                             "compressing only the forward pass converges well even when aggressive (Fig. 1)",
-                             tf9, decide(tf9, *matches), f"gap ≤ {MATCH_GAP} (whole interval)"))
+    out.append(
+        _conv_verdict(
+            "TopK fwd-only keeps convergence at 90%",
+            "compressing only the forward pass converges well even when aggressive (Fig. 1)",
+            tf9,
+            decide(tf9, *matches),
+            f"gap ≤ {MATCH_GAP} (whole interval)",
+        )
+    )
     row9 = gap(conv, "row-fwd+bwd", 0.9)
     diff = paired_difference(conv, ("row-fwd+bwd", 0.9), ("column-fwd+bwd", 0.9))
     if diff.n and row9.n:
@@ -117,10 +149,16 @@ def convergence_verdicts(tables: Tables) -> list[Verdict]:
             v = inconclusive(diff.n)
     else:
         v = "not measured"
-    out.append(_conv_verdict("row masking at 90% degrades (vs column)",
-                             "masking rows (tokens) instead of columns degrades (ablation)", diff, v,
-                             f"row − column gap > 0 and row gap > {MATCH_GAP} (whole intervals)",
-                             measured=f"row gap {row9.fmt()}; row − column {diff.fmt()}"))
+    out.append(
+        _conv_verdict(
+            "row masking at 90% degrades (vs column)",
+            "masking rows (tokens) instead of columns degrades (ablation)",
+            diff,
+            v,
+            f"row − column gap > 0 and row gap > {MATCH_GAP} (whole intervals)",
+            measured=f"row gap {row9.fmt()}; row − column {diff.fmt()}",
+        )
+    )
     out.append(_column_vs_topk(conv))
     return out
 
@@ -142,11 +180,19 @@ def _column_vs_topk(conv: pd.DataFrame) -> Verdict:
     else:
         v = inconclusive(n)
     measured = "; ".join(f"{r:g}: TopK − column {d.fmt()}" for r, d in diffs)
-    return _conv_verdict(claim, published, top, v, f"TopK − column gap > −{MATCH_GAP} at every rate and > 0 at the "
-                         f"highest (whole intervals); TopK ahead with confidence at any rate refutes it", measured)
+    return _conv_verdict(
+        claim,
+        published,
+        top,
+        v,
+        f"TopK − column gap > −{MATCH_GAP} at every rate and > 0 at the "
+        f"highest (whole intervals); TopK ahead with confidence at any rate refutes it",
+        measured,
+    )
 
 
 # ------------------------------------------------------------------ throughput
+
 
 def _distributed(tables: Tables, mode: str, device: str | None) -> pd.DataFrame:
     t = tables.ok
@@ -161,8 +207,9 @@ def _distributed(tables: Tables, mode: str, device: str | None) -> pd.DataFrame:
     return d
 
 
-def measured_gain(tables: Tables, mode: str, label: str, rate: float = 0.9,
-                  device: str | None = PAPER_DEVICE) -> tuple[Estimate, pd.DataFrame] | None:
+def measured_gain(
+    tables: Tables, mode: str, label: str, rate: float = 0.9, device: str | None = PAPER_DEVICE
+) -> tuple[Estimate, pd.DataFrame] | None:
     """Gain of ``label`` over ``none`` (same mode, device and topology), interval over steps."""
     d = _distributed(tables, mode, device)
     comp = d[(d["compressor"] == label) & ((d["rate"] - rate).abs() < 1e-9)]
@@ -200,13 +247,18 @@ def explain_training_claim(tables: Tables, claim: float) -> str:
         est, comp = fwd_only
         fwd_ratio, _ = wire_ratios(comp)
         bound = gain_bound(fwd_ratio, 1.0)
-        parts.append(f"forward-only compression (dense gradients, {PAPER_DEVICE}): {est.fmt('.2f', '×')}, "
-                     f"bound 2/(1+1/{fwd_ratio:.2f}) = {bound:.2f}×")
+        parts.append(
+            f"forward-only compression (dense gradients, {PAPER_DEVICE}): {est.fmt('.2f', '×')}, "
+            f"bound 2/(1+1/{fwd_ratio:.2f}) = {bound:.2f}×"
+        )
         if within_claim(est, claim) == "reproduced":
             matching.append("forward-only compression")
     t = tables.ok
-    others = sorted(set(t.loc[(t["execution"] == "distributed") & (t["device"] != PAPER_DEVICE), "device"].dropna())) \
-        if not t.empty and "device" in t.columns and "execution" in t.columns else []
+    others = (
+        sorted(set(t.loc[(t["execution"] == "distributed") & (t["device"] != PAPER_DEVICE), "device"].dropna()))
+        if not t.empty and "device" in t.columns and "execution" in t.columns
+        else []
+    )
     for dev in others:
         got = measured_gain(tables, "train", "column-fwd+bwd", device=dev)
         if got is None:
@@ -217,36 +269,66 @@ def explain_training_claim(tables: Tables, claim: float) -> str:
             matching.append(f"compute-heavier device '{dev}'")
     if not parts:
         return ""
-    head = (f"≈{claim:g}× matches " + " and ".join(matching)) if matching else f"no measured condition gives ≈{claim:g}×"
+    head = (
+        (f"≈{claim:g}× matches " + " and ".join(matching)) if matching else f"no measured condition gives ≈{claim:g}×"
+    )
     return head + " — " + "; ".join(parts)
 
 
 def throughput_verdicts(tables: Tables) -> list[Verdict]:
     out = []
     for name, mode, claim, published in (
-            (TRAIN_GAIN, "train", 2.0, "≈2× training throughput at 90% (abstract, §5.3)"),
-            (INFER_GAIN, "infer", 12.0, "≈12× inference throughput at 90% (abstract)"),
-            (INFER_GAIN_53, "infer", 20.0, "≈20× inference throughput at 90% (§5.3)")):
+        (TRAIN_GAIN, "train", 2.0, "≈2× training throughput at 90% (abstract, §5.3)"),
+        (INFER_GAIN, "infer", 12.0, "≈12× inference throughput at 90% (abstract)"),
+        (INFER_GAIN_53, "infer", 20.0, "≈20× inference throughput at 90% (§5.3)"),
+    ):
         got = measured_gain(tables, mode, "column-fwd+bwd")
         if got is None:
-            out.append(Verdict(name, published, "not measured", "-", "not measured",
-                               f"no none/column-0.9 {mode} pair on the {PAPER_DEVICE} profile in the tables"))
+            out.append(
+                Verdict(
+                    name,
+                    published,
+                    "not measured",
+                    "-",
+                    "not measured",
+                    f"no none/column-0.9 {mode} pair on the {PAPER_DEVICE} profile in the tables",
+                )
+            )
             continue
         est, comp = got
         ratio = wire_bound(comp, mode)
         measured = f"{est.fmt('.2f', '×')} (wire ratio {ratio:.2f}×)"
         bound = f"≤ {ratio:.2f}× (wire ratio of the bytes the links carried)"
         if claim > ratio * BOUND_SLACK:
-            v, why = "exceeds bound — cannot hold", (f"a bandwidth-bound link gains at most the wire ratio {ratio:.2f}× < "
-                                                     f"{claim:g}×; measured {est.mean / ratio:.3f} of the bound")
+            v, why = (
+                "exceeds bound — cannot hold",
+                (
+                    f"a bandwidth-bound link gains at most the wire ratio {ratio:.2f}× < "
+                    f"{claim:g}×; measured {est.mean / ratio:.3f} of the bound"
+                ),
+            )
         elif est.mean > ratio * BOUND_SLACK:
             v, why = "measurement exceeds bound", "check the setup: the gain is above what the bytes allow"
         else:
             v = within_claim(est, claim)
             why = f"rule: interval within ±{CLAIM_TOLERANCE:.0%} of {claim:g}×; {METHOD_STEPS}"
         explanation = explain_training_claim(tables, claim) if mode == "train" else ""
-        out.append(Verdict(name, published, measured, bound, v, why, est.mean, ratio,
-                           est.lo if est.has_interval else None, est.hi if est.has_interval else None, est.n, explanation))
+        out.append(
+            Verdict(
+                name,
+                published,
+                measured,
+                bound,
+                v,
+                why,
+                est.mean,
+                ratio,
+                est.lo if est.has_interval else None,
+                est.hi if est.has_interval else None,
+                est.n,
+                explanation,
+            )
+        )
     return out
 
 

@@ -41,16 +41,28 @@ def fidelity_rows(conv_suite_path: Path, r: int = 8) -> list[dict]:
     x, _ = Batches(train, spec.model.ctx, 4, spec.seed).get(0)
     with torch.no_grad():
         real = stages[0](x)
-    sources = {f"activation 0-1 of {suite.name} model": real,
-               "synthetic low-rank": synthetic_activation((4, spec.model.ctx, spec.model.d_model), rank=r, seed=0)}
+    sources = {
+        f"activation 0-1 of {suite.name} model": real,
+        "synthetic low-rank": synthetic_activation((4, spec.model.ctx, spec.model.d_model), rank=r, seed=0),
+    }
     rows = []
     for source, tensor in sources.items():
         for name in ("column", "row", "topk"):
             for rate in FIDELITY_RATES:
                 m = measure(build({"name": name, "rate": rate}), tensor, r, bound=bound_for)
-                rows.append({"source": source, "compressor_name": name, "rate": rate, "r": r, "sin_theta": m.sin_theta,
-                             "bound": m.bound, "relative_error": m.relative_error, "wire_ratio": m.wire_ratio,
-                             "shape": str(tuple(tensor.shape))})
+                rows.append(
+                    {
+                        "source": source,
+                        "compressor_name": name,
+                        "rate": rate,
+                        "r": r,
+                        "sin_theta": m.sin_theta,
+                        "bound": m.bound,
+                        "relative_error": m.relative_error,
+                        "wire_ratio": m.wire_ratio,
+                        "shape": str(tuple(tensor.shape)),
+                    }
+                )
     return rows
 
 
@@ -90,8 +102,10 @@ def _reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
     (out / "verdicts.json").write_text(json.dumps([v.row() for v in vs], indent=1))
     console.print(summary_table(load(out)))
     console.print(verdict_table(vs, TITLE))
-    console.print(f"{counts['done']} trials ran, {counts['skipped']} reused, {counts['failed']} failed; "
-                  f"wall {time.time() - t0:.0f} s; report {path}")
+    console.print(
+        f"{counts['done']} trials ran, {counts['skipped']} reused, {counts['failed']} failed; "
+        f"wall {time.time() - t0:.0f} s; report {path}"
+    )
     if check:
         problems = system_property_problems(vs)
         for p in problems:
