@@ -35,7 +35,7 @@ def run(compressor: dict | str, steps: int) -> dict:
             "model": {"d_model": 512, "n_layers": 4, "n_heads": 16, "ctx": 1024},
             "train": {"mode": "infer", "steps": steps, "batch": 8, "micro_batches": 4},
             "compression": {"fwd": compressor},
-            "compute": {"mode": "modeled", "device": "a10g"},
+            "compute": {"mode": "modeled", "profile": "a10g"},
         }
     )
     with tempfile.TemporaryDirectory() as d:

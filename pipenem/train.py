@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.runtime.config import RunSpec, check_spec, load_spec
+from harness.runtime.devices import device_label
 from harness.runtime.outdir import exclusive
 
 console = Console()
@@ -82,7 +83,6 @@ def _train(spec: RunSpec, out: Path, twin: bool, backend: str, quiet: bool) -> N
         "backend": backend,
         "shaper": load_topology_shaper(spec.topology),
         "compute": spec.compute.mode,
-        "device": spec.compute.device if spec.compute.mode == "modeled" else "cpu (real)",
         "mode": spec.train.mode,
         "schedule": spec.train.schedule,
         "seed": spec.seed,
@@ -131,6 +131,9 @@ def semantics(spec) -> dict:
         "boundary_grad": spec.train.boundary_grad,
         "grad_clip": spec.train.grad_clip,
         "norm_eps": spec.model.norm_eps,
+        "device": device_label(spec.compute.mode, spec.compute.device, spec.compute.profile),
+        "dtype": spec.compute.dtype,
+        "codec": spec.compute.codec,
     }
 
 

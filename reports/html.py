@@ -64,7 +64,10 @@ def write(
     if not thr.empty:
         parts.append(
             "<h2>Throughput over the emulated links</h2><p>Seconds per step: mean and 95% t-interval over the "
-            "steps after the first (warm-up); link wire ratio = dense bytes / bytes the links carried.</p>"
+            "steps after the first (warm-up); link wire ratio = dense bytes / bytes the links carried; "
+            "codec_s = encode + decode seconds per step of the stage that spends the most on them, "
+            "codec_share = codec_s / step_s (codec: real = timed on this host's CPU, modeled = bytes / "
+            "the profile's memory bandwidth).</p>"
             + thr.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
         )
     if verdicts:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from reports.stats import METHOD_SEEDS, t_interval
-from reports.tables import Tables, step_seconds
+from reports.tables import Tables, codec_seconds, step_seconds
 
 # the settings a summary row is keyed by (beyond compressor and rate), when the tables have them
 SETTINGS = ("variant", "boundary_grad", "grad_clip", "norm_eps")
@@ -76,6 +76,7 @@ def throughput_summary(tables: Tables) -> pd.DataFrame:
     rows = []
     for _, r in d.iterrows():
         secs = t_interval(step_seconds(tables, r["trial_id"]))
+        codec = codec_seconds(tables, r["trial_id"])
         rows.append(
             {
                 "compressor": r["compressor"],
@@ -88,6 +89,10 @@ def throughput_summary(tables: Tables) -> pd.DataFrame:
                 "step_s": secs.mean,
                 "step_lo": secs.lo,
                 "step_hi": secs.hi,
+                # how much of a step the busiest stage spent encoding/decoding (real or modeled: `codec`)
+                "codec": r.get("codec", "real"),
+                "codec_s": codec,
+                "codec_share": codec / secs.mean if codec is not None and secs.mean else None,
                 "link_wire_fwd": r.get("fwd_link_wire_ratio"),
                 "link_wire_bwd": r.get("bwd_link_wire_ratio"),
             }

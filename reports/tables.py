@@ -42,6 +42,8 @@ def provenance(trials: pd.DataFrame) -> str:
         ("backend", "backend"),
         ("compute", "compute"),
         ("device", "device"),
+        ("dtype", "dtype"),
+        ("codec", "codec time"),
         ("shaper", "shaper"),
         ("topology", "topology"),
         ("seed", "seed"),
@@ -97,6 +99,18 @@ def step_seconds(tables: Tables, trial_id: str, skip: int = 1) -> list[float]:
     per = s.groupby("step").agg(end=("end", "max"), start=("start", "min")).sort_index()
     dur = per["end"] - per["end"].shift(1).fillna(per["start"])
     return [float(d) for d in dur.iloc[skip:]] if len(dur) > skip else [float(d) for d in dur]
+
+
+def codec_seconds(tables: Tables, trial_id: str, skip: int = 1) -> float | None:
+    """Encode + decode seconds per step of the stage that spends the most on them (after ``skip``
+    warm-up steps): measured on this host's CPU, or modeled (the trial's ``codec`` column says which)."""
+    s = tables.steps
+    if s.empty or "encode_s" not in s.columns:
+        return None
+    s = s[(s["trial_id"] == trial_id) & (s["step"] >= skip)]
+    if s.empty:
+        return None
+    return float((s["encode_s"] + s["decode_s"]).groupby(s["stage"]).mean().max())
 
 
 def smoothed_loss(curves: pd.DataFrame, window: int = 5) -> pd.Series:

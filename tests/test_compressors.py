@@ -362,3 +362,66 @@ def test_mirror_refuses_a_forward_without_kept_positions() -> None:
     with pytest.raises(ConfigError) as exc:
         check_spec(spec)
     assert exc.value.field == "compression.bwd" and "quantize" in exc.value.message
+
+
+_FACTORIES = {
+    torch.zeros,
+    torch.empty,
+    torch.full,
+    torch.ones,
+    torch.tensor,
+    torch.arange,
+    torch.randn,
+    torch.rand,
+    torch.randperm,
+}
+
+
+class _AllocationsNameTheirDevice(torch.overrides.TorchFunctionMode):
+    """Fails on a tensor factory called without ``device=``: on a GPU it would allocate on
+    the host and mix devices (or copy silently). Seeded draws (``generator=``) are made on
+    the CPU on purpose, identically on every device and on both ends, then moved."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in _FACTORIES and "device" not in kwargs and "generator" not in kwargs:
+            raise AssertionError(f"torch.{func.__name__} without device= inside a compressor")
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        *[
+            n
+            for n in sorted(set(REGISTRY))
+            if n not in ("topk", "randk", "column", "row", "sketch", "lowrank", "ef", "ef21", "mirror")
+        ],
+        {"name": "topk", "rate": 0.5},
+        {"name": "topk", "rate": 0.999},  # packed indices instead of a bitmask
+        {"name": "randk", "rate": 0.5, "scale": True},
+        {"name": "column", "rate": 0.5},
+        {"name": "row", "rate": 0.5},
+        {"name": "sketch", "rate": 0.5, "chunk": 64},
+        {"name": "lowrank", "rate": 0.5},
+        {"name": "lowrank", "rank": 4, "method": "power"},
+        {"name": "quantize", "bits": 4, "stochastic": True},
+        {"name": "ef", "inner": {"name": "topk", "rate": 0.5}},
+        {"name": "ef21", "inner": {"name": "quantize", "bits": 2}},
+    ],
+    ids=str,
+)
+def test_compressors_allocate_on_the_tensors_device(spec: str | dict) -> None:
+    """What a GPU stage needs (`compute.device: cuda`): encode, decode, the kept mask and the
+    exact boundary Jacobian create every tensor on the input's or the payload's device."""
+    c = build(spec)
+    x = X.clone()
+    with _AllocationsNameTheirDevice():
+        x_hat, p = c.roundtrip(x, Context(step=1))
+        c.vjp(torch.ones_like(x), p, Context(step=1))
+        fctx = Context()
+        fwd = build({"name": "column", "rate": 0.5})
+        record = ForwardRecord(fwd, fwd.encode(x, fctx), fctx)
+        build("mirror").roundtrip(x, Context(direction="backward", forward=record))
+    assert x_hat.device == x.device and p.device == x.device
+    assert Payload.from_bytes(p.to_bytes()).to("cpu").device == torch.device("cpu")

@@ -137,7 +137,9 @@ def test_launcher_raises_stage_failed_with_the_stage(tmp_path: Path) -> None:
         ({"train": {"steps": 2, "batch": 8, "micro_batches": 3}}, "train.micro_batches"),
         ({"compression": {"fwd": {"name": "column", "rate": 1.5}}}, "compression.fwd.rate"),
         ({"compression": {"bwd": {"name": "lowrank", "rank": 64}}}, "rank"),
-        ({"compute": {"mode": "modeled", "device": "tpu-v9"}}, "compute.device"),
+        ({"compute": {"mode": "modeled", "profile": "tpu-v9"}}, "compute.profile"),
+        ({"compute": {"device": "a10g"}}, "compute.device"),
+        ({"compute": {"codec": "modeled"}}, "compute.codec"),
         ({"surprise": 1}, "surprise"),
     ],
 )

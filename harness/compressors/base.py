@@ -171,7 +171,7 @@ class Compressor(ABC):
             forward=send_ctx.forward,
         )
         p = self.encode(x, send_ctx)
-        back = Payload.from_bytes(p.to_bytes())
+        back = Payload.from_bytes(p.to_bytes()).to(x.device)
         return self.decode(back, recv_ctx), p
 
 

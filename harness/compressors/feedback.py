@@ -73,20 +73,20 @@ class EF21(_Wrapper):
     receiver_state = True
 
     @staticmethod
-    def _estimate(ctx: Context, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    def _estimate(ctx: Context, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         g = ctx.state.get("g")
         if g is None or tuple(g.shape) != tuple(shape):
-            g = torch.zeros(shape, dtype=dtype)
+            g = torch.zeros(shape, dtype=dtype, device=device)
         return g
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
-        g = self._estimate(ctx, tuple(x.shape), x.dtype)
+        g = self._estimate(ctx, tuple(x.shape), x.dtype, x.device)
         p = self.inner.encode(x.detach() - g, _sub(ctx, "inner"))
         ctx.state["g"] = g + self.inner.decode(p, _sub(ctx, "inner_mirror"))
         return p
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
-        g = self._estimate(ctx, shape, dtype) + self.inner.decode(payload, _sub(ctx, "inner"))
+        g = self._estimate(ctx, shape, dtype, payload.device) + self.inner.decode(payload, _sub(ctx, "inner"))
         ctx.state["g"] = g
         return g.clone()

@@ -65,7 +65,7 @@ class LowRank(Compressor):
         else:
             q = ctx.state.get("q")
             if q is None or q.shape != (b, d, r):
-                q = torch.randn(b, d, r, generator=ctx.generator(salt=3))
+                q = torch.randn(b, d, r, generator=ctx.generator(salt=3)).to(g.device)  # seeded on the CPU
             for _ in range(self.iters):
                 p = torch.linalg.qr(g @ q).Q
                 q = g.transpose(1, 2) @ p
@@ -127,7 +127,7 @@ class AdaptiveLowRank(Compressor):
         b, n, d = fold(shape)
         ranks = payload.parts[0].view(torch.int16).tolist()
         p_all, q_all = payload.parts[1].view(dtype).float(), payload.parts[2].view(dtype).float()
-        out = torch.empty(b, n, d)
+        out = torch.empty(b, n, d, device=payload.device)
         po = qo = 0
         for i, r in enumerate(ranks):
             p = p_all[po : po + n * r].view(n, r)

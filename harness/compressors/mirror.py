@@ -55,6 +55,6 @@ class Mirror(Compressor):
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
-        out = torch.zeros(shape, dtype=dtype)
+        out = torch.zeros(shape, dtype=dtype, device=payload.device)
         as_3d(out).masked_scatter_(self._mask(ctx), payload.parts[0].view(dtype))
         return out

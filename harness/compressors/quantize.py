@@ -36,14 +36,14 @@ class Quantize(Compressor):
         step = (hi - lo) / (2**self.bits - 1)
         step = torch.where(step > 0, step, torch.ones_like(step))  # constant column: any step is exact
         inv = 1.0 / step
-        codes = torch.empty(b, n, d, dtype=torch.uint8)
+        codes = torch.empty(b, n, d, dtype=torch.uint8, device=g.device)
         gen = ctx.generator(salt=2) if self.stochastic else None
         rows = max(1, SLICE // (b * d))
         # slices along n keep every temporary in cache (fresh tensor-sized temporaries fault in slowly)
         for i in range(0, n, rows):
             part = (g[:, i : i + rows].float() - lo).mul_(inv)
             if gen is not None:
-                part += torch.rand(part.shape, generator=gen) - 0.5
+                part += torch.rand(part.shape, generator=gen).to(part.device) - 0.5  # seeded on the CPU
             codes[:, i : i + rows] = part.round_().clamp_(0, 2**self.bits - 1)
         return Payload([pack_uint(codes, self.bits), lo.view(-1), step.view(-1)], shape_header(x))
 
@@ -53,7 +53,7 @@ class Quantize(Compressor):
         codes = unpack_uint(payload.parts[0], b * n * d, self.bits).view(b, n, d)
         lo = payload.parts[1].view(torch.float32).view(b, 1, d)
         step = payload.parts[2].view(torch.float32).view(b, 1, d)
-        out = torch.empty(b, n, d, dtype=dtype)
+        out = torch.empty(b, n, d, dtype=dtype, device=payload.device)
         rows = max(1, SLICE // (b * d))
         for i in range(0, n, rows):
             out[:, i : i + rows] = torch.addcmul(lo, codes[:, i : i + rows].float(), step)
@@ -67,8 +67,8 @@ def _column_min_max(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-instance column min and max, (b, 1, d) fp32, in cache-sized slices along n."""
     b, n, d = g.shape
     rows = max(1, SLICE // (b * d))
-    lo = torch.full((b, 1, d), float("inf"))
-    hi = torch.full((b, 1, d), float("-inf"))
+    lo = torch.full((b, 1, d), float("inf"), device=g.device)
+    hi = torch.full((b, 1, d), float("-inf"), device=g.device)
     for i in range(0, n, rows):
         mn, mx = torch.aminmax(g[:, i : i + rows].float(), dim=1, keepdim=True)
         torch.minimum(lo, mn, out=lo)

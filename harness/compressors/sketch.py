@@ -44,10 +44,10 @@ class Sketch(Compressor):
         m = kept(self._rate, self.chunk)
         return m, max(1, math.floor(self.sparsity * m))
 
-    def _matrix(self, ctx: Context, m: int) -> torch.Tensor:
-        # fixed per (seed, boundary, direction): step 0 in the derivation
+    def _matrix(self, ctx: Context, m: int, device: torch.device) -> torch.Tensor:
+        # fixed per (seed, boundary, direction): step 0 in the derivation; drawn on the CPU, then moved
         g = Context(ctx.boundary, ctx.direction, 0, ctx.seed).generator(salt=4)
-        a = torch.randn(m, self.chunk, generator=g)
+        a = torch.randn(m, self.chunk, generator=g).to(device)
         return a / a.norm(dim=0, keepdim=True)
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
@@ -57,18 +57,18 @@ class Sketch(Compressor):
         chunks = torch.cat([flat, flat.new_zeros(pad)]).view(-1, self.chunk)
         idx = chunks.abs().topk(s, dim=1).indices
         sparse = torch.zeros_like(chunks).scatter_(1, idx, chunks.gather(1, idx))
-        y = sparse @ self._matrix(ctx, m).T  # (chunks, m)
+        y = sparse @ self._matrix(ctx, m, flat.device).T  # (chunks, m)
         return Payload([y.contiguous().view(-1)], shape_header(x))
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
         m, s = self._sizes()
-        a = self._matrix(ctx, m)  # (m, chunk)
+        a = self._matrix(ctx, m, payload.device)  # (m, chunk)
         y = payload.parts[0].view(torch.float32).view(-1, m)
         c = y.shape[0]
         residual = y.clone()
-        support = torch.empty(c, 0, dtype=torch.int64)
-        coef = torch.empty(c, 0)
+        support = torch.empty(c, 0, dtype=torch.int64, device=y.device)
+        coef = torch.empty(c, 0, device=y.device)
         at = a.T.contiguous()  # (chunk, m)
         for _ in range(s):
             corr = (residual @ a).abs()
@@ -77,6 +77,6 @@ class Sketch(Compressor):
             atoms = at[support].transpose(1, 2)  # (c, m, t)
             coef = torch.linalg.lstsq(atoms, y.unsqueeze(2)).solution.squeeze(2)
             residual = y - (atoms @ coef.unsqueeze(2)).squeeze(2)
-        out = torch.zeros(c, self.chunk).scatter_(1, support, coef)
+        out = torch.zeros(c, self.chunk, device=y.device).scatter_(1, support, coef)
         n = int(torch.Size(shape).numel())
         return out.view(-1)[:n].to(dtype).view(shape)

@@ -50,13 +50,13 @@ class TopK(Compressor):
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
         _, shape, rows, n, _, idx = self._kept(payload)
-        mask = torch.zeros(rows, n, dtype=torch.bool)
+        mask = torch.zeros(rows, n, dtype=torch.bool, device=payload.device)
         mask.scatter_(1, idx, True)
         return as_3d(mask.view(shape))
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, rows, n, k, idx = self._kept(payload)
-        out = torch.zeros(rows, n, dtype=dtype)
+        out = torch.zeros(rows, n, dtype=dtype, device=payload.device)
         out.scatter_(1, idx, payload.parts[0].view(dtype).view(rows, k))
         return out.view(shape)
 
@@ -80,20 +80,21 @@ class RandK(Compressor):
         return {"rate": self._rate, "scale": self.scale}
 
     @staticmethod
-    def _positions(ctx: Context, n: int, k: int) -> torch.Tensor:
-        return torch.randperm(n, generator=ctx.generator(salt=1))[:k].sort().values
+    def _positions(ctx: Context, n: int, k: int, device: torch.device) -> torch.Tensor:
+        # drawn on the CPU (seeded, identical on every device and on both ends), then moved
+        return torch.randperm(n, generator=ctx.generator(salt=1))[:k].sort().values.to(device)
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         flat = x.detach().reshape(-1, x.shape[-2] * x.shape[-1]) if x.dim() >= 3 else x.detach().reshape(1, -1)
         k = kept(self._rate, flat.shape[1])
-        vals = flat[:, self._positions(ctx, flat.shape[1], k)]
+        vals = flat[:, self._positions(ctx, flat.shape[1], k, flat.device)]
         return Payload([vals.contiguous().view(-1)], shape_header(x) + (k,))
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
         _, shape, (k,) = read_shape(payload.header)
         n = shape[-2] * shape[-1] if len(shape) >= 3 else int(torch.Size(shape).numel())
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[self._positions(ctx, n, k)] = True
+        mask = torch.zeros(n, dtype=torch.bool, device=payload.device)
+        mask[self._positions(ctx, n, k, payload.device)] = True
         _, rows_n, d = fold(shape)
         return mask.view(1, rows_n, d) if len(shape) >= 3 else as_3d(mask.view(shape))
 
@@ -109,7 +110,7 @@ class RandK(Compressor):
         dtype, shape, (k,) = read_shape(payload.header)
         n = shape[-2] * shape[-1] if len(shape) >= 3 else int(torch.Size(shape).numel())
         rows = int(torch.Size(shape).numel()) // n
-        out = torch.zeros(rows, n, dtype=dtype)
+        out = torch.zeros(rows, n, dtype=dtype, device=payload.device)
         vals = payload.parts[0].view(dtype).view(rows, k)
-        out[:, self._positions(ctx, n, k)] = vals * (n / k) if self.scale else vals
+        out[:, self._positions(ctx, n, k, payload.device)] = vals * (n / k) if self.scale else vals
         return out.view(shape)

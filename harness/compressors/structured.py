@@ -23,7 +23,7 @@ def squared_norms(g: torch.Tensor, axis: int) -> torch.Tensor:
     b, n, d = g.shape
     if axis == 1:  # a contiguous reduction: fast as it is
         return torch.linalg.vector_norm(g, dim=2, dtype=torch.float32).square()
-    acc = torch.zeros(b, d)
+    acc = torch.zeros(b, d, device=g.device)
     step = max(1, CHUNK_BYTES // max(1, b * d * 4))
     for part in g.split(step, dim=1):
         acc += part.float().square().sum(1)
@@ -61,13 +61,13 @@ class _AxisMask(Compressor):
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
         _, _, (b, n, d), _, idx = self._kept(payload)
-        mask = torch.zeros(b, (b, n, d)[self.axis], dtype=torch.bool)
+        mask = torch.zeros(b, (b, n, d)[self.axis], dtype=torch.bool, device=payload.device)
         mask.scatter_(1, idx, True)
         return mask.unsqueeze(1) if self.axis == 2 else mask.unsqueeze(2)
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, (b, n, d), k, idx = self._kept(payload)
-        out = torch.zeros(b, n, d, dtype=dtype)
+        out = torch.zeros(b, n, d, dtype=dtype, device=payload.device)
         vals = payload.parts[0].view(dtype)
         if self.axis == 2:
             out.scatter_(2, idx.unsqueeze(1).expand(b, n, k), vals.view(b, n, k))

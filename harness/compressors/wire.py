@@ -38,8 +38,16 @@ DTYPE_CODES = {dt: i for i, dt in enumerate(DTYPES)}
 
 @dataclass
 class Payload:
-    parts: list[torch.Tensor]  # 1-D, contiguous, CPU
+    parts: list[torch.Tensor]  # 1-D, contiguous, on the device of the tensor they encode
     header: tuple[int, ...] = ()
+
+    @property
+    def device(self) -> torch.device:
+        return self.parts[0].device if self.parts else torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> Payload:
+        """The same payload with its parts on ``device`` (a receiver puts the wire bytes where it decodes)."""
+        return Payload([p.to(device) for p in self.parts], self.header)
 
     @property
     def header_bytes(self) -> int:
@@ -53,7 +61,7 @@ class Payload:
         """The first ``header_bytes`` of :meth:`to_bytes` (counts, header ints, part specs, padding)."""
         head = struct.pack(f"<BB{len(self.header)}q", len(self.header), len(self.parts), *self.header)
         head += b"".join(struct.pack("<BI", DTYPE_CODES[p.dtype], p.numel()) for p in self.parts)
-        out = torch.zeros(self.header_bytes, dtype=torch.uint8)
+        out = torch.zeros(self.header_bytes, dtype=torch.uint8, device="cpu")  # wire bytes live on the host
         out[: len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
         return out
 
@@ -61,13 +69,13 @@ class Payload:
         """Each part's bytes as a uint8 view (no copy, except bools, which go as one byte each)."""
         out = []
         for p in self.parts:
-            raw = p.contiguous().reshape(-1)
+            raw = p.contiguous().reshape(-1).cpu()  # the bytes that go on the wire: the one host copy
             out.append(raw.to(torch.uint8) if p.dtype == torch.bool else raw.view(torch.uint8))
         return out
 
     def to_bytes(self) -> torch.Tensor:
         """One uint8 tensor, ready for a send; ``len == nbytes``."""
-        out = torch.zeros(self.nbytes, dtype=torch.uint8)
+        out = torch.zeros(self.nbytes, dtype=torch.uint8, device="cpu")
         out[: self.header_bytes] = self.header_block()
         off = self.header_bytes
         for raw in self.raw_parts():
@@ -80,7 +88,7 @@ class Payload:
         header, specs, off = parse_header_block(buf)
         parts = []
         for dtype, numel in specs:
-            size = numel * torch.empty((), dtype=dtype).element_size()
+            size = numel * dtype.itemsize
             chunk = buf[off : off + size]
             parts.append(chunk.bool() if dtype == torch.bool else chunk.view(dtype))
             off += align(size)
@@ -103,7 +111,7 @@ def parse_header_block(buf: torch.Tensor) -> tuple[tuple[int, ...], list[tuple[t
 
 def part_bytes(dtype: torch.dtype, numel: int) -> int:
     """Bytes a part of this dtype and size takes on the wire (bools: one byte each), unpadded."""
-    return numel * (1 if dtype == torch.bool else torch.empty((), dtype=dtype).element_size())
+    return numel * (1 if dtype == torch.bool else dtype.itemsize)
 
 
 def align(n: int) -> int:
@@ -115,12 +123,14 @@ def dense_bytes(shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> int:
     n = 1
     for s in shape:
         n *= s
-    return n * torch.empty((), dtype=dtype).element_size()
+    return n * dtype.itemsize
 
 
 # ------------------------------------------------------------------ bit packing
 
-_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+def _bit_weights(device: torch.device) -> torch.Tensor:
+    return torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -129,11 +139,11 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    return (flat.view(-1, 8).to(torch.uint8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+    return (flat.view(-1, 8).to(torch.uint8) * _bit_weights(flat.device)).sum(1, dtype=torch.uint8)
 
 
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
-    return ((packed.unsqueeze(1) & _BIT_WEIGHTS) != 0).reshape(-1)[:n]
+    return ((packed.unsqueeze(1) & _bit_weights(packed.device)) != 0).reshape(-1)[:n]
 
 
 def pack_uint(values: torch.Tensor, width: int) -> torch.Tensor:
@@ -151,7 +161,7 @@ def pack_uint(values: torch.Tensor, width: int) -> torch.Tensor:
         for j in range(1, per):
             out |= v[:, j] << (j * width)
         return out
-    shifts = torch.arange(width, dtype=torch.int64)
+    shifts = torch.arange(width, dtype=torch.int64, device=values.device)
     bits = (values.reshape(-1, 1).to(torch.int64) >> shifts) & 1
     return pack_bits(bits.bool())
 
@@ -162,7 +172,7 @@ def unpack_uint(packed: torch.Tensor, n: int, width: int) -> torch.Tensor:
         if width == 8:
             return packed[:n]
         per, mask = 8 // width, (1 << width) - 1
-        out = torch.empty(packed.numel(), per, dtype=torch.uint8)
+        out = torch.empty(packed.numel(), per, dtype=torch.uint8, device=packed.device)
         for j in range(per):
             torch.bitwise_and(packed >> (j * width), mask, out=out[:, j])
         return out.view(-1)[:n]
@@ -171,7 +181,7 @@ def unpack_uint(packed: torch.Tensor, n: int, width: int) -> torch.Tensor:
         out = packed.view(dt)[:n].to(torch.int64)
         return out & 0xFFFF if width == 16 else out
     bits = unpack_bits(packed, n * width).view(n, width).to(torch.int64)
-    return (bits << torch.arange(width, dtype=torch.int64)).sum(1)
+    return (bits << torch.arange(width, dtype=torch.int64, device=packed.device)).sum(1)
 
 
 def index_width(n: int) -> int:
@@ -189,7 +199,7 @@ def encode_positions(idx: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
     width = index_width(n)
     packed_bytes = (rows * k * width + 7) // 8
     if mask_bytes <= packed_bytes:
-        mask = torch.zeros(rows, n, dtype=torch.bool)
+        mask = torch.zeros(rows, n, dtype=torch.bool, device=idx.device)
         mask.scatter_(1, idx, True)
         pad = (-n) % 8
         if pad:

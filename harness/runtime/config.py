@@ -6,6 +6,7 @@ launcher writes it to JSON for the stage workers; a sweep hands it to an executo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,10 +109,40 @@ class CompressionConfig(_Strict):
     bwd: Any = "none"
 
 
+_TORCH_DEVICE = re.compile(r"cpu|cuda(:\d+)?|auto")
+
+
 class ComputeConfig(_Strict):
+    """How stages compute. ``real``: the model runs on ``device``; ``modeled``: each stage sleeps
+    the time the device ``profile`` needs for its FLOPs (README: modeled vs real time)."""
+
     mode: Literal["real", "modeled"] = "real"
-    device: str = "a10g"  # a built-in profile name or a profile YAML file
+    # where stages (and the twin) run: cpu, cuda (the current GPU), cuda:N, or auto (stage i
+    # on GPU i mod count). A GPU that is not there is refused up front, never replaced by the CPU.
+    device: str = "cpu"
+    profile: str = "a10g"  # modeled: a built-in profile name or a profile YAML file
+    # bfloat16: torch.autocast on the stage's device (the residual stream and the boundary
+    # tensors stay float32 in this model; matmuls run in bf16)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # modeled: encode/decode charged (dense + payload bytes) / the profile's memory bandwidth
+    # instead of timed on this host's CPU; default real, the codec's own cost measured here
+    codec: Literal["real", "modeled"] = "real"
     threads: int = Field(1, ge=1)  # torch threads per stage worker (several stages share the cores)
+
+    @model_validator(mode="after")
+    def _check(self) -> ComputeConfig:
+        if not _TORCH_DEVICE.fullmatch(self.device):
+            from harness.runtime.devices import BUILTIN
+
+            hint = (
+                f"{self.device!r} is a device profile: write compute.profile: {self.device} "
+                if self.device in BUILTIN or self.device.endswith((".yaml", ".yml"))
+                else ""
+            )
+            raise FieldError("device", f"{hint}(compute.device is where real compute runs: cpu, cuda, cuda:N or auto)")
+        if self.codec == "modeled" and self.mode != "modeled":
+            raise FieldError("codec", "modeled codec time needs compute.mode: modeled (its profile's memory bandwidth)")
+        return self
 
 
 class RunSpec(_Strict):
@@ -162,10 +193,13 @@ def check_spec(spec: RunSpec) -> tuple[list[int], int]:
     bwd.check_shape(shape)
     if spec.train.mode == "train":
         bwd.check_forward(fwd)
-    if spec.compute.mode == "modeled":
-        from harness.runtime.devices import load_profile
+    from harness.runtime.devices import check_torch_device, load_profile
 
-        load_profile(spec.compute.device)
+    check_torch_device(spec.compute.device)
+    if spec.compute.mode == "modeled":
+        profile = load_profile(spec.compute.profile)
+        if spec.compute.codec == "modeled" and profile.mem_bandwidth is None:
+            raise ConfigError("compute.codec", f"profile {profile.name!r} has no mem_bandwidth to model the codec with")
     else:
         from harness.runtime.data import data_files
 

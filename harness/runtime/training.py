@@ -4,6 +4,7 @@ twin's losses match the distributed run's."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -37,11 +38,12 @@ def lr_at(step: int, spec: RunSpec) -> float:
 def grad_sq_norm(stage: Stage) -> torch.Tensor:
     """Squared ℓ2 norm of one stage's gradients (fp64 scalar). Stages add theirs in pipeline
     order to get the model's norm, the same sum in the twin and in the distributed run."""
-    total = torch.zeros((), dtype=torch.float64)
-    for p in stage.parameters():
+    params = list(stage.parameters())
+    total = torch.zeros((), dtype=torch.float64, device=params[0].device if params else "cpu")
+    for p in params:
         if p.grad is not None:
             total += p.grad.detach().double().square().sum()
-    return total
+    return total.cpu()  # a host scalar: it travels between stages as an 8-byte message
 
 
 def clip_to_norm(stage: Stage, max_norm: float, total_sq_norm: torch.Tensor) -> None:
@@ -69,6 +71,11 @@ def optimizer_step(
         group["lr"] = lr_at(step, spec)
     opt.step()
     opt.zero_grad(set_to_none=True)
+
+
+def autocast(spec: RunSpec, device: torch.device) -> contextlib.AbstractContextManager:
+    """``compute.dtype: bfloat16``: autocast the stage's forward (backward follows the forward's dtypes)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.compute.dtype == "bfloat16")
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -119,16 +126,28 @@ class BoundaryCodecs:
 class ModeledCompute:
     """``compute: modeled``: sleep for the time the device profile needs for the stage's FLOPs.
 
-    Real-size tensors (seeded noise) still cross the real links. Backward = 2× forward."""
+    Real-size tensors (seeded noise) still cross the real links. Backward = 2× forward.
+    With ``compute.codec: modeled`` encode/decode are charged :meth:`DeviceProfile.codec_seconds`
+    instead of timed: the first payload of each direction is encoded for real, then re-sent
+    (same bytes; with modeled compute the values are never used)."""
 
-    def __init__(self, spec: RunSpec, n_blocks: int, first: bool, last: bool) -> None:
-        self.profile = load_profile(spec.compute.device)
+    def __init__(self, spec: RunSpec, n_blocks: int, first: bool, last: bool, device: torch.device) -> None:
+        self.profile = load_profile(spec.compute.profile)
         mb = spec.train.batch // spec.train.micro_batches
         flops = stage_flops(spec.model, n_blocks, mb * spec.model.ctx, first, last)
         self.fwd_s = self.profile.seconds(flops)
         self.bwd_s = 2 * self.fwd_s
         g = torch.Generator().manual_seed(spec.seed)
-        self.tensor = torch.randn(mb, spec.model.ctx, spec.model.d_model, generator=g)
+        self.tensor = torch.randn(mb, spec.model.ctx, spec.model.d_model, generator=g).to(device)
+        self.codec = spec.compute.codec == "modeled"
+        self.dense_bytes = self.tensor.numel() * self.tensor.element_size()
+        self.payloads: dict[str, object] = {}  # direction -> the payload re-sent (codec: modeled)
+
+    def codec_time(self, payload_bytes: int) -> float:
+        """Sleep one modeled encode or decode; returns its seconds."""
+        s = self.profile.codec_seconds(self.dense_bytes, payload_bytes)
+        _sleep(s)
+        return s
 
     def forward(self) -> torch.Tensor:
         _sleep(self.fwd_s)

@@ -18,10 +18,12 @@ import torch
 from harness.compressors.base import ForwardRecord
 from harness.runtime.config import RunSpec, check_spec
 from harness.runtime.data import Batches, load_streams
+from harness.runtime.devices import stage_device
 from harness.runtime.model import build_stages
 from harness.runtime.pipeline import backward_order
 from harness.runtime.training import (
     BoundaryCodecs,
+    autocast,
     grad_sq_norm,
     lm_loss,
     make_optimizer,
@@ -31,22 +33,24 @@ from harness.runtime.training import (
 
 class _Boundary(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, codecs, boundary, step, m):
+    def forward(ctx, x, codecs, boundary, step, m, device):
+        """The sender (on x's device) encodes; the receiver decodes on ``device``, its stage's."""
         c = codecs.codec("forward")
         send = codecs.ctx(boundary, "forward", "send", step, m)
         payload = c.encode(x.detach(), send)
         recv = codecs.ctx(boundary, "forward", "recv", step, m)
+        arrived = payload.to(device)
         # what each side of the link holds of this forward (its backward needs it)
-        ctx.meta = (codecs, boundary, step, m, ForwardRecord(c, payload, send), ForwardRecord(c, payload, recv))
-        return c.decode(payload, recv)
+        ctx.meta = (codecs, boundary, step, m, ForwardRecord(c, payload, send), ForwardRecord(c, arrived, recv))
+        return c.decode(arrived, recv)
 
     @staticmethod
     def backward(ctx, grad):
         codecs, boundary, step, m, sent, received = ctx.meta
         c = codecs.codec("backward")
         payload = c.encode(grad, codecs.ctx(boundary, "backward", "send", step, m, forward=received))
-        g = c.decode(payload, codecs.ctx(boundary, "backward", "recv", step, m, forward=sent))
-        return codecs.boundary_grad(g, sent), None, None, None, None
+        g = c.decode(payload.to(sent.payload.device), codecs.ctx(boundary, "backward", "recv", step, m, forward=sent))
+        return codecs.boundary_grad(g, sent), None, None, None, None, None
 
 
 def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_batches: int = 0) -> list[dict]:
@@ -55,7 +59,7 @@ def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_
     partition, stages = check_spec(spec)
     torch.set_num_threads(spec.compute.threads)
     inference = spec.train.mode == "infer"
-    mods = build_stages(spec.model, partition, spec.seed)
+    mods = _placed(spec, build_stages(spec.model, partition, spec.seed))
     opts = [None if inference else make_optimizer(m, spec) for m in mods]
     codecs = BoundaryCodecs(spec, inference=inference)
     train, held_out = load_streams(spec.data, spec.seed)
@@ -95,14 +99,16 @@ def _forward_backward(
     parameter gradients accumulate as on the stages. Returns the micro-batch losses."""
     M = spec.train.micro_batches
     x, y = batches.get(step)
+    x, y = x.to(_device(mods[0])), y.to(_device(mods[-1]))
     losses, graph = [], {}
     with torch.set_grad_enabled(not inference):
         for m, (xm, ym) in enumerate(zip(x.chunk(M), y.chunk(M), strict=True)):
             h = xm
             for i, mod in enumerate(mods):
                 if i > 0:
-                    h = _Boundary.apply(h, codecs, i - 1, step, m)
-                h = mod(h)
+                    h = _Boundary.apply(h, codecs, i - 1, step, m, _device(mod))
+                with autocast(spec, _device(mod)):
+                    h = mod(h)
             loss = lm_loss(h, ym)
             losses.append(loss.item())
             graph[m] = loss / M
@@ -116,7 +122,7 @@ def stage_gradient_norms(spec: RunSpec, step: int = 0) -> list[float]:
     """ℓ2 norm of each stage's parameter gradients after one step's backward (no update):
     how the boundary semantics distribute the gradient over the pipeline (README: row masking)."""
     partition, _ = check_spec(spec)
-    mods = build_stages(spec.model, partition, spec.seed)
+    mods = _placed(spec, build_stages(spec.model, partition, spec.seed))
     train, _ = load_streams(spec.data, spec.seed)
     batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
     _forward_backward(
@@ -131,6 +137,15 @@ def stage_gradient_norms(spec: RunSpec, step: int = 0) -> list[float]:
     return [float(grad_sq_norm(mod).sqrt()) for mod in mods]
 
 
+def _placed(spec: RunSpec, mods: list) -> list:
+    """Each stage on the device a stage worker would use (``compute.device``)."""
+    return [mod.to(stage_device(spec.compute.device, i)) for i, mod in enumerate(mods)]
+
+
+def _device(mod: torch.nn.Module) -> torch.device:
+    return next(mod.buffers()).device  # every stage holds the RoPE tables, even one with no blocks
+
+
 @torch.no_grad()
 def evaluate(mods: list, codecs: BoundaryCodecs, stream: torch.Tensor, spec: RunSpec, n: int) -> float:
     """Held-out loss through the same boundaries (forward compressor, inference contexts)."""
@@ -138,14 +153,15 @@ def evaluate(mods: list, codecs: BoundaryCodecs, stream: torch.Tensor, spec: Run
     total = 0.0
     for k in range(n):
         x, y = batches.get(k)
-        h = x
+        h = x.to(_device(mods[0]))
         for i, mod in enumerate(mods):
             if i > 0:
                 c = codecs.codec("forward")
                 h = c.decode(
-                    c.encode(h, codecs.ctx(i - 1, "forward", "eval-send", -1, k)),
+                    c.encode(h, codecs.ctx(i - 1, "forward", "eval-send", -1, k)).to(_device(mod)),
                     codecs.ctx(i - 1, "forward", "eval-recv", -1, k),
                 )
-            h = mod(h)
-        total += lm_loss(h, y).item()
+            with autocast(spec, _device(mod)):
+                h = mod(h)
+        total += lm_loss(h, y.to(h.device)).item()
     return total / n

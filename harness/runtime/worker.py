@@ -25,11 +25,13 @@ from harness.runtime import progress
 from harness.runtime.allocator import active
 from harness.runtime.config import RunSpec
 from harness.runtime.data import Batches, load_streams
+from harness.runtime.devices import stage_device
 from harness.runtime.model import build_stages
 from harness.runtime.pipeline import SCHEDULES
 from harness.runtime.training import (
     BoundaryCodecs,
     ModeledCompute,
+    autocast,
     grad_sq_norm,
     lm_loss,
     make_optimizer,
@@ -45,12 +47,14 @@ class StageWorker:
         self.inference = spec.train.mode == "infer"
         torch.set_num_threads(spec.compute.threads)
         self.modeled = spec.compute.mode == "modeled"
-        self.module = build_stages(spec.model, partition, spec.seed)[stage]
+        self.device = stage_device(spec.compute.device, stage)
+        self.module = build_stages(spec.model, partition, spec.seed)[stage].to(self.device)
         if self.inference:
             self.module.eval()
         self.opt = None if self.inference else make_optimizer(self.module, spec)
         self.codecs = BoundaryCodecs(spec, inference=self.inference)
-        self.sim = ModeledCompute(spec, partition[stage], self.first, self.last) if self.modeled else None
+        self.sim = ModeledCompute(spec, partition[stage], self.first, self.last, self.device) if self.modeled else None
+        self.codec_modeled = self.modeled and self.sim.codec
         self.batches = None
         if not self.modeled and (self.first or self.last):
             train, _ = load_streams(spec.data, spec.seed)
@@ -69,7 +73,7 @@ class StageWorker:
         x_mb = y_mb = None
         if self.batches is not None:
             x, y = self.batches.get(step)
-            x_mb, y_mb = x.chunk(M), y.chunk(M)
+            x_mb, y_mb = x.to(self.device).chunk(M), y.to(self.device).chunk(M)
         saved: dict[int, tuple] = {}
         self._sent, self._received = {}, {}  # per micro-batch: this stage's forward records
         losses = []
@@ -85,7 +89,7 @@ class StageWorker:
                 if self.modeled:
                     out = self.sim.forward()
                 else:
-                    with torch.set_grad_enabled(not self.inference):
+                    with torch.set_grad_enabled(not self.inference), autocast(spec, self.device):
                         out = self.module(inp)
                 t["compute"] += time.perf_counter() - t0
                 if self.last:
@@ -162,26 +166,36 @@ class StageWorker:
             m,
             forward=self._received.pop(m, None) if direction == "backward" else None,
         )
-        payload = codec.encode(x, ctx)
+        if self.codec_modeled and direction in self.sim.payloads:
+            payload = self.sim.payloads[direction]
+            t["encode"] += self.sim.codec_time(payload.nbytes)
+        else:
+            payload = codec.encode(x, ctx)
+            if self.codec_modeled:
+                self.sim.payloads[direction] = payload
+            t["encode"] += time.perf_counter() - t0
         if direction == "forward" and not self.inference:
             self._sent[m] = ForwardRecord(codec, payload, ctx)
-        t["encode"] += time.perf_counter() - t0
         chan.send(payload, tag, dense_bytes=x.numel() * x.element_size())
 
     def _receive(self, tag: int, direction: str, step: int, m: int, t: dict) -> torch.Tensor:
         chan = self.prev if direction == "forward" else self.next
         boundary = self.stage - 1 if direction == "forward" else self.stage
         t0 = time.perf_counter()
-        payload = chan.recv(tag)
+        payload = chan.recv(tag).to(self.device)  # the wire bytes onto the device that decodes them
         t1 = time.perf_counter()
         codec = self.codecs.codec(direction)
         sent = self._sent.pop(m) if direction == "backward" else None
         ctx = self.codecs.ctx(boundary, direction, "recv", step, m, forward=sent)
-        x = codec.decode(payload, ctx)
-        if sent is not None:
-            x = self.codecs.boundary_grad(x, sent)
         t["recv_wait"] += t1 - t0
-        t["decode"] += time.perf_counter() - t1
+        if self.codec_modeled:  # modeled compute never reads the values: charge the decode, skip it
+            t["decode"] += self.sim.codec_time(payload.nbytes)
+            x = self.sim.tensor
+        else:
+            x = codec.decode(payload, ctx)
+            if sent is not None:
+                x = self.codecs.boundary_grad(x, sent)
+            t["decode"] += time.perf_counter() - t1
         if direction == "forward" and not self.inference:
             self._received[m] = ForwardRecord(codec, payload, ctx)
             x = x.detach().requires_grad_(True)  # a leaf: its grad is what goes back

@@ -23,7 +23,7 @@ from harness.results.schema import link_row, trial_row
 from harness.results.store import ResultStore, time_to_target
 from harness.runtime.allocator import active
 from harness.runtime.config import RunSpec, check_spec
-from harness.runtime.devices import load_profile
+from harness.runtime.devices import device_label
 from harness.sweep.suite import Trial
 from testbed.errors import ConfigError
 from testbed.topology_file import load_topology
@@ -77,7 +77,7 @@ class LocalExecutor:
             "compute": trial.compute,
             "execution": trial.execution,
             "backend": trial.backend if trial.execution == "distributed" else "none (single process)",
-            "device": load_profile(spec.compute.device).name if trial.compute == "modeled" else "cpu (real compute)",
+            "device": device_label(trial.compute, spec.compute.device, spec.compute.profile),
             "seed": trial.seed,
             "steps_run": spec.train.steps,
             "target_loss": spec.train.target_loss,
@@ -140,6 +140,8 @@ def config_columns(spec: RunSpec) -> dict:
     """The settings that change results, recorded with every trial (reports show and group by them)."""
     t, m = spec.train, spec.model
     return {
+        "dtype": spec.compute.dtype,
+        "codec": spec.compute.codec if spec.compute.mode == "modeled" else "real",
         "boundary_grad": t.boundary_grad,
         "grad_clip": t.grad_clip,
         "norm_eps": m.norm_eps,
