@@ -10,6 +10,7 @@ import typer
 from harness.runtime.outdir import exclusive
 from harness.sweep.progress import console, sweep_with_progress
 from harness.sweep.suite import load_suite
+from testbed.errors import ConfigError
 
 
 def run_cmd(
@@ -24,12 +25,27 @@ def run_cmd(
             min=1, help="twin trials run this many at a time (one process each); distributed trials always run alone"
         ),
     ] = 1,
+    executor: Annotated[
+        str, typer.Option(help="local (this machine, the default) or ray (trials as tasks on a Ray cluster)")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (e.g. 10.0.0.1:6379; default: start a local Ray)")
+    ] = None,
 ) -> None:
     """Run a benchmark suite: every trial of its sweep, appended to OUT's tables as it finishes."""
+    if executor not in ("local", "ray"):
+        raise ConfigError("--executor", f"must be local or ray, got {executor!r}")
+    if address and executor != "ray":
+        raise ConfigError("--address", "is the Ray cluster's address: use it with --executor ray")
     s, trials = load_suite(suite)
+    runner = None
+    if executor == "ray":
+        from harness.sweep.ray_executor import RayExecutor
+
+        runner = RayExecutor(address)
     with exclusive(out):
-        console.print(f"suite {s.name}: {len(trials)} trials -> {out}")
-        counts = sweep_with_progress(trials, out, retry_failed, title=s.name, jobs=jobs)
+        console.print(f"suite {s.name}: {len(trials)} trials -> {out} ({executor} executor)")
+        counts = sweep_with_progress(trials, out, retry_failed, title=s.name, jobs=jobs, executor=runner)
     console.print(
         f"{counts['done']} ran, {counts['skipped']} already finished, {counts['failed']} failed; "
         f"tables in {out} (`pipenem report {out}`)"

@@ -3,6 +3,7 @@ modeled codec, and how the throughput report shows the codec's share of a step."
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from harness.runtime.twin import run_twin
 from reports.summary import throughput_summary
 from reports.tables import load
 from testbed.errors import ConfigError
-from tests.conftest import TOPOLOGIES, pipenem
+from tests.conftest import TOPOLOGIES, needs_netns, pipenem
 
 TOPO = str(TOPOLOGIES / "ci-4stage.yaml")
 TINY = {
@@ -140,3 +141,28 @@ def test_throughput_report_shows_the_codec_share_of_a_step(tmp_path: Path) -> No
     assert row["codec"] == "modeled"
     assert row["codec_s"] == pytest.approx(0.25)  # the busiest stage: 0.2 + 0.05 per step
     assert row["codec_share"] == pytest.approx(0.25 / row["step_s"])
+
+
+@needs_netns
+@pytest.mark.netns
+def test_a_modeled_codec_charges_its_model_over_the_real_links(tmp_path: Path) -> None:
+    """compute.codec: modeled on a profile with a slow memory (1 MB/s): every encode/decode
+    after the first payload of a direction costs (dense + payload bytes) / bandwidth."""
+    profile = tmp_path / "slowmem.yaml"
+    profile.write_text(yaml.safe_dump({"name": "slowmem", "flops_per_s": 1e12, "mem_bandwidth": 1e6}))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        yaml.safe_dump({**TINY, "compute": {"mode": "modeled", "profile": str(profile), "codec": "modeled"}})
+    )
+    out = tmp_path / "out"
+    r = pipenem("train", str(cfg), "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    spec = _spec()
+    dense = spec.train.batch // spec.train.micro_batches * spec.model.ctx * spec.model.d_model * 4
+    per_message = 2 * dense / 1e6  # dense in + about as many payload bytes out (`none`), at 1 MB/s
+    steps = json.loads((out / "stage0.json").read_text())["steps"][1:]
+    for row in steps:  # stage 0: M forward encodes and M backward decodes per step
+        assert 1.0 <= row["encode_s"] / (spec.train.micro_batches * per_message) < 1.2, row
+        assert 1.0 <= row["decode_s"] / (spec.train.micro_batches * per_message) < 1.2, row
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["codec"] == "modeled" and summary["device"] == "slowmem"

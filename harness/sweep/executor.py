@@ -1,9 +1,9 @@
 """Running a suite: trial by trial through an executor, appending to the result tables.
 
 Executors are pluggable: :class:`LocalExecutor` runs a trial on this machine (twin in
-process, distributed over the testbed). A cluster executor (Ray, several real hosts)
-only needs the same ``run(trial, run_dir, progress) -> TrialOutcome``: a trial is a
-self-contained, serializable spec.
+process, distributed over the testbed); ``ray_executor.RayExecutor`` runs trials as Ray
+tasks on a cluster (``run_many``). A trial is a self-contained, serializable spec; only
+this process writes the tables.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class TrialOutcome:
 
 
 class Executor(Protocol):
+    """Runs one trial. An executor that schedules many at once (Ray) has ``run_many`` instead."""
+
     def run(self, trial: Trial, run_dir: Path, progress: Progress) -> TrialOutcome: ...
 
 
@@ -275,6 +277,9 @@ def run_trials(
             emit("skip", trial, {})
         else:
             todo.append(trial)
+    if hasattr(executor, "run_many"):
+        executor.run_many(todo, out, store, emit)
+        return store
     if jobs > 1 and isinstance(executor, LocalExecutor):
         twins = [t for t in todo if t.execution == "twin"]
         todo = [t for t in todo if t.execution != "twin"]
@@ -284,14 +289,14 @@ def run_trials(
         try:
             outcome = executor.run(trial, out / "runs" / trial.trial_id, lambda p, t=trial: emit("progress", t, p))
         except Exception as exc:  # one failed trial must not stop the sweep
-            _record_failure(store, emit, trial, exc, traceback.format_exc())
+            record_failure(store, emit, trial, exc, traceback.format_exc())
             continue
         store.record_trial(outcome.row, outcome.steps, outcome.links)
         emit("done", trial, outcome.row)
     return store
 
 
-def _record_failure(store: ResultStore, emit: Callable, trial: Trial, exc: BaseException, tb: str) -> None:
+def record_failure(store: ResultStore, emit: Callable, trial: Trial, exc: BaseException, tb: str) -> None:
     msg = f"bad config: {exc}" if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
     store.record_trial(failed_row(trial, msg), [], [])
     emit("failed", trial, {"error": str(exc) if isinstance(exc, ConfigError) else msg, "traceback": tb})
@@ -316,7 +321,7 @@ def _run_pool(trials: list[Trial], out: Path, store: ResultStore, emit: Callable
                 try:
                     outcome = fut.result()
                 except Exception as exc:  # recorded, the sweep goes on
-                    _record_failure(store, emit, trial, exc, "".join(traceback.format_exception(exc)))
+                    record_failure(store, emit, trial, exc, "".join(traceback.format_exception(exc)))
                     continue
                 store.record_trial(outcome.row, outcome.steps, outcome.links)
                 emit("done", trial, outcome.row)

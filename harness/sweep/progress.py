@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -18,11 +19,19 @@ from rich.text import Text
 
 from harness.sweep.suite import Trial
 
+if TYPE_CHECKING:
+    from harness.sweep.executor import Executor
+
 console = Console()
 
 
 def sweep_with_progress(
-    trials: list[Trial], out: Path, retry_failed: bool = False, title: str = "trials", jobs: int = 1
+    trials: list[Trial],
+    out: Path,
+    retry_failed: bool = False,
+    title: str = "trials",
+    jobs: int = 1,
+    executor: Executor | None = None,
 ) -> dict:
     """Run trials under a rich progress display; returns counts."""
     from harness.sweep.executor import run_trials
@@ -67,5 +76,5 @@ def sweep_with_progress(
                         Text.assemble((f"trial {trial.trial_id} ({label}) failed: ", "red"), str(data.get("error")))
                     )
 
-        run_trials(trials, out, on_event=on_event, retry_failed=retry_failed, jobs=jobs)
+        run_trials(trials, out, executor, on_event=on_event, retry_failed=retry_failed, jobs=jobs)
     return counts
