@@ -182,7 +182,8 @@ class LinkEvent(Strict):
 class Topology(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
-    stages: int = Field(ge=2, le=64)
+    # link i is addressed 198.18.i.0/24 (netns.py): one octet, so at most 256 links
+    stages: int = Field(ge=2, le=257)
     shaper: Literal["tbf", "htb"] = "tbf"
     defaults: LinkParams | None = None
     links: list[LinkSpec] = []

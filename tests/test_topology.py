@@ -156,3 +156,11 @@ def test_a_shared_bottleneck_is_named_as_itself_not_as_its_first_link() -> None:
     )
     assert [c.label for c in topo.bottleneck_channels()] == ["bn:wan", "bn:wan"]
     assert topo.needs_netem()[0] == "link bn:wan forward: delay"
+
+
+def test_stage_count_is_bounded_by_the_link_addressing() -> None:
+    """Link i is 198.18.i.0/24: 256 links, 257 stages (the many-stages benchmark runs 96)."""
+    assert build_topology({"name": "wide", "stages": 257, "defaults": {"bandwidth": "1Gbit"}}).stages == 257
+    with pytest.raises(ConfigError) as exc:
+        build_topology({"name": "wider", "stages": 258, "defaults": {"bandwidth": "1Gbit"}})
+    assert exc.value.field == "stages"

@@ -7,11 +7,11 @@ tables, and the trial row is written last — a trial is "finished" once its row
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+
+from harness.results.atomic import atomic_write
 
 TABLES = ("trials", "steps", "links", "fidelity")
 
@@ -47,23 +47,6 @@ class ResultStore:
         self.append("steps", steps)
         self.append("links", links)
         self.append("trials", [trial_row])
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one, never a
-    half-written one; on any failure (a full disk) the temporary file is removed."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None:
-            exc.filename = str(path)  # pyarrow's I/O errors do not say which file
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def time_to_target(steps: list[dict], target: float | None) -> float | None:

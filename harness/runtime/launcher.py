@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.results.store import atomic_write
+from harness.results.atomic import atomic_write
 from harness.runtime import progress
 from harness.runtime.config import RunSpec, check_spec
 from testbed.backends import make_backend

@@ -20,7 +20,7 @@ import torch
 
 from harness.compressors.base import ForwardRecord
 from harness.compressors.wire import Payload
-from harness.results.store import atomic_write
+from harness.results.atomic import atomic_write
 from harness.runtime import progress
 from harness.runtime.allocator import active
 from harness.runtime.config import RunSpec
@@ -38,6 +38,19 @@ from harness.runtime.training import (
     optimizer_step,
 )
 from harness.runtime.transport import BWD, FWD, NORM_DOWN, NORM_UP, LinkChannel
+
+
+def join_links(links: dict) -> tuple[LinkChannel | None, LinkChannel | None]:
+    """Both of a stage's links at once (prev: rank 1, next: rank 0). One after the other,
+    stage i's next link would wait for stage i+1 to finish its prev link first, which waits
+    for stage i+2 …: a rendezvous chain as long as the pipeline (measured: 16 stages took
+    53 s to join, 8 took 11 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2, thread_name_prefix="join") as pool:
+        prev = pool.submit(LinkChannel, links["prev"]["me"], links["prev"]["peer"], 1) if links.get("prev") else None
+        nxt = pool.submit(LinkChannel, links["next"]["me"], links["next"]["peer"], 0) if links.get("next") else None
+        return (prev.result() if prev else None), (nxt.result() if nxt else None)
 
 
 class StageWorker:
@@ -59,9 +72,7 @@ class StageWorker:
         if not self.modeled and (self.first or self.last):
             train, _ = load_streams(spec.data, spec.seed)
             self.batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
-        # prev first, then next: every stage does the same, so the rendezvous chain resolves
-        self.prev = LinkChannel(links["prev"]["me"], links["prev"]["peer"], rank=1) if links.get("prev") else None
-        self.next = LinkChannel(links["next"]["me"], links["next"]["peer"], rank=0) if links.get("next") else None
+        self.prev, self.next = join_links(links)
 
     # ------------------------------------------------------------------ one step
     def step(self, step: int) -> dict:
