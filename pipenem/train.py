@@ -128,6 +128,7 @@ def _train(spec: RunSpec, out: Path, twin: bool, backend: str, quiet: bool) -> N
 def semantics(spec) -> dict:
     """The settings that change results, stated with every run (README: Results a researcher can trust)."""
     return {
+        "model": spec.model.label,
         "boundary_grad": spec.train.boundary_grad,
         "grad_clip": spec.train.grad_clip,
         "norm_eps": spec.model.norm_eps,

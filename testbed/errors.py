@@ -42,7 +42,8 @@ class FieldError(ValueError):
         self.message = message
 
 
-# pydantic's location parts that are not fields: union tags and validator wrappers
+# pydantic's location parts that are not fields: union tags and validator wrappers (tags named
+# ``union:…`` are skipped wherever they are defined)
 _NOT_FIELDS = {"fixed", "normal", "uniform", "trace"}
 
 
@@ -52,7 +53,9 @@ def field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and (part in _NOT_FIELDS or part.startswith(("function-", "tagged-union"))):
+        elif isinstance(part, str) and (
+            part in _NOT_FIELDS or part.startswith(("function-", "tagged-union", "union:"))
+        ):
             continue
         else:
             out += ("." if out else "") + str(part)

@@ -7,10 +7,11 @@ launcher writes it to JSON for the stage workers; a sweep hands it to an executo
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from testbed.errors import ConfigError, FieldError, from_validation
 from testbed.yamlfile import read_yaml
@@ -38,6 +39,10 @@ class ModelConfig(_Strict):
     # which is what a row-masked boundary feeds the next stage (README: row masking).
     norm_eps: float = Field(1e-5, gt=0)
 
+    @property
+    def label(self) -> str:
+        return "builtin"
+
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.d_model % self.n_heads:
@@ -57,6 +62,76 @@ class ModelConfig(_Strict):
         heads = nearest_valid_heads(512, PAPER_HEADS)
         note = f"the paper's 24 heads do not divide d=512; using {heads} (nearest valid, head dim {512 // heads})"
         return cls(d_model=512, n_layers=8, n_heads=heads, ctx=1024), note
+
+
+class HFModelConfig(_Strict):
+    """A Hugging Face transformers causal LM from its config alone (random init, offline):
+    ``{hf: llama, config: {hidden_size: 64, ...}, ctx: 128}`` (see ``hf.py``)."""
+
+    hf: str  # a transformers model type: gpt2, llama, qwen2, mistral, …
+    config: dict[str, Any] = {}  # fields of that model type's config (typos refused)
+    ctx: int = Field(1024, ge=2)  # the sequence length pipenem trains and serves at
+
+    @property
+    def label(self) -> str:
+        return f"hf:{self.hf}"
+
+    @cached_property
+    def built(self) -> Any:
+        from harness.runtime.hf import build_config
+
+        return build_config(self.hf, self.config)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.built.hidden_size)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.built.num_hidden_layers)
+
+    @property
+    def vocab(self) -> int:
+        return int(self.built.vocab_size)
+
+    @property
+    def norm_eps(self) -> float | None:
+        return getattr(self.built, "rms_norm_eps", None) or getattr(self.built, "layer_norm_epsilon", None)
+
+
+class FactoryModelConfig(_Strict):
+    """Any stages a user function builds: ``{factory: "pkg.mod:build_stages", args: {...}, d_model,
+    n_layers, vocab, ctx}``. The function is called as ``build_stages(partition, seed, **args)``
+    and returns one module per stage (see ``examples/factory_model.py``)."""
+
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    args: dict[str, Any] = {}
+    d_model: int = Field(ge=1)  # width of the tensors crossing the boundaries (b, ctx, d_model)
+    n_layers: int = Field(ge=1)  # blocks ``partition`` distributes
+    vocab: int = Field(ge=2)
+    ctx: int = Field(1024, ge=2)
+    norm_eps: float | None = None  # recorded only
+
+    @property
+    def label(self) -> str:
+        return f"factory:{self.factory}"
+
+
+def _model_kind(v: Any) -> str:
+    """Which model a ``model:`` mapping describes: ``hf:`` or ``factory:`` keys, else the built-in."""
+    if isinstance(v, dict):
+        kind = "hf" if "hf" in v else "factory" if "factory" in v else "builtin"
+    else:
+        kind = "hf" if isinstance(v, HFModelConfig) else "factory" if isinstance(v, FactoryModelConfig) else "builtin"
+    return f"union:{kind}"
+
+
+AnyModel = Annotated[
+    Annotated[ModelConfig, Tag("union:builtin")]
+    | Annotated[HFModelConfig, Tag("union:hf")]
+    | Annotated[FactoryModelConfig, Tag("union:factory")],
+    Discriminator(_model_kind),
+]
 
 
 def divisors(n: int) -> list[int]:
@@ -150,7 +225,7 @@ class RunSpec(_Strict):
     backend: Literal["netns", "docker", "twin"] = "netns"
     seed: int = Field(0, ge=0)
     partition: list[int] | None = None  # blocks per stage; default: as even as possible
-    model: ModelConfig = ModelConfig()
+    model: AnyModel = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     compression: CompressionConfig = CompressionConfig()
@@ -174,6 +249,7 @@ def check_spec(spec: RunSpec) -> tuple[list[int], int]:
     from harness.compressors import build
 
     stages = spec.stage_count()
+    check_model(spec.model)
     part = spec.resolved_partition(stages)
     if len(part) != stages:
         raise ConfigError("partition", f"has {len(part)} entries but the topology has {stages} stages")
@@ -205,6 +281,21 @@ def check_spec(spec: RunSpec) -> tuple[list[int], int]:
 
         data_files(spec.data)  # the files exist now, not when a worker reads them after bring-up
     return part, stages
+
+
+def check_model(model: AnyModel) -> None:
+    """What only the model's own library can say (a transformers config's fields, a factory's
+    import), and the data's needs: byte-level tokens, so a vocabulary of at least 256."""
+    field = "model.vocab"
+    if isinstance(model, HFModelConfig):
+        _ = model.built  # unknown config fields, an unknown model type: refused here
+        field = "model.config.vocab_size"
+    elif isinstance(model, FactoryModelConfig):
+        from harness.runtime.factory import load_factory
+
+        load_factory(model.factory)
+    if model.vocab < 256:
+        raise ConfigError(field, f"{model.vocab} is below 256: the datasets are byte-level (256 token ids)")
 
 
 def build_spec(data: Any, source: str | None = None) -> RunSpec:

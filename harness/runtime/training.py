@@ -131,10 +131,19 @@ class ModeledCompute:
     instead of timed: the first payload of each direction is encoded for real, then re-sent
     (same bytes; with modeled compute the values are never used)."""
 
-    def __init__(self, spec: RunSpec, n_blocks: int, first: bool, last: bool, device: torch.device) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        n_blocks: int,
+        first: bool,
+        last: bool,
+        device: torch.device,
+        module: torch.nn.Module | None = None,
+    ) -> None:
         self.profile = load_profile(spec.compute.profile)
         mb = spec.train.batch // spec.train.micro_batches
-        flops = stage_flops(spec.model, n_blocks, mb * spec.model.ctx, first, last)
+        # a model other than the built-in one is counted from the stage's own weights
+        flops = stage_flops(spec.model, n_blocks, mb * spec.model.ctx, first, last, module)
         self.fwd_s = self.profile.seconds(flops)
         self.bwd_s = 2 * self.fwd_s
         g = torch.Generator().manual_seed(spec.seed)

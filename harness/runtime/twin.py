@@ -138,12 +138,16 @@ def stage_gradient_norms(spec: RunSpec, step: int = 0) -> list[float]:
 
 
 def _placed(spec: RunSpec, mods: list) -> list:
-    """Each stage on the device a stage worker would use (``compute.device``)."""
-    return [mod.to(stage_device(spec.compute.device, i)) for i, mod in enumerate(mods)]
+    """Each stage on the device a stage worker would use (``compute.device``); the device is
+    kept on the module, since a stage with no layers has no parameter to tell it."""
+    for i, mod in enumerate(mods):
+        mod.to(stage_device(spec.compute.device, i))
+        mod.pipenem_device = stage_device(spec.compute.device, i)
+    return mods
 
 
 def _device(mod: torch.nn.Module) -> torch.device:
-    return next(mod.buffers()).device  # every stage holds the RoPE tables, even one with no blocks
+    return mod.pipenem_device
 
 
 @torch.no_grad()

@@ -66,7 +66,11 @@ class StageWorker:
             self.module.eval()
         self.opt = None if self.inference else make_optimizer(self.module, spec)
         self.codecs = BoundaryCodecs(spec, inference=self.inference)
-        self.sim = ModeledCompute(spec, partition[stage], self.first, self.last, self.device) if self.modeled else None
+        self.sim = (
+            ModeledCompute(spec, partition[stage], self.first, self.last, self.device, self.module)
+            if self.modeled
+            else None
+        )
         self.codec_modeled = self.modeled and self.sim.codec
         self.batches = None
         if not self.modeled and (self.first or self.last):

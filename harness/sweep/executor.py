@@ -152,6 +152,7 @@ def config_columns(spec: RunSpec) -> dict:
         "batch": t.batch,
         "micro_batches": t.micro_batches,
         "schedule": t.schedule,
+        "model": m.label,
         "d_model": m.d_model,
         "n_layers": m.n_layers,
         "ctx": m.ctx,
