@@ -82,6 +82,7 @@ def throughput_summary(tables: Tables) -> pd.DataFrame:
                 "compressor": r["compressor"],
                 "rate": r["rate"],
                 "mode": r["mode"],
+                "runtime": r.get("runtime", "pipenem"),
                 "device": r.get("device"),
                 "topology": r.get("topology"),
                 "tokens_per_s": r["tokens_per_s"],

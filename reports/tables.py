@@ -39,6 +39,7 @@ def provenance(trials: pd.DataFrame) -> str:
     parts = []
     for col, name in (
         ("execution", "execution"),
+        ("runtime", "runtime"),
         ("backend", "backend"),
         ("compute", "compute"),
         ("device", "device"),

@@ -65,6 +65,9 @@ class Backend(ABC):
         self.record = RunRecord(run_id=self.run_id, topology=topology.name, backend=self.kind, detached=detached)
         self.hosts: list[str] = []
         self.links: list[LinkInfo] = []
+        # one stable address per host (on its loopback), routed from each pipeline neighbour over
+        # the link between them: for runtimes that address a peer by one address per host
+        self.host_addresses: list[str] = []
         self.t0: float | None = None
         self._scheduler: subprocess.Popen | None = None
         self._old_handlers: dict[int, Any] = {}

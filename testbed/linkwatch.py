@@ -75,6 +75,8 @@ class LinkWatch:
         self._diag: dict[str, Any] = {}  # sock_diag handles per sending host, opened on first use
         self._unacked: dict[str, dict[str, int]] = {}  # host -> peer address -> segments, this poll
         self._index: dict[tuple[str, str], int] = {}
+        # a receiver is addressed by its link end's address or by its host address
+        self._host_address = dict(zip(backend.hosts, getattr(backend, "host_addresses", []), strict=False))
         self._channels: list[_Channel] = []
         for link in backend.links:
             for direction in ("forward", "backward"):
@@ -124,7 +126,7 @@ class LinkWatch:
         return total
 
     def _unacked_segments(self, sender: Any, receiver: Any) -> int:
-        """Segments the sender's TCP sockets to the receiver's address have in flight, unacked."""
+        """Segments the sender's TCP sockets to the receiver (its link or host address) have in flight, unacked."""
         if sender.host not in self._unacked:
             if sender.host not in self._diag:
                 self._diag[sender.host] = _NetnsDiag(sender.host)
@@ -134,7 +136,8 @@ class LinkWatch:
                 if info is not None:
                     by_peer[m["idiag_dst"]] = by_peer.get(m["idiag_dst"], 0) + info["tcpi_unacked"]
             self._unacked[sender.host] = by_peer
-        return self._unacked[sender.host].get(receiver.address, 0)
+        by_peer = self._unacked[sender.host]
+        return by_peer.get(receiver.address, 0) + by_peer.get(self._host_address.get(receiver.host, ""), 0)
 
     def check(self, now: float | None = None) -> None:
         """Sample (at most every ``POLL_S``) and raise LinkStalled for a channel past its bound."""

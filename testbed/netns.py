@@ -94,6 +94,30 @@ class NetnsBackend(Backend):
                 self.links.append(
                     LinkInfo(i, LinkEnd(a_ns, a_if, a_ip), LinkEnd(b_ns, b_if, b_ip), bn.name if bn else None)
                 )
+            self._host_addresses(ipr, routers)
+
+    def _host_addresses(self, ipr: dict[str, IPRoute], routers: dict[str, tuple[str, str]]) -> None:
+        """Each host's address on its loopback, and routes to it from both pipeline neighbours
+        (and through a bottleneck's routers) over exactly the link between them; no host
+        routes for anyone else's traffic (a host-address packet never crosses two links)."""
+        self.host_addresses = [host_address(i) for i in range(len(self.hosts))]
+        for ns, addr in zip(self.hosts, self.host_addresses, strict=True):
+            ipr[ns].addr("add", index=ipr[ns].link_lookup(ifname="lo")[0], address=addr, prefixlen=32)
+        for link in self.links:
+            i = link.index
+            lo_addr, hi_addr = self.host_addresses[i], self.host_addresses[i + 1]
+            if link.bottleneck is None:
+                _route(ipr[link.a.host], f"{hi_addr}/32", link.b.address)
+                _route(ipr[link.b.host], f"{lo_addr}/32", link.a.address)
+                continue
+            ra, rb = routers[link.bottleneck]
+            k = list(routers).index(link.bottleneck)
+            _route(ipr[link.a.host], f"{hi_addr}/32", f"198.18.{i}.254")
+            _route(ipr[ra], f"{hi_addr}/32", f"198.20.{k}.2")
+            _route(ipr[rb], f"{hi_addr}/32", link.b.address)
+            _route(ipr[link.b.host], f"{lo_addr}/32", f"198.19.{i}.254")
+            _route(ipr[rb], f"{lo_addr}/32", f"198.20.{k}.1")
+            _route(ipr[ra], f"{lo_addr}/32", link.a.address)
 
     def _create_hosts(self, names: list[str]) -> None:
         """One named network namespace per stage (the docker backend makes containers instead)."""
@@ -162,6 +186,11 @@ class NetnsBackend(Backend):
 
     def exec_argv(self, stage: int, argv: list[str]) -> list[str]:
         return [sys.executable, "-m", "testbed.nsenter", self.hosts[stage], "--", *argv]
+
+
+def host_address(stage: int) -> str:
+    """Stage ``stage``'s host address (198.21.0.0/16: apart from the link subnets 198.18-20)."""
+    return f"198.21.{stage // 250}.{stage % 250 + 1}"
 
 
 def _enable_forwarding(ns: str) -> None:

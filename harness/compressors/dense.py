@@ -8,7 +8,7 @@ import torch
 
 from harness.compressors.base import Compressor, Context, register
 from harness.compressors.shapes import read_shape, shape_header
-from harness.compressors.wire import Payload
+from harness.compressors.wire import Payload, part_as
 
 
 @register
@@ -22,7 +22,7 @@ class NoCompression(Compressor):
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
-        return payload.parts[0].view(dtype).view(shape)
+        return part_as(payload.parts[0], dtype).view(shape)
 
 
 class _Cast(Compressor):

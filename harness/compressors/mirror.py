@@ -16,7 +16,7 @@ import torch
 
 from harness.compressors.base import Compressor, Context, as_3d, register
 from harness.compressors.shapes import read_shape, shape_header
-from harness.compressors.wire import Payload
+from harness.compressors.wire import Payload, part_as
 from testbed.errors import ConfigError
 
 
@@ -56,5 +56,5 @@ class Mirror(Compressor):
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
         out = torch.zeros(shape, dtype=dtype, device=payload.device)
-        as_3d(out).masked_scatter_(self._mask(ctx), payload.parts[0].view(dtype))
+        as_3d(out).masked_scatter_(self._mask(ctx), part_as(payload.parts[0], dtype))
         return out

@@ -6,7 +6,7 @@ import torch
 
 from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept, register
 from harness.compressors.shapes import fold, read_shape, shape_header
-from harness.compressors.wire import Payload, decode_positions, encode_positions
+from harness.compressors.wire import Payload, decode_positions, encode_positions, part_as
 from testbed.errors import ConfigError
 
 
@@ -57,7 +57,7 @@ class TopK(Compressor):
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, rows, n, k, idx = self._kept(payload)
         out = torch.zeros(rows, n, dtype=dtype, device=payload.device)
-        out.scatter_(1, idx, payload.parts[0].view(dtype).view(rows, k))
+        out.scatter_(1, idx, part_as(payload.parts[0], dtype).view(rows, k))
         return out.view(shape)
 
 
@@ -111,6 +111,6 @@ class RandK(Compressor):
         n = shape[-2] * shape[-1] if len(shape) >= 3 else int(torch.Size(shape).numel())
         rows = int(torch.Size(shape).numel()) // n
         out = torch.zeros(rows, n, dtype=dtype, device=payload.device)
-        vals = payload.parts[0].view(dtype).view(rows, k)
+        vals = part_as(payload.parts[0], dtype).view(rows, k)
         out[:, self._positions(ctx, n, k, payload.device)] = vals * (n / k) if self.scale else vals
         return out.view(shape)

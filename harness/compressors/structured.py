@@ -10,7 +10,7 @@ import torch
 
 from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept, register
 from harness.compressors.shapes import fold, read_shape, shape_header
-from harness.compressors.wire import Payload, decode_positions, encode_positions
+from harness.compressors.wire import Payload, decode_positions, encode_positions, part_as
 
 CHUNK_BYTES = 1 << 22  # temporaries of ~4 MB stay in cache; one 67 MB square() would not
 
@@ -68,7 +68,7 @@ class _AxisMask(Compressor):
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, (b, n, d), k, idx = self._kept(payload)
         out = torch.zeros(b, n, d, dtype=dtype, device=payload.device)
-        vals = payload.parts[0].view(dtype)
+        vals = part_as(payload.parts[0], dtype)
         if self.axis == 2:
             out.scatter_(2, idx.unsqueeze(1).expand(b, n, k), vals.view(b, n, k))
         else:

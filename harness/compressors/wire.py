@@ -109,6 +109,13 @@ def parse_header_block(buf: torch.Tensor) -> tuple[tuple[int, ...], list[tuple[t
     return tuple(header), specs, align(off)
 
 
+def part_as(part: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A payload part read as the dtype it holds: a view of wire bytes, or the part itself when it
+    already has that dtype (``Tensor.view(dtype)`` would drop autograd: decoders stay
+    differentiable in their values, which ``runtime: torch`` back-propagates through)."""
+    return part if part.dtype == dtype else part.view(dtype)
+
+
 def part_bytes(dtype: torch.dtype, numel: int) -> int:
     """Bytes a part of this dtype and size takes on the wire (bools: one byte each), unpadded."""
     return numel * (1 if dtype == torch.bool else dtype.itemsize)

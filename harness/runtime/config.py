@@ -152,7 +152,8 @@ class DataConfig(_Strict):
 
 class TrainConfig(_Strict):
     mode: Literal["train", "infer"] = "train"
-    schedule: Literal["gpipe", "1f1b"] = "gpipe"
+    # interleaved-1f1b / looped-bfs: named so they are refused with the reason (see torch_stage.py)
+    schedule: Literal["gpipe", "1f1b", "interleaved-1f1b", "looped-bfs"] = "gpipe"
     steps: int = Field(20, ge=1)
     batch: int = Field(32, ge=1)
     micro_batches: int = Field(4, ge=1)
@@ -223,6 +224,9 @@ class ComputeConfig(_Strict):
 class RunSpec(_Strict):
     topology: str  # a topology YAML file
     backend: Literal["netns", "docker", "twin"] = "netns"
+    # who schedules and moves the micro-batches: pipenem's own GPipe/1F1B (default: any compressor
+    # pair, modeled compute, GPUs) or torch.distributed.pipelining (harness/runtime/torch_stage.py)
+    runtime: Literal["pipenem", "torch"] = "pipenem"
     seed: int = Field(0, ge=0)
     partition: list[int] | None = None  # blocks per stage; default: as even as possible
     model: AnyModel = ModelConfig()
@@ -269,6 +273,11 @@ def check_spec(spec: RunSpec) -> tuple[list[int], int]:
     bwd.check_shape(shape)
     if spec.train.mode == "train":
         bwd.check_forward(fwd)
+    from harness.runtime.torch_stage import check_schedule, check_torch_runtime
+
+    check_schedule(spec)
+    if spec.runtime == "torch":
+        check_torch_runtime(spec, fwd, bwd)
     from harness.runtime.devices import check_torch_device, load_profile
 
     check_torch_device(spec.compute.device)

@@ -113,6 +113,8 @@ def run_pipeline(
     procs: list[subprocess.Popen] = []
     with make_backend(backend_name, topo, shared_dirs=[str(run_dir.resolve())]) as backend:
         links = _links_meta(backend, stages)
+        # runtime: torch's rendezvous: a file every stage host sees (the run dir is shared with them)
+        store = run_dir.resolve() / f"torch-store-{backend.run_id}"
         counters0 = backend.link_counters()
         watch = LinkWatch(backend, message_bytes, spec.train.stall_timeout)
         lines: queue.Queue = queue.Queue()
@@ -127,7 +129,7 @@ def run_pipeline(
                         "-m",
                         "harness.runtime.allocator",
                         "-m",
-                        "harness.runtime.worker",
+                        "harness.runtime.torch_worker" if spec.runtime == "torch" else "harness.runtime.worker",
                         str(run_dir),
                         str(i),
                     ],
@@ -151,6 +153,8 @@ def run_pipeline(
                             "stages": stages,
                             "partition": partition,
                             "links": links[i],
+                            "host_addresses": backend.host_addresses,
+                            "store": str(store),
                         }
                     )
                     + "\n"
@@ -166,6 +170,7 @@ def run_pipeline(
                 if p.poll() is None:
                     p.kill()
                     p.wait()
+            store.unlink(missing_ok=True)
         counters1 = backend.link_counters()
         applied = backend.applied()
         run_id = backend.run_id

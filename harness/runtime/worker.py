@@ -240,21 +240,30 @@ class StageWorker:
 
 
 def main(run_dir: str, stage: int) -> None:
-    d = Path(run_dir)
     meta = json.loads(sys.stdin.readline())
     spec = RunSpec.model_validate(meta["spec"])
     worker = StageWorker(spec, stage, meta["stages"], meta["partition"], meta["links"])
     progress.emit("joined", stage=stage)
     steps = []
     for step in range(spec.train.steps):
-        row = worker.step(step)
-        steps.append(row)
-        if row["loss"] is not None and (step % spec.log_every == 0 or step == spec.train.steps - 1):
-            progress.emit("step", stage=stage, step=step, loss=row["loss"])
-        elif stage == 0 and step % spec.log_every == 0:
-            progress.emit("step", stage=stage, step=step, loss=None)
+        steps.append(worker.step(step))
+        report_step(spec, steps[-1])
     worker.close()
-    out = d / f"stage{stage}.json"
+    write_steps(Path(run_dir), stage, steps)
+
+
+def report_step(spec: RunSpec, row: dict) -> None:
+    """A progress line for the launcher: the loss where this stage has it, else stage 0's tick."""
+    step, stage = row["step"], row["stage"]
+    if row["loss"] is not None and (step % spec.log_every == 0 or step == spec.train.steps - 1):
+        progress.emit("step", stage=stage, step=step, loss=row["loss"])
+    elif stage == 0 and step % spec.log_every == 0:
+        progress.emit("step", stage=stage, step=step, loss=None)
+
+
+def write_steps(run_dir: Path, stage: int, steps: list[dict]) -> None:
+    """``RUN_DIR/stage{N}.json``: this stage's per-step rows (all or nothing)."""
+    out = run_dir / f"stage{stage}.json"
     try:
         atomic_write(
             out,

@@ -142,6 +142,7 @@ def config_columns(spec: RunSpec) -> dict:
     """The settings that change results, recorded with every trial (reports show and group by them)."""
     t, m = spec.train, spec.model
     return {
+        "runtime": spec.runtime,
         "dtype": spec.compute.dtype,
         "codec": spec.compute.codec if spec.compute.mode == "modeled" else "real",
         "boundary_grad": t.boundary_grad,

@@ -13,6 +13,7 @@ axes:
   mode: [train, infer]
   compute: [real, modeled]
   execution: [twin, distributed]
+  runtime: [pipenem, torch]    # distributed trials: pipenem's GPipe/1F1B or torch.distributed.pipelining
   seed: [0, 1]
   set:                         # any config field, by its dotted path: every combination is swept
     train.boundary_grad: [exact, straight-through]
@@ -39,7 +40,7 @@ from testbed.errors import ConfigError, from_validation
 from testbed.topology_file import load_topology
 from testbed.yamlfile import read_yaml
 
-AXES = ("compressor", "rate", "mode", "compute", "execution", "seed", "backend", "set")
+AXES = ("compressor", "rate", "mode", "compute", "execution", "runtime", "seed", "backend", "set")
 
 
 class CompressorChoice(BaseModel):
@@ -56,6 +57,7 @@ class Axes(BaseModel):
     mode: list[Literal["train", "infer"]] = Field(default_factory=lambda: ["train"], min_length=1)
     compute: list[Literal["real", "modeled"]] = Field(default_factory=lambda: ["real"], min_length=1)
     execution: list[Literal["twin", "distributed"]] = Field(default_factory=lambda: ["distributed"], min_length=1)
+    runtime: list[Literal["pipenem", "torch"]] = Field(default_factory=lambda: ["pipenem"], min_length=1)
     seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
     backend: list[Literal["netns", "docker"]] = Field(default_factory=lambda: ["netns"], min_length=1)
     set: dict[str, list[Any]] = Field(default_factory=dict)  # dotted config path -> values
@@ -91,6 +93,7 @@ class Trial(BaseModel):
     backend: str
     seed: int
     spec: dict[str, Any]
+    runtime: str = "pipenem"
     overrides: dict[str, Any] = {}  # this trial's values of the ``set`` axis
 
     @property
@@ -157,14 +160,24 @@ def expand(suite: Suite) -> list[Trial]:
     ax = suite.axes
     trials, seen = [], set()
     topo_key = topology_digest(suite.topology)
-    for choice, rate, mode, compute, execution, seed, backend, overrides in itertools.product(
-        ax.compressor, ax.rate or [None], ax.mode, ax.compute, ax.execution, ax.seed, ax.backend, ax.variants()
+    for choice, rate, mode, compute, execution, runtime, seed, backend, overrides in itertools.product(
+        ax.compressor,
+        ax.rate or [None],
+        ax.mode,
+        ax.compute,
+        ax.execution,
+        ax.runtime,
+        ax.seed,
+        ax.backend,
+        ax.variants(),
     ):
         rated = _takes_rate(choice.fwd) or _takes_rate(choice.bwd)
         r = rate if rated else None
         fwd, bwd = _with_rate(choice.fwd, r), _with_rate(choice.bwd, r)
         if execution == "twin" and (compute == "modeled" or backend != "netns"):
             continue  # the twin has no network and real compute only: those axes do not apply
+        if execution == "twin" and runtime != "pipenem":
+            continue  # the twin is pipenem's single-process reference; torch's schedules need stage hosts
         spec = _deep_merge(
             suite.base,
             {
@@ -176,6 +189,8 @@ def expand(suite: Suite) -> list[Trial]:
                 "compression": {"fwd": fwd, "bwd": bwd},
             },
         )
+        if runtime != "pipenem":  # only then: the ids of trials from before this axis stay valid
+            spec["runtime"] = runtime
         for path, value in overrides.items():
             spec = _deep_merge(spec, _nested(path, value))
         # the id names the topology by its content, not its path: a moved checkout still resumes
@@ -198,6 +213,7 @@ def expand(suite: Suite) -> list[Trial]:
                 backend=backend,
                 seed=seed,
                 spec=spec,
+                runtime=runtime,
                 overrides=overrides,
             )
         )
@@ -242,6 +258,9 @@ def load_suite(path: str | Path) -> tuple[Suite, list[Trial]]:
 
 def _axis_field(t: Trial, field: str) -> str:
     """Where in the suite a trial's bad field comes from: an axis value, or base."""
+    if t.runtime != "pipenem" and (field == "runtime" or field.startswith(("compression", "compute", "train"))):
+        where = f" (axes.compressor[{t.compressor}])" if field.startswith("compression") else ""
+        return f"axes.runtime[{t.runtime}] with {field}{where}"
     if field.startswith("compression"):
         where = f"axes.compressor[{t.compressor}]"
         if t.rate is not None and ".rate" in field:

@@ -1,0 +1,197 @@
+"""``runtime: torch``: torch.distributed.pipelining's schedules over the same shaped links,
+against pipenem's runtime on the same model, data and seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.compressors import build
+from harness.compressors.base import Context
+from harness.runtime.config import build_spec, check_spec
+from harness.runtime.launcher import run_pipeline
+from harness.runtime.torch_stage import _Encode
+from harness.sweep.suite import load_suite
+from testbed.errors import ConfigError
+from testbed.registry import all_records
+from tests.conftest import TOPOLOGIES, needs_netns, netns_names, pipenem
+
+TINY = {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}
+
+
+def _spec(**over) -> dict:
+    spec = {
+        "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+        "seed": 3,
+        "model": TINY,
+        "data": {"dataset": "synthetic"},
+        "train": {"steps": 5, "batch": 8, "micro_batches": 4, "warmup": 2, "lr": 0.01},
+    }
+    for k, v in over.items():
+        spec[k] = {**spec.get(k, {}), **v} if isinstance(v, dict) and isinstance(spec.get(k), dict) else v
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("over", "field", "words"),
+    [
+        ({"compression": {"fwd": "none", "bwd": {"name": "topk", "rate": 0.5}}}, "compression.bwd", "mirror"),
+        ({"compression": {"fwd": {"name": "quantize", "bits": 4}}}, "compression.fwd", "kept mask"),
+        ({"compute": {"mode": "modeled", "codec": "modeled"}}, "compute.codec", "codec time is real"),
+        ({"compute": {"device": "cuda"}}, "compute.device", "gloo"),
+        ({"train": {"schedule": "interleaved-1f1b"}}, "train.schedule", "no such link"),
+        ({"backend": "twin"}, "runtime", "distributed"),
+        (
+            {"compression": {"fwd": {"name": "topk", "rate": 0.5}}, "train": {"boundary_grad": "straight-through"}},
+            "train.boundary_grad",
+            "dense gradient",
+        ),
+    ],
+)
+def test_what_torch_runtime_cannot_run_is_refused_naming_the_field(over: dict, field: str, words: str) -> None:
+    spec = build_spec(_spec(runtime="torch", **over))
+    with pytest.raises(ConfigError) as err:
+        check_spec(spec)
+    assert err.value.field == field and words in err.value.message
+
+
+def test_interleaved_schedules_are_refused_for_pipenem_runtime_too() -> None:
+    with pytest.raises(ConfigError, match="no such link"):
+        check_spec(build_spec(_spec(train={"schedule": "looped-bfs"})))
+
+
+@pytest.mark.parametrize(
+    "fwd",
+    [
+        "none",
+        {"name": "topk", "rate": 0.7},
+        {"name": "column", "rate": 0.5},
+        {"name": "row", "rate": 0.5},
+        {"name": "randk", "rate": 0.5, "scale": True},
+    ],
+)
+def test_in_graph_encode_is_the_exact_boundary_jacobian(fwd) -> None:
+    """The sender's backward places the values' gradient at the kept mask; composed with autograd
+    through decode this is pipenem's ``boundary_grad: exact`` (the compressor's vjp), bit for bit."""
+    codec = build(fwd)
+    ctx = Context(boundary=0, direction="forward", step=3, seed=1, state={})
+    x = torch.randn(2, 16, 8, requires_grad=True)
+    parts = _Encode.apply(x, codec, ctx)
+    values = parts[0]
+    payload = codec.encode(x.detach(), ctx)
+    assert torch.equal(values, payload.parts[0])
+    leaf = values.detach().requires_grad_(True)
+    from harness.compressors.wire import Payload
+
+    decoded = codec.decode(Payload([leaf, *parts[1:-1]], tuple(parts[-1].tolist())), ctx)
+    g = torch.randn_like(decoded)
+    decoded.backward(g)  # what the receiver's autograd sends back: the values' gradient
+    values.backward(leaf.grad)
+    assert torch.equal(x.grad, codec.vjp(g, payload, ctx))
+
+
+def test_runtime_axis_expands_distributed_trials_only(tmp_path: Path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        f"name: rt\ntopology: {TOPOLOGIES / 'ci-4stage.yaml'}\n"
+        "base: {model: {d_model: 32, n_layers: 4, n_heads: 4, ctx: 32}, train: {steps: 2, batch: 8}}\n"
+        "axes: {execution: [twin, distributed], runtime: [pipenem, torch]}\n"
+    )
+    _, trials = load_suite(suite)
+    assert sorted((t.execution, t.runtime) for t in trials) == [
+        ("distributed", "pipenem"),
+        ("distributed", "torch"),
+        ("twin", "pipenem"),
+    ]
+    pipenem_ids = {t.trial_id for t in trials if t.runtime == "pipenem"}
+    no_axis = suite.read_text().replace(", runtime: [pipenem, torch]", "")
+    suite.write_text(no_axis)
+    assert {t.trial_id for t in load_suite(suite)[1]} == pipenem_ids  # ids from before the axis still resume
+    suite.write_text(
+        no_axis.replace(
+            "execution: [twin, distributed]",
+            "runtime: [torch], compressor: [{label: tk, bwd: {name: topk, rate: 0.5}}]",
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        load_suite(suite)
+    assert err.value.field.startswith("axes.runtime[torch] with compression.bwd")
+
+
+@needs_netns
+@pytest.mark.netns
+def test_torch_runtime_equals_pipenem_runtime_and_its_bytes_cross_the_shaped_links(tmp_path: Path) -> None:
+    """With `none` and 1F1B (both runtimes back-propagate micro-batches in the same order, and
+    the loss is divided by M before backward in both) the losses are equal bit for bit; GPipe
+    (torch: backward in micro-batch order, pipenem: reversed, as Huang et al.) sums the
+    parameter gradients in another order: equal within 1e-5 relative."""
+    for schedule, exact in (("1f1b", True), ("gpipe", False)):
+        ours = run_pipeline(build_spec(_spec(train={"schedule": schedule})), tmp_path / f"p-{schedule}")
+        theirs = run_pipeline(
+            build_spec(_spec(runtime="torch", train={"schedule": schedule})), tmp_path / f"t-{schedule}"
+        )
+        a, b = ours.losses(), theirs.losses()
+        assert len(b) == 5 and b[-1] < b[0] - 0.3  # it learns
+        if exact:
+            assert a == b
+        else:
+            assert b == pytest.approx(a, rel=1e-5) and a != [b[0]] * len(a)
+    # every byte torch's schedule sent crossed the link it was meant for: the interface counters
+    # carry exactly the payloads plus TCP/IP overhead; forward = activations + a shape header,
+    # backward = their gradients, + the 8-byte gradient-norm messages
+    mb = 8 // 4 * 32 * 32 * 4
+    header = 8 * 5  # int64 header tensor: dtype code, rank, 3 dims
+    for row in theirs.links:
+        per = mb + header if row["direction"] == "forward" else mb
+        assert row["payload_bytes"] == 5 * (4 * per + 8), row
+        assert row["dense_bytes"] == 5 * 4 * mb
+        assert 1.0 < row["overhead"] < 1.2, row
+    assert not {n for n in netns_names() if n.startswith(theirs.run_id)}
+    assert not list((tmp_path / "t-gpipe").glob("torch-store-*"))  # the rendezvous file is gone
+    assert all_records() == []
+
+
+@needs_netns
+@pytest.mark.netns
+def test_torch_runtime_with_topk_equals_pipenem_with_mirror_and_sends_kept_values_only(tmp_path: Path) -> None:
+    """In-graph TopK: the gradient goes back as the kept values' gradient, which is pipenem's
+    `bwd: mirror` (values at the forward's kept positions) under exact boundary gradients."""
+    topk = {"name": "topk", "rate": 0.75}
+    ours = run_pipeline(
+        build_spec(_spec(train={"schedule": "1f1b"}, compression={"fwd": topk, "bwd": "mirror"})), tmp_path / "p"
+    )
+    theirs = run_pipeline(
+        build_spec(_spec(runtime="torch", train={"schedule": "1f1b"}, compression={"fwd": topk})), tmp_path / "t"
+    )
+    assert theirs.losses() == pytest.approx(ours.losses(), rel=1e-6)
+    kept = 8 // 4 * 32 * 32 // 4  # values per micro-batch
+    for row in theirs.links:
+        if row["direction"] == "backward":
+            assert row["payload_bytes"] == 5 * (4 * kept * 4 + 8), row
+        assert 1.0 < row["overhead"] < 1.6, row  # three small tensors per message: gloo + TCP/IP per message
+    # both runtimes carry the same values backward; pipenem adds its 16-byte frame and header
+    for a, b in zip(ours.links, theirs.links, strict=True):
+        if a["direction"] == "backward":
+            assert 0 < a["payload_bytes"] - b["payload_bytes"] < 5 * 4 * 100
+
+
+@needs_netns
+@pytest.mark.netns
+def test_runtime_torch_from_the_cli_records_the_runtime(tmp_path: Path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        f"name: rt\ntopology: {TOPOLOGIES / 'ci-4stage.yaml'}\n"
+        "base: {model: {d_model: 32, n_layers: 4, n_heads: 4, ctx: 32}, data: {dataset: synthetic},"
+        " train: {steps: 3, batch: 8, warmup: 1}}\n"
+        "axes: {compressor: [{label: col, fwd: {name: column, rate: 0.5}}], runtime: [pipenem, torch]}\n"
+    )
+    out = tmp_path / "out"
+    res = pipenem("run", str(suite), "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    import pandas as pd
+
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert sorted(trials["runtime"]) == ["pipenem", "torch"] and set(trials["status"]) == {"ok"}
+    assert trials["tokens_per_s"].gt(0).all()
