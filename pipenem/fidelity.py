@@ -73,6 +73,13 @@ def fidelity_cmd(
             help="comma-separated names; ef:NAME wraps NAME in error feedback (default: every registered compressor)"
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="a run config: measure on its model's real activation at --boundary (any model)"),
+    ] = None,
+    boundary: Annotated[
+        int | None, typer.Option(help="with --config: the boundary (stage k -> k+1); default the middle one")
+    ] = None,
     rank: Annotated[int, typer.Option(help="r of the sin Θ metric and the bounds")] = 8,
     seed: Annotated[int, typer.Option(help="seed of the synthetic tensor")] = 0,
     json_out: Annotated[bool, typer.Option("--json")] = False,
@@ -85,7 +92,21 @@ def fidelity_cmd(
     from papers.beyond_topk.bounds import bound_for
 
     rate_list = _parse_rates(rates)
-    if tensor is not None:
+    if tensor is not None and config is not None:
+        raise ConfigError("--config", "give a captured tensor or a config, not both")
+    if config is not None:
+        from harness.runtime.capture import boundary_activation
+        from harness.runtime.config import load_spec
+
+        spec = load_spec(config)
+        x, k = boundary_activation(spec, boundary)
+        source = (
+            f"{config} boundary {k}-{k + 1} ({spec.model.label}, {spec.data.dataset}, step 0 micro-batch 0, "
+            f"weights at init, seed {spec.seed})"
+        )
+    elif boundary is not None:
+        raise ConfigError("--boundary", "needs --config (the run whose model makes the activation)")
+    elif tensor is not None:
         if not tensor.is_file():
             raise ConfigError("tensor", f"{str(tensor)!r} not found")
         try:

@@ -146,3 +146,76 @@ def test_a_suite_over_an_hf_model_runs_and_reports(tmp_path: Path) -> None:
     r = pipenem("report", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     assert (out / "report.html").exists() and "hf-suite" in (out / "report.html").read_text()
+
+
+def _bpe_tokenizer(path: Path, vocab: int = 400) -> Path:
+    """A small BPE tokenizer trained here on the synthetic text, saved as a tokenizers JSON."""
+    tokenizers = pytest.importorskip("tokenizers", reason="tokenizers comes with pipenem[hf]")
+    from harness.runtime.data import synthetic_text
+
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab, special_tokens=["[UNK]"])
+    tok.train_from_iterator(synthetic_text(200_000, 0).splitlines(), trainer)
+    out = path / "tokenizer.json"
+    tok.save(str(out))
+    return out
+
+
+def test_a_local_tokenizer_file_feeds_the_model_its_ids(tmp_path: Path) -> None:
+    from harness.runtime.data import load_streams
+
+    tok = _bpe_tokenizer(tmp_path)
+    spec = build_spec(
+        {
+            "topology": TOPO,
+            "model": {**LLAMA, "config": {**LLAMA["config"], "vocab_size": 400}},
+            "data": {"dataset": "synthetic", "tokenizer": str(tok)},
+            "train": {**TRAIN, "steps": 12},
+        }
+    )
+    check_spec(spec)
+    train, _ = load_streams(spec.data, spec.seed)
+    assert train.max() >= 256 and train.max() < 400  # ids beyond bytes: the tokenizer's, not bytes
+    rows = run_twin(spec)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    # a vocabulary smaller than the tokenizer's is refused by name; so is a name that is not a file
+    small = build_spec({**spec.model_dump(mode="json"), "model": {**LLAMA}})
+    with pytest.raises(ConfigError) as err:
+        check_spec(small)
+    assert err.value.field == "model.config.vocab_size" and "tokenizer's vocabulary (400" in err.value.message
+    hub = build_spec({**spec.model_dump(mode="json"), "data": {"dataset": "synthetic", "tokenizer": "gpt2"}})
+    with pytest.raises(ConfigError) as err:
+        check_spec(hub)
+    assert err.value.field == "data.tokenizer" and "nothing is downloaded" in err.value.message
+
+
+def test_fidelity_measures_a_configured_models_real_boundary_activation(tmp_path: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"topology": TOPO, "model": LLAMA, "data": {"dataset": "pystdlib"}, "train": TRAIN}))
+    r = pipenem(
+        "fidelity",
+        "--config",
+        str(cfg),
+        "--boundary",
+        "0",
+        "--compressors",
+        "column",
+        "--rates",
+        "0.5",
+        "--rank",
+        "2",
+        "--json",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["shape"] == [2, 16, 32] and "boundary 0-1 (hf:llama" in out["source"]
+    assert 0 < out["rows"][0]["relative_error"] < 1
+    from harness.runtime.capture import boundary_activation
+
+    x, k = boundary_activation(
+        build_spec({"topology": TOPO, "model": LLAMA, "data": {"dataset": "pystdlib"}, "train": TRAIN})
+    )
+    assert k == 1 and x.shape == (2, 16, 32) and x.std() > 0  # default: the middle boundary
+    bad = pipenem("fidelity", "--config", str(cfg), "--boundary", "3")
+    assert bad.returncode == 2 and "--boundary" in bad.stderr + bad.stdout

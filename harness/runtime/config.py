@@ -148,6 +148,8 @@ class DataConfig(_Strict):
     dataset: Literal["synthetic", "pystdlib", "text", "c4"] = "synthetic"
     paths: list[str] = []  # text: files/globs; c4: json.gz shards
     eval_fraction: float = Field(0.05, gt=0, lt=0.5)
+    # a local `tokenizers` JSON (tokenizer.json) instead of bytes, for any dataset; needs pipenem[hf]
+    tokenizer: str | None = None
 
 
 class TrainConfig(_Strict):
@@ -253,7 +255,7 @@ def check_spec(spec: RunSpec) -> tuple[list[int], int]:
     from harness.compressors import build
 
     stages = spec.stage_count()
-    check_model(spec.model)
+    check_model(spec.model, spec.data)
     part = spec.resolved_partition(stages)
     if len(part) != stages:
         raise ConfigError("partition", f"has {len(part)} entries but the topology has {stages} stages")
@@ -292,9 +294,10 @@ def check_spec(spec: RunSpec) -> tuple[list[int], int]:
     return part, stages
 
 
-def check_model(model: AnyModel) -> None:
+def check_model(model: AnyModel, data: DataConfig | None = None) -> None:
     """What only the model's own library can say (a transformers config's fields, a factory's
-    import), and the data's needs: byte-level tokens, so a vocabulary of at least 256."""
+    import), and the data's needs: a vocabulary that holds every token id (bytes: 256; a
+    ``data.tokenizer``: its vocabulary)."""
     field = "model.vocab"
     if isinstance(model, HFModelConfig):
         _ = model.built  # unknown config fields, an unknown model type: refused here
@@ -303,7 +306,13 @@ def check_model(model: AnyModel) -> None:
         from harness.runtime.factory import load_factory
 
         load_factory(model.factory)
-    if model.vocab < 256:
+    if data is not None and data.tokenizer is not None:
+        from harness.runtime.data import load_tokenizer
+
+        need = load_tokenizer(data.tokenizer).vocab
+        if model.vocab < need:
+            raise ConfigError(field, f"{model.vocab} is below the tokenizer's vocabulary ({need} ids)")
+    elif model.vocab < 256:
         raise ConfigError(field, f"{model.vocab} is below 256: the datasets are byte-level (256 token ids)")
 
 

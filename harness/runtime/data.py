@@ -1,4 +1,4 @@
-"""Byte-level tokenizer and seeded datasets (nothing is downloaded).
+"""Tokenizers (bytes by default, or a local ``tokenizers`` JSON) and seeded datasets (nothing is downloaded).
 
 - ``synthetic``: generated text with learnable structure — a seeded vocabulary of
   pseudo-words and a sparse word-level Markov chain — so loss curves separate good
@@ -38,6 +38,49 @@ class ByteTokenizer:
     @staticmethod
     def decode(tokens: torch.Tensor) -> str:
         return bytes(tokens.to(torch.uint8).tolist()).decode("utf-8", errors="replace")
+
+
+class FileTokenizer:
+    """``data.tokenizer``: a local ``tokenizers`` JSON (a tokenizer.json as transformers saves
+    it). Only ever read from the file: a hub name is refused, nothing is downloaded."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ConfigError("data.tokenizer", "needs the tokenizers package: pip install 'pipenem[hf]'") from None
+        if not Path(path).is_file():
+            raise ConfigError(
+                "data.tokenizer", f"{path!r} is not a local file (a tokenizers JSON; nothing is downloaded)"
+            )
+        try:
+            self._tok = Tokenizer.from_file(path)
+        except Exception as exc:  # the Rust side raises plain Exceptions with its parser's message
+            raise ConfigError("data.tokenizer", f"{path!r} is not a tokenizers JSON ({str(exc)[:200]})") from None
+        self.vocab = self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> torch.Tensor:
+        # in 1 MiB pieces (a word cut at a piece boundary becomes two tokens; deterministic):
+        # one call on 16 MB of text would hold every intermediate string at once
+        step = 1 << 20
+        chunks = [text[i : i + step] for i in range(0, len(text), step)]
+        ids = [i for enc in self._tok.encode_batch(chunks, add_special_tokens=False) for i in enc.ids]
+        return torch.tensor(ids, dtype=torch.int32)
+
+    def decode(self, tokens: torch.Tensor) -> str:
+        return self._tok.decode(tokens.tolist())
+
+
+_TOKENIZERS: dict[str, FileTokenizer] = {}
+
+
+def load_tokenizer(path: str | None) -> ByteTokenizer | FileTokenizer:
+    """Bytes (None) or the tokenizer in ``path``, read once per process."""
+    if path is None:
+        return ByteTokenizer()
+    if path not in _TOKENIZERS:
+        _TOKENIZERS[path] = FileTokenizer(path)
+    return _TOKENIZERS[path]
 
 
 def synthetic_text(n_bytes: int, seed: int) -> str:
@@ -100,8 +143,8 @@ def data_files(cfg: DataConfig) -> list[Path]:
 
 
 def load_streams(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train tokens, eval tokens) as uint8 tensors."""
-    tok = ByteTokenizer()
+    """(train tokens, eval tokens): uint8 bytes, or int32 ids of ``cfg.tokenizer``."""
+    tok = load_tokenizer(cfg.tokenizer)
     if cfg.dataset == "synthetic":
         text = synthetic_text(1_000_000, seed)
         cut = int(len(text) * (1 - cfg.eval_fraction))
@@ -119,10 +162,10 @@ def load_streams(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor
             return tok.encode(text[:cut]), tok.encode(text[cut:])
         tr, ev = _split_files(files, cfg.eval_fraction)
         return tok.encode(_read(tr or files)), tok.encode(_read(ev or files[-1:]))
-    return _load_c4(files, cfg.eval_fraction)
+    return _load_c4(files, cfg.eval_fraction, tok)
 
 
-def _load_c4(files: list[Path], eval_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_c4(files: list[Path], eval_fraction: float, tok) -> tuple[torch.Tensor, torch.Tensor]:
     import os
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local shards only: never reach for a hub
@@ -138,7 +181,6 @@ def _load_c4(files: list[Path], eval_fraction: float) -> tuple[torch.Tensor, tor
         if size >= MAX_BYTES:
             break
     n_eval = max(1, int(len(texts) * eval_fraction))
-    tok = ByteTokenizer()
     return tok.encode("\n".join(texts[:-n_eval])), tok.encode("\n".join(texts[-n_eval:]))
 
 

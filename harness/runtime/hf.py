@@ -61,6 +61,14 @@ def build_config(model_type: str, overrides: dict[str, Any]) -> Any:
             raise ConfigError(f"model.config.{key}", f"not a field of transformers' {cls.__name__}")
     values = {k: 0.0 for k in DROPOUT_KEYS if k in known}
     values["tie_word_embeddings"] = False
+    # special-token ids of the original vocabulary (gpt2's 50256) are never used on pipenem's
+    # data; outside a small vocabulary they only make transformers warn: unset, unless given
+    defaults = cls()
+    vocab = overrides.get("vocab_size", getattr(defaults, "vocab_size", None))
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        tid = getattr(defaults, key, None)
+        if isinstance(tid, int) and isinstance(vocab, int) and tid >= vocab:
+            values[key] = None
     values.update(overrides)
     cfg = tf.AutoConfig.for_model(model_type, **values)
     cfg._attn_implementation = "sdpa"
