@@ -195,3 +195,21 @@ def test_runtime_torch_from_the_cli_records_the_runtime(tmp_path: Path) -> None:
     trials = pd.read_parquet(out / "trials.parquet")
     assert sorted(trials["runtime"]) == ["pipenem", "torch"] and set(trials["status"]) == {"ok"}
     assert trials["tokens_per_s"].gt(0).all()
+
+
+@needs_netns
+@pytest.mark.netns
+def test_torch_runtime_serves_inference_and_trains_a_transformers_model_like_pipenem(tmp_path: Path) -> None:
+    pytest.importorskip("transformers", reason="hf models come with pipenem[hf]")
+    infer = {"train": {"mode": "infer", "steps": 3}, "compression": {"fwd": {"name": "topk", "rate": 0.5}}}
+    ours = run_pipeline(build_spec(_spec(**infer)), tmp_path / "pi")
+    theirs = run_pipeline(build_spec(_spec(runtime="torch", **infer)), tmp_path / "ti")
+    assert theirs.losses() == ours.losses()  # forward only: the same numbers
+    assert all(row["payload_bytes"] == 0 for row in theirs.links if row["direction"] == "backward")
+    gpt2 = {"hf": "gpt2", "config": {"n_embd": 32, "n_layer": 4, "n_head": 4, "vocab_size": 256}, "ctx": 32}
+    a = run_pipeline(build_spec({**_spec(train={"schedule": "1f1b", "steps": 3}), "model": gpt2}), tmp_path / "ph")
+    b = run_pipeline(
+        build_spec({**_spec(runtime="torch", train={"schedule": "1f1b", "steps": 3}), "model": gpt2}), tmp_path / "th"
+    )
+    a, b = a.losses(), b.losses()
+    assert a == b and len(b) == 3
