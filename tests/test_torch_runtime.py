@@ -213,3 +213,32 @@ def test_torch_runtime_serves_inference_and_trains_a_transformers_model_like_pip
     )
     a, b = a.losses(), b.losses()
     assert a == b and len(b) == 3
+
+
+def test_a_plug_in_that_breaks_in_graph_assumptions_is_named() -> None:
+    """A `jacobian = "mask"` compressor whose values are not the input at its mask would get
+    wrong gradients under runtime: torch; one whose payload changes size would fail in gloo.
+    Both are said by name at the first forward."""
+    from torch import nn
+
+    from harness.compressors.sparse import TopK
+    from harness.runtime.torch_stage import CompressedStage
+
+    spec = build_spec(_spec(runtime="torch", compression={"fwd": {"name": "topk", "rate": 0.5}}))
+    x = torch.randn(2, 32, 32)
+    stage = CompressedStage(nn.Identity(), spec, 0, 4)
+    stage.expected = [t.shape for t in stage(x)]  # topk itself passes
+    stage.expected = [torch.Size([1])] + stage.expected[1:]
+    with pytest.raises(RuntimeError, match="fixed-size payloads"):
+        stage(x)
+
+    class Doubled(TopK):
+        def encode(self, x, ctx):
+            p = super().encode(x, ctx)
+            p.parts[0] = p.parts[0] * 2
+            return p
+
+    stage = CompressedStage(nn.Identity(), spec, 0, 4)
+    stage.codec = Doubled(rate=0.5)
+    with pytest.raises(RuntimeError, match="not the input at its kept mask"):
+        stage(x)

@@ -146,13 +146,14 @@ class CompressedStage(nn.Module):
         super().__init__()
         self.inner = inner
         self.stage, self.first, self.last = stage, stage == 0, stage == stages - 1
-        self.micro = spec.train.micro_batches
         self.training_run = spec.train.mode == "train"
         self.codecs = BoundaryCodecs(spec, inference=not self.training_run)
         self.codec = self.codecs.fwd  # `none` for inference with compress_inference: false
         self.step, self._m = 0, 0
         self.counters = {"bytes_fwd": 0, "bytes_bwd": 0, "dense_fwd": 0, "dense_bwd": 0}
         self.times = {"encode": 0.0, "decode": 0.0}
+        self.expected: list[torch.Size] | None = None  # the sent tensors' shapes torch preallocated for
+        self._checked = False
 
     def new_step(self, step: int) -> None:
         self.step, self._m = step, 0
@@ -176,6 +177,29 @@ class CompressedStage(nn.Module):
         t0 = time.perf_counter()
         out = _Encode.apply(x, self.codec, self.codecs.ctx(self.stage, "forward", "send", self.step, m))
         self.times["encode"] += time.perf_counter() - t0
+        self._check(x, out)
         self.counters["bytes_fwd"] += sum(t.numel() * t.element_size() for t in out)
         self.counters["dense_fwd"] += x.numel() * x.element_size()
         return out
+
+    def _check(self, x: torch.Tensor, out: tuple[torch.Tensor, ...]) -> None:
+        """What in-graph compression relies on, said by name instead of a gloo size error or a
+        silently wrong gradient (plug-in compressors): fixed part shapes, and (checked once)
+        a float part that is the input at the kept mask."""
+        shapes = [t.shape for t in out]
+        if self.expected is not None and shapes != self.expected:
+            raise RuntimeError(
+                f"{self.codec.label()} sent parts shaped {[tuple(s) for s in shapes]}, torch's stage expects "
+                f"{[tuple(s) for s in self.expected]}: runtime: torch needs fixed-size payloads"
+            )
+        if self._checked or self.codec.name == "none":
+            return
+        self._checked = True
+        sent = Payload(list(out[:-1]), tuple(out[-1].tolist()))
+        mask = self.codec.kept_mask(sent, self.codecs.ctx(self.stage, "forward", "send", self.step, 0))
+        flat = as_3d(x.detach())
+        if mask is None or not torch.equal(out[0].detach(), flat[mask.expand_as(flat)]):
+            raise RuntimeError(
+                f"{self.codec.label()}: its first payload part is not the input at its kept mask (row-major), "
+                "which runtime: torch's gradient placement relies on (jacobian = 'mask')"
+            )

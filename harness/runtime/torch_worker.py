@@ -75,6 +75,8 @@ class TorchStageWorker:
         inp = (torch.zeros(mb, spec.model.ctx, dtype=torch.int64),) if self.first else example_payload(spec, grad)
         width = spec.model.d_model if self.modeled else spec.model.vocab  # modeled: the noise tensor, not logits
         out = torch.zeros(mb, spec.model.ctx, width, requires_grad=grad) if self.last else example_payload(spec, grad)
+        if not self.last:
+            self.module.expected = [t.shape for t in out]
         self.pp_stage = pipelining.PipelineStage(
             self.module, stage, stages, torch.device("cpu"), input_args=inp, output_args=out
         )
