@@ -76,7 +76,7 @@ class LinkWatch:
         self._unacked: dict[str, dict[str, int]] = {}  # host -> peer address -> segments, this poll
         self._index: dict[tuple[str, str], int] = {}
         # a receiver is addressed by its link end's address or by its host address
-        self._host_address = dict(zip(backend.hosts, getattr(backend, "host_addresses", []), strict=False))
+        self._host_address = dict(zip(backend.hosts, backend.host_addresses, strict=False))
         self._channels: list[_Channel] = []
         for link in backend.links:
             for direction in ("forward", "backward"):

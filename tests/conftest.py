@@ -13,6 +13,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGIES = ROOT / "topologies"
 
+# the integration tests' run: a tiny model over the 4-stage CI topology, learnable in a few steps
+TINY = {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}
+TINY_RUN = {
+    "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
+    "seed": 3,
+    "model": TINY,
+    "data": {"dataset": "synthetic"},
+    "train": {"steps": 6, "batch": 8, "micro_batches": 4, "warmup": 2, "lr": 0.01},
+}
+
+
+def with_overrides(config: dict, **over: object) -> dict:
+    """``config`` with each given section merged into its own (one level deep); other keys replaced."""
+    out = dict(config)
+    for k, v in over.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
 
 def _netns_reason() -> str | None:
     if os.geteuid() != 0:

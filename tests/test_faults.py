@@ -17,21 +17,16 @@ import pytest
 import yaml
 
 from testbed.registry import all_records
-from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem
+from tests.conftest import ROOT, TINY, TINY_RUN, TOPOLOGIES, needs_netns, netns_names, pipenem, with_overrides
 
-TINY = {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}
+# faults need steps to happen in, not learning: seed 0, two micro-batches
+FAULT_RUN = with_overrides(TINY_RUN, seed=0, train={"steps": 4, "micro_batches": 2, "warmup": 1})
 
 
 def _config(tmp_path: Path, topology: Path | None = None, name: str = "run.yaml", **over) -> Path:
-    cfg = {
-        "topology": str(topology or TOPOLOGIES / "ci-4stage.yaml"),
-        "seed": 0,
-        "model": TINY,
-        "data": {"dataset": "synthetic"},
-        "train": {"steps": 4, "batch": 8, "micro_batches": 2, "warmup": 1, "lr": 0.01},
-    }
-    for k, v in over.items():
-        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    cfg = with_overrides(FAULT_RUN, **over)
+    if topology is not None:
+        cfg["topology"] = str(topology)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -17,24 +17,13 @@ from harness.runtime.config import build_spec
 from harness.runtime.launcher import StageFailed, run_pipeline
 from harness.runtime.twin import run_twin
 from testbed.registry import all_records
-from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem
+from tests.conftest import ROOT, TINY, TINY_RUN, TOPOLOGIES, needs_netns, netns_names, pipenem, with_overrides
 
 pytestmark = [needs_netns, pytest.mark.netns]
 
-TINY = {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}
-
 
 def _spec(**over) -> dict:
-    spec = {
-        "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
-        "seed": 3,
-        "model": TINY,
-        "data": {"dataset": "synthetic"},
-        "train": {"steps": 6, "batch": 8, "micro_batches": 4, "warmup": 2, "lr": 0.01},
-    }
-    for k, v in over.items():
-        spec[k] = {**spec.get(k, {}), **v} if isinstance(v, dict) and isinstance(spec.get(k), dict) else v
-    return spec
+    return with_overrides(TINY_RUN, **over)
 
 
 def test_gpipe_trains_over_shaped_links_and_matches_the_twin_bit_for_bit(tmp_path: Path) -> None:

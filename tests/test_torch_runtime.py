@@ -12,26 +12,17 @@ from harness.compressors import build
 from harness.compressors.base import Context
 from harness.runtime.config import build_spec, check_spec
 from harness.runtime.launcher import run_pipeline
-from harness.runtime.torch_stage import _Encode
+from harness.runtime.torch_stage import _Encode, as_payload
 from harness.sweep.suite import load_suite
 from testbed.errors import ConfigError
 from testbed.registry import all_records
-from tests.conftest import TOPOLOGIES, needs_netns, netns_names, pipenem
+from tests.conftest import TINY_RUN, TOPOLOGIES, needs_netns, netns_names, pipenem, with_overrides
 
-TINY = {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32}
+BASE = with_overrides(TINY_RUN, train={"steps": 5})
 
 
 def _spec(**over) -> dict:
-    spec = {
-        "topology": str(TOPOLOGIES / "ci-4stage.yaml"),
-        "seed": 3,
-        "model": TINY,
-        "data": {"dataset": "synthetic"},
-        "train": {"steps": 5, "batch": 8, "micro_batches": 4, "warmup": 2, "lr": 0.01},
-    }
-    for k, v in over.items():
-        spec[k] = {**spec.get(k, {}), **v} if isinstance(v, dict) and isinstance(spec.get(k), dict) else v
-    return spec
+    return with_overrides(BASE, **over)
 
 
 @pytest.mark.parametrize(
@@ -83,9 +74,7 @@ def test_in_graph_encode_is_the_exact_boundary_jacobian(fwd) -> None:
     payload = codec.encode(x.detach(), ctx)
     assert torch.equal(values, payload.parts[0])
     leaf = values.detach().requires_grad_(True)
-    from harness.compressors.wire import Payload
-
-    decoded = codec.decode(Payload([leaf, *parts[1:-1]], tuple(parts[-1].tolist())), ctx)
+    decoded = codec.decode(as_payload((leaf, *parts[1:])), ctx)
     g = torch.randn_like(decoded)
     decoded.backward(g)  # what the receiver's autograd sends back: the values' gradient
     values.backward(leaf.grad)

@@ -165,7 +165,9 @@ def load_streams(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor
     return _load_c4(files, cfg.eval_fraction, tok)
 
 
-def _load_c4(files: list[Path], eval_fraction: float, tok) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_c4(
+    files: list[Path], eval_fraction: float, tok: ByteTokenizer | FileTokenizer
+) -> tuple[torch.Tensor, torch.Tensor]:
     import os
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local shards only: never reach for a hub

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from harness.compressors import Compressor
-from harness.compressors.base import as_3d
+from harness.compressors.base import Context, as_3d
 from harness.compressors.wire import Payload
 from harness.runtime.config import RunSpec
 from harness.runtime.training import BoundaryCodecs, ModeledCompute
@@ -89,6 +89,11 @@ def example_payload(spec: RunSpec, requires_grad: bool) -> tuple[torch.Tensor, .
     p = codecs.fwd.encode(torch.randn(boundary_shape(spec)), codecs.ctx(0, "forward", "send", 0, 0))
     parts = [t.clone().requires_grad_(requires_grad and t.is_floating_point()) for t in p.parts]
     return (*parts, torch.tensor(p.header, dtype=torch.int64))
+
+
+def as_payload(tensors: tuple[torch.Tensor, ...]) -> Payload:
+    """The payload a boundary's tensors carry (its parts, then the header as int64: ``_Encode``'s order)."""
+    return Payload(list(tensors[:-1]), tuple(tensors[-1].tolist()))
 
 
 class _Encode(torch.autograd.Function):
@@ -165,8 +170,7 @@ class CompressedStage(nn.Module):
             x = inputs[0]
         else:
             t0 = time.perf_counter()
-            payload = Payload(list(inputs[:-1]), tuple(inputs[-1].tolist()))
-            x = self.codec.decode(payload, self.codecs.ctx(self.stage - 1, "forward", "recv", self.step, m))
+            x = self.codec.decode(as_payload(inputs), self.codecs.ctx(self.stage - 1, "forward", "recv", self.step, m))
             self.times["decode"] += time.perf_counter() - t0
             if self.training_run:  # what goes back to the previous stage: the values' gradient
                 self.counters["bytes_bwd"] += inputs[0].numel() * inputs[0].element_size()
@@ -175,14 +179,15 @@ class CompressedStage(nn.Module):
         if self.last:
             return x
         t0 = time.perf_counter()
-        out = _Encode.apply(x, self.codec, self.codecs.ctx(self.stage, "forward", "send", self.step, m))
+        cctx = self.codecs.ctx(self.stage, "forward", "send", self.step, m)
+        out = _Encode.apply(x, self.codec, cctx)
         self.times["encode"] += time.perf_counter() - t0
-        self._check(x, out)
+        self._check(x, out, cctx)
         self.counters["bytes_fwd"] += sum(t.numel() * t.element_size() for t in out)
         self.counters["dense_fwd"] += x.numel() * x.element_size()
         return out
 
-    def _check(self, x: torch.Tensor, out: tuple[torch.Tensor, ...]) -> None:
+    def _check(self, x: torch.Tensor, out: tuple[torch.Tensor, ...], cctx: Context) -> None:
         """What in-graph compression relies on, said by name instead of a gloo size error or a
         silently wrong gradient (plug-in compressors): fixed part shapes, and (checked once)
         a float part that is the input at the kept mask."""
@@ -195,8 +200,7 @@ class CompressedStage(nn.Module):
         if self._checked or self.codec.name == "none":
             return
         self._checked = True
-        sent = Payload(list(out[:-1]), tuple(out[-1].tolist()))
-        mask = self.codec.kept_mask(sent, self.codecs.ctx(self.stage, "forward", "send", self.step, 0))
+        mask = self.codec.kept_mask(as_payload(out), cctx)
         flat = as_3d(x.detach())
         if mask is None or not torch.equal(out[0].detach(), flat[mask.expand_as(flat)]):
             raise RuntimeError(

@@ -12,12 +12,10 @@ Compression is in the stages' graph (``torch_stage.py``).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 os.environ["TORCH_GLOO_LAZY_INIT"] = "1"  # read when the process group is built: neighbours only
 
@@ -25,13 +23,12 @@ import torch
 import torch.distributed as dist
 from torch.distributed import pipelining
 
-from harness.runtime import progress
 from harness.runtime.config import RunSpec
 from harness.runtime.data import Batches, load_streams
 from harness.runtime.model import build_stages
 from harness.runtime.torch_stage import TORCH_SCHEDULES, CompressedStage, ModeledStage, example_payload
 from harness.runtime.training import ModeledCompute, grad_sq_norm, lm_loss, make_optimizer, optimizer_step
-from harness.runtime.worker import report_step, write_steps
+from harness.runtime.worker import serve
 
 BACKEND = "pipenem-gloo"
 NORM_TAG = 7  # the gradient-norm chain, after the schedule's own messages
@@ -137,6 +134,9 @@ class TorchStageWorker:
             **{k: v - before[0][k] for k, v in counters.items()},
         }
 
+    def close(self) -> None:
+        """Nothing to close: no destroy_process_group (see the end of this module)."""
+
     def _model_sq_norm(self) -> torch.Tensor:
         """The whole model's squared gradient norm, summed up the chain and sent back down (as in
         pipenem's runtime: two 8-byte messages per link and step, neighbours only)."""
@@ -158,15 +158,7 @@ class TorchStageWorker:
 
 
 def main(run_dir: str, stage: int) -> None:
-    meta = json.loads(sys.stdin.readline())
-    spec = RunSpec.model_validate(meta["spec"])
-    worker = TorchStageWorker(spec, stage, meta["stages"], meta["partition"], meta)
-    progress.emit("joined", stage=stage)
-    steps = []
-    for step in range(spec.train.steps):
-        steps.append(worker.step(step))
-        report_step(spec, steps[-1])
-    write_steps(Path(run_dir), stage, steps)
+    serve(run_dir, stage, lambda spec, meta: TorchStageWorker(spec, stage, meta["stages"], meta["partition"], meta))
 
 
 if __name__ == "__main__":

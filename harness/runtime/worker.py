@@ -14,7 +14,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -240,19 +242,26 @@ class StageWorker:
 
 
 def main(run_dir: str, stage: int) -> None:
+    serve(run_dir, stage, lambda spec, meta: StageWorker(spec, stage, meta["stages"], meta["partition"], meta["links"]))
+
+
+def serve(run_dir: str, stage: int, make: Callable[[RunSpec, dict], Any]) -> None:
+    """A stage process of either runtime: read the launcher's meta line, build the stage worker
+    with ``make(spec, meta)`` (anything with ``step(step) -> row`` and ``close()``), run every
+    step with progress for the launcher, then write the rows."""
     meta = json.loads(sys.stdin.readline())
     spec = RunSpec.model_validate(meta["spec"])
-    worker = StageWorker(spec, stage, meta["stages"], meta["partition"], meta["links"])
+    worker = make(spec, meta)
     progress.emit("joined", stage=stage)
     steps = []
     for step in range(spec.train.steps):
         steps.append(worker.step(step))
-        report_step(spec, steps[-1])
+        _report_step(spec, steps[-1])
     worker.close()
-    write_steps(Path(run_dir), stage, steps)
+    _write_steps(Path(run_dir), stage, steps)
 
 
-def report_step(spec: RunSpec, row: dict) -> None:
+def _report_step(spec: RunSpec, row: dict) -> None:
     """A progress line for the launcher: the loss where this stage has it, else stage 0's tick."""
     step, stage = row["step"], row["stage"]
     if row["loss"] is not None and (step % spec.log_every == 0 or step == spec.train.steps - 1):
@@ -261,7 +270,7 @@ def report_step(spec: RunSpec, row: dict) -> None:
         progress.emit("step", stage=stage, step=step, loss=None)
 
 
-def write_steps(run_dir: Path, stage: int, steps: list[dict]) -> None:
+def _write_steps(run_dir: Path, stage: int, steps: list[dict]) -> None:
     """``RUN_DIR/stage{N}.json``: this stage's per-step rows (all or nothing)."""
     out = run_dir / f"stage{stage}.json"
     try:
