@@ -49,7 +49,7 @@ def main() -> None:
             tables[kind] = probe_all(b, seconds=a.seconds)
     print(
         f"\n{TOPO.name}: TCP goodput per link, {a.seconds:g} s transfers (tbf, seed {topo.seed}; "
-        "the schedule re-samples every 10 s, so the two backends may measure a link at different windows)"
+        "the link plan re-samples every 10 s, so the two backends may measure a link at different windows)"
     )
     print(
         f"{'link':5s} {'dir':9s} | {'netns conf':>11s} {'achieved':>10s} {'ratio':>6s} | "

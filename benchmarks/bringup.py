@@ -34,7 +34,7 @@ def timed(cmd: list[str]) -> float:
 
 
 def in_process(repeat: int) -> list[float]:
-    from testbed.netns import NetnsBackend
+    from testbed.backends.netns import NetnsBackend
     from testbed.topology_file import load_topology
 
     topo = load_topology(TOPO)

@@ -23,7 +23,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from harness.runtime.config import build_spec
+from harness.config.schema import build_spec
 from harness.runtime.launcher import run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -70,7 +70,7 @@ class MemorySampler(threading.Thread):
 
 
 def point(stages: int, mode: str, steps: int, tmp: Path) -> dict:
-    from harness.runtime.config import build_spec
+    from harness.config.schema import build_spec
     from harness.runtime.launcher import run_pipeline
 
     spec = build_spec(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
 
 PAPERS = {"beyond-topk": "papers.beyond_topk"}
 

@@ -10,14 +10,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipenem.containers import containers_app
-from pipenem.fidelity import fidelity_cmd
-from pipenem.report import report_cmd
-from pipenem.reproduce import reproduce_cmd
-from pipenem.run import run_cmd
-from pipenem.topo import doctor_cmd, topo_app
-from pipenem.train import train_cmd
-from testbed.errors import ConfigError, Terminated, UnsupportedError
+from basics.errors import ConfigError, Terminated, UnsupportedError
+from pipenem.containers_cmd import containers_app
+from pipenem.fidelity_cmd import fidelity_cmd
+from pipenem.report_cmd import report_cmd
+from pipenem.reproduce_cmd import reproduce_cmd
+from pipenem.run_cmd import run_cmd
+from pipenem.topo_cmd import doctor_cmd, topo_app
+from pipenem.train_cmd import train_cmd
 
 app = typer.Typer(
     help="pipenem: network-emulation testbed and harness for compressed pipeline-parallel training.",

@@ -9,12 +9,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from basics.errors import ConfigError
 from reports import figures, html
 from reports.figures import Published
 from reports.summary import convergence_summary, fmt_interval
 from reports.tables import Tables, load
 from reports.verdicts import Verdict
-from testbed.errors import ConfigError
 
 console = Console()
 

@@ -293,22 +293,22 @@ def bandwidth_applied(tables: Tables, out: Path, pub: Published | None = None) -
         xs = list(g["t_start"] - t0) + [g["t_end"].iloc[-1] - t0]
         ys = list(g["rate_bps"] / 1e6) + [g["rate_bps"].iloc[-1] / 1e6]
         line = ax.step(xs, ys, where="post", label=f"{link} {direction}")[0]
-        if "up" in g.columns:  # scheduled outages (topology events): shaded, the link carries nothing
+        if "up" in g.columns:  # planned outages (topology events): shaded, the link carries nothing
             for _, row in g[g["up"] == False].iterrows():  # noqa: E712 - a column of bools
                 ax.axvspan(row["t_start"] - t0, row["t_end"] - t0, color=line.get_color(), alpha=0.15, lw=0)
                 ax.text(row["t_start"] - t0, ax.get_ylim()[0], f" {link} down", fontsize=7, color=line.get_color())
     ax.set_yscale("log")
     ax.set_xlabel("seconds since bring-up")
     ax.set_ylabel("bandwidth applied (Mbit/s, log)")
-    ax.set_title(f"Bandwidth the schedule applied (trial {trial})")
+    ax.set_title(f"Bandwidth the link plan applied (trial {trial})")
     ax.legend(fontsize=7, ncol=2)
     row = tables.trials[tables.trials["trial_id"] == trial]
     return _save(
         fig,
         out,
         "bandwidth_applied",
-        "Per-link bandwidth as applied by the seeded schedule (recorded at each "
-        "change, not the configured distribution); shaded spans are scheduled outages (topology events). "
+        "Per-link bandwidth as applied by the seeded link plan (recorded at each "
+        "change, not the configured distribution); shaded spans are planned outages (topology events). "
         + provenance(row),
     )
 

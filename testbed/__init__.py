@@ -1,8 +1,2 @@
-"""pipenem testbed: the emulated network (topology model, backends, link shaping).
-
-Knows nothing of torch: it gives hosts, shaped links and a bandwidth schedule.
-"""
-
-from testbed.errors import ConfigError, UnsupportedError
-
-__all__ = ["ConfigError", "UnsupportedError"]
+"""pipenem testbed: the emulated network (topology model, backends, link shaping, the links'
+plan over time). Knows nothing of torch: it gives hosts, shaped links and a link plan."""

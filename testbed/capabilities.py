@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
-from testbed.errors import UnsupportedError
+from basics.errors import UnsupportedError
 from testbed.registry import RunRecord, new_run_id
 from testbed.topology import Topology
 

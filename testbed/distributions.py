@@ -2,7 +2,7 @@
 
 Each is a validated pydantic model with ``sample(rng, t)`` and ``support()``; the topology
 model (:mod:`testbed.topology`) declares its parameters with them and
-:mod:`testbed.bandwidth` samples them with the topology's seed.
+:mod:`testbed.linkplan` samples them with the topology's seed.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from pydantic import (
     model_validator,
 )
 
-from testbed.shaping import MAX_RATE_BPS, MIN_RATE_BPS
-from testbed.units import (
+from basics.units import (
     canonical_unit,
     default_unit,
     format_rate,
     split_quantity,
     units_for,
 )
+from testbed.shaping import MAX_RATE_BPS, MIN_RATE_BPS
 
 
 class Strict(BaseModel):

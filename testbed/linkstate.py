@@ -1,4 +1,4 @@
-"""The state one direction of a link is shaped to (no heavy imports: the scheduler uses it)."""
+"""The state one direction of a link is shaped to (no heavy imports: the link-plan applier uses it)."""
 
 from __future__ import annotations
 
@@ -13,4 +13,4 @@ class LinkState:
     delay_s: float = 0.0
     jitter_s: float = 0.0
     loss_pct: float = 0.0
-    up: bool = True  # False during a scheduled outage (the link's interfaces are set down)
+    up: bool = True  # False during a planned outage (the link's interfaces are set down)

@@ -4,19 +4,19 @@ The kernel knows what the workload cannot: whether a link end is up, how many by
 each sending end has put on the wire, and whether its shaper holds data waiting to go.
 A link **stalls** when, for longer than its bound,
 
-- an end is down (operstate not UP: ``ip link set down``, a scheduled outage), or
+- an end is down (operstate not UP: ``ip link set down``, a planned outage), or
 - data waits to cross it at every sample while the bytes sent grow at less than
-  :data:`SLOW_FRACTION` of the rate the schedule gives now. Data *waits* when the
+  :data:`SLOW_FRACTION` of the rate the link plan gives now. Data *waits* when the
   sender's shaper holds a backlog or the sender's TCP sockets to the receiver have
   segments in flight, unacknowledged (sock_diag). The shaper alone is not enough: on a
   crawling link TCP backs off and the shaper sits empty for seconds between
   retransmissions; an idle link (a stage computing) has neither.
 
 The bound is ``stall_timeout`` when the user sets one; otherwise the time the largest
-message needs at the scheduled rate, × :data:`SLOW_FACTOR`, but at least
+message needs at the planned rate, × :data:`SLOW_FACTOR`, but at least
 :data:`FLOOR_S`. A short outage (below the bound) is ridden through: TCP retransmits and
-the transfer resumes. Scheduled bandwidth (events included) is what is expected, so a
-link slowed *by the schedule* is not a stall.
+the transfer resumes. Planned bandwidth (events included) is what is expected, so a
+link slowed *by the plan* is not a stall.
 
 Netlink handles stay open per namespace (opening one forks; poll from one thread only).
 """
@@ -34,14 +34,14 @@ from pyroute2.netlink import NETLINK_SOCK_DIAG
 from pyroute2.netlink.diag import DiagSocket, MarshalDiag
 from pyroute2.netlink.nlsocket import NetlinkSocket
 
+from basics.units import format_rate
 from testbed import shaping
-from testbed.units import format_rate
 
 log = logging.getLogger(__name__)
 
 FLOOR_S = 30.0
 SLOW_FACTOR = 10.0  # the bound: this many times the largest message's transfer time
-SLOW_FRACTION = 0.1  # "far below" the schedule: under a tenth of its rate
+SLOW_FRACTION = 0.1  # "far below" the plan: under a tenth of its rate
 POLL_S = 1.0
 
 
@@ -97,8 +97,8 @@ class LinkWatch:
 
     # ---------------------------------------------------------------- bounds
     def expected_bps(self, label: str, direction: str, now: float) -> float:
-        """The rate the schedule gives this channel now (events included)."""
-        state = self.backend.schedule.at(max(0.0, now - (self.backend.t0 or now))).get((label, direction))
+        """The rate the link plan gives this channel now (events included)."""
+        state = self.backend.plan.at(max(0.0, now - (self.backend.t0 or now))).get((label, direction))
         return state.rate_bps if state is not None else float("inf")
 
     def bound_s(self, rate_bps: float) -> float:
@@ -163,10 +163,10 @@ class LinkWatch:
     def _culprit(self, ch: _Channel, text: str, unshaped: bool, now: float) -> str:
         """The stall message. A crawling direction also starves the reverse one of its TCP
         acknowledgements, so both can look stalled, the starved one sometimes first: name the
-        direction whose shaper is set below the schedule (changed behind pipenem's back) if
+        direction whose shaper is set below the plan (changed behind pipenem's back) if
         there is one, and say so when the stalled direction's own shaper held nothing."""
         rev = next(c for c in self._channels if c.label == ch.label and c.direction != ch.direction)
-        own, other = self._shaper_below_schedule(ch, now), self._shaper_below_schedule(rev, now)
+        own, other = self._shaper_below_plan(ch, now), self._shaper_below_plan(rev, now)
         if unshaped and other and not own:
             return (
                 f"link {rev.label} {rev.direction} stalled: {other}; link {ch.label} {ch.direction}, "
@@ -180,24 +180,24 @@ class LinkWatch:
         )
         return f"link {ch.label} {ch.direction} stalled: {text}" + (f"; {note}" if note else "")
 
-    def _shaper_below_schedule(self, ch: _Channel, now: float) -> str:
-        """'' unless the sender's shaper is set to well under the scheduled rate."""
-        scheduled = self.expected_bps(ch.label, ch.direction, now)
+    def _shaper_below_plan(self, ch: _Channel, now: float) -> str:
+        """'' unless the sender's shaper is set to well under the planned rate."""
+        planned = self.expected_bps(ch.label, ch.direction, now)
         try:
             rate = shaping.applied_rate(*self._where(ch.sender), self.backend.topology.shaper)
         except Exception:  # a diagnosis only; the namespace may be going away
             return ""
-        if rate is None or rate * 8.0 >= 0.5 * scheduled:
+        if rate is None or rate * 8.0 >= 0.5 * planned:
             return ""
         return (
-            f"its shaper is set to {format_rate(rate * 8.0)}, the schedule gives {format_rate(scheduled)} "
+            f"its shaper is set to {format_rate(rate * 8.0)}, the plan gives {format_rate(planned)} "
             f"(changed outside pipenem?)"
         )
 
     def explain(self) -> str:
         """What the links look like now, for a failure that surfaced elsewhere first (a stage whose
         TCP connection timed out on a crawling link): every channel down, crawling (even for
-        less than its bound) or shaped well under its schedule. '' when every link looks healthy."""
+        less than its bound) or shaped well under its plan. '' when every link looks healthy."""
         now = time.time()
         notes = []
         self._unacked.clear()
@@ -211,7 +211,7 @@ class LinkWatch:
                 notes.append(self._down_text(ch, now))
                 continue
             crawl = self._crawl(ch, rate, trailing=False)[0]
-            shaper = self._shaper_below_schedule(ch, now)
+            shaper = self._shaper_below_plan(ch, now)
             if crawl or shaper:
                 notes.append(f"link {ch.label} {ch.direction} crawling: " + "; ".join(n for n in (crawl, shaper) if n))
         return "; ".join(notes)
@@ -273,7 +273,7 @@ class LinkWatch:
         shaped = any(backlog > 0 for _, _, backlog, _ in samples[start:end])
         return (
             f"{tx1 - tx0:,} bytes moved in {t1 - t0:.0f} s with data waiting throughout "
-            f"({format_rate(achieved)}); the schedule gives {format_rate(rate)}",
+            f"({format_rate(achieved)}); the plan gives {format_rate(rate)}",
             t0,
             shaped,
         )

@@ -22,9 +22,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
+from basics.units import split_quantity
 from testbed.topology import Topology, build_topology
-from testbed.units import split_quantity
 
 
 class CompatTopo:

@@ -2,7 +2,7 @@
 
 ``python -m testbed.probe recv|send ...`` are the two ends, started inside the
 hosts through the backend's ``exec_argv``; :func:`probe` drives them and compares
-the achieved rate with the rate the schedule actually applied at that time.
+the achieved rate with the rate the link plan actually applied at that time.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from testbed.backend import Backend
-from testbed.topology import bottleneck_label
+from basics.errors import ConfigError
+from testbed.backends.base import Backend
+from testbed.topology import Topology, bottleneck_label
 
 CHUNK = 256 * 1024
 PORT = 5299
@@ -37,15 +38,7 @@ class ProbeResult:
         return self.achieved_bps / self.configured_bps if self.configured_bps else float("nan")
 
     def row(self) -> dict:
-        return {
-            "link": self.link,
-            "direction": self.direction,
-            "configured_bps": self.configured_bps,
-            "achieved_bps": self.achieved_bps,
-            "ratio": self.ratio,
-            "seconds": self.seconds,
-            "timeline": self.timeline,
-        }
+        return {**asdict(self), "ratio": self.ratio}
 
 
 # ---------------------------------------------------------------- the two ends
@@ -165,6 +158,23 @@ def probe(
     measured = timeline[skip:] or timeline
     configured = sum(r["configured_bps"] for r in measured) / len(measured) if measured else float("nan")
     return ProbeResult(info.label, direction, configured, achieved, len(full) * iv, timeline)
+
+
+def probe_targets(topo: Topology, link: str | None = None, direction: str | None = None) -> list[tuple[int, str]]:
+    """(link index, direction) pairs to probe: all, or the one link / direction asked for
+    (ConfigError naming --link / --direction otherwise)."""
+    if link is not None and link not in {f"{i}-{i + 1}" for i in range(topo.stages - 1)}:
+        raise ConfigError(
+            "--link", f"{link!r} is not a link of {topo.name} (links are 0-1 .. {topo.stages - 2}-{topo.stages - 1})"
+        )
+    if direction not in (None, "forward", "backward"):
+        raise ConfigError("--direction", "must be forward or backward")
+    return [
+        (i, d)
+        for i in range(topo.stages - 1)
+        for d in ("forward", "backward")
+        if (link is None or f"{i}-{i + 1}" == link) and (direction is None or d == direction)
+    ]
 
 
 def probe_all(

@@ -23,7 +23,7 @@ def state_dir() -> Path:
 
 
 def applied_log(run_id: str) -> Path:
-    """The JSON-lines log of every link state a run applied (window 0 and the scheduler's)."""
+    """The JSON-lines log of every link state a run applied (window 0 and the applier's)."""
     return state_dir() / f"{run_id}.applied.jsonl"
 
 

@@ -6,7 +6,7 @@ YAML and Python build the same validated object::
     topo = Topology.chain(4, bandwidth="80Mbit", name="four")
 
 Every link parameter is a constant or a distribution. Distributions are sampled by
-:mod:`testbed.bandwidth` with the topology's seed, so two runs apply the same values.
+:mod:`testbed.linkplan` with the topology's seed, so two runs apply the same values.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from pydantic import (
     model_validator,
 )
 
-from testbed.distributions import BandwidthParam, DelayParam, Fixed, JitterParam, LossParam, Strict
-from testbed.errors import ConfigError, FieldError, from_validation
-from testbed.units import (
+from basics.errors import ConfigError, FieldError, from_validation
+from basics.units import (
     parse_duration,
 )
+from testbed.distributions import BandwidthParam, DelayParam, Fixed, JitterParam, LossParam, Strict
 
 Direction = Literal["forward", "backward"]
 DIRECTIONS: tuple[Direction, Direction] = ("forward", "backward")
@@ -101,12 +101,12 @@ class Bottleneck(LinkParams):
 
 
 def bottleneck_label(name: str) -> str:
-    """How schedules, shaping records and probes name a shared bottleneck's channel."""
+    """How link plans, shaping records and probes name a shared bottleneck's channel."""
     return f"bn:{name}"
 
 
 class Channel(BaseModel):
-    """One direction of one link with its resolved parameters: what the schedule samples."""
+    """One direction of one link with its resolved parameters: what the link plan samples."""
 
     model_config = ConfigDict(frozen=True)
     link: tuple[int, int]
@@ -129,9 +129,9 @@ class Channel(BaseModel):
 
 
 class LinkEvent(Strict):
-    """A scheduled fault on one pipeline link, applied by the same scheduler as the bandwidth:
+    """A planned fault on one pipeline link, applied by the same applier as the bandwidth:
     ``{at: 30s, link: 1-2, down: 10s}`` (both ends set down, then up again) or
-    ``{at: 60s, link: 3-4, bandwidth: 1Mbit, for: 20s}`` (then back to the schedule's value)."""
+    ``{at: 60s, link: 3-4, bandwidth: 1Mbit, for: 20s}`` (then back to the plan's value)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
     at: float

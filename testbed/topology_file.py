@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from basics.yamlfile import read_yaml
 from testbed.topology import Topology, build_topology
-from testbed.yamlfile import read_yaml
 
 
 def load_topology(path: str | Path) -> Topology:

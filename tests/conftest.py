@@ -94,3 +94,36 @@ def link_names() -> set[str]:
 
     with IPRoute() as ipr:
         return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+
+
+def wait_for(condition, timeout: float, what: str, poll: float = 0.2):
+    """Poll ``condition()`` until it returns something truthy (returned), at most ``timeout`` s;
+    fail naming ``what`` was awaited. Tests wait on conditions like this, never on a bare sleep."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = condition()
+        if got:
+            return got
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def worker_pids(run_dir: Path | str | None = None) -> dict[int, int]:
+    """{stage: pid} of the stage workers running (of the run writing into ``run_dir``, when given:
+    a concurrent test's workers never match)."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in argv if a]
+        for module in ("harness.runtime.worker", "harness.runtime.torch_worker"):
+            if module in argv and len(argv) >= 2 and argv[-1].isdigit():
+                if run_dir is None or Path(argv[-2]).resolve() == Path(run_dir).resolve():
+                    found[int(argv[-1])] = int(name)
+    return found

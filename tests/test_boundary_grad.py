@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from harness.runtime.config import build_spec
+from harness.config.schema import build_spec
 from harness.runtime.twin import run_twin, stage_gradient_norms
 from tests.conftest import TOPOLOGIES
 

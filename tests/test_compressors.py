@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from basics.errors import ConfigError
 from harness.compressors import REGISTRY, Context, Payload, build, wire_ratio
 from harness.compressors.base import ForwardRecord
 from harness.compressors.wire import index_width, pack_uint, positions_bytes, unpack_uint
-from testbed.errors import ConfigError
 
 torch.manual_seed(0)
 
@@ -350,7 +350,8 @@ def test_mirror_sends_the_gradient_at_the_forward_kept_positions_as_values_only(
 
 
 def test_mirror_refuses_a_forward_without_kept_positions() -> None:
-    from harness.runtime.config import build_spec, check_spec
+    from harness.config.schema import build_spec
+    from harness.runtime.check import check_run
 
     spec = build_spec(
         {
@@ -360,7 +361,7 @@ def test_mirror_refuses_a_forward_without_kept_positions() -> None:
         }
     )
     with pytest.raises(ConfigError) as exc:
-        check_spec(spec)
+        check_run(spec)
     assert exc.value.field == "compression.bwd" and "quantize" in exc.value.message
 
 

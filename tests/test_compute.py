@@ -11,13 +11,14 @@ import pytest
 import torch
 import yaml
 
+from basics.errors import ConfigError
+from harness.config.profiles import BUILTIN, DeviceProfile, device_label
+from harness.config.schema import ComputeConfig, RunSpec, build_spec
 from harness.results.store import ResultStore
-from harness.runtime.config import ComputeConfig, RunSpec, build_spec, check_spec
-from harness.runtime.devices import BUILTIN, DeviceProfile, device_label
+from harness.runtime.check import check_run
 from harness.runtime.twin import run_twin
 from reports.summary import throughput_summary
 from reports.tables import load
-from testbed.errors import ConfigError
 from tests.conftest import TOPOLOGIES, needs_netns, pipenem
 
 TOPO = str(TOPOLOGIES / "ci-4stage.yaml")
@@ -39,14 +40,14 @@ no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusa
 @pytest.mark.parametrize("device", ["cuda", "cuda:1", "auto"])
 def test_a_gpu_that_is_not_there_is_refused_naming_the_field(device: str) -> None:
     with pytest.raises(ConfigError) as exc:
-        check_spec(_spec(device=device))
+        check_run(_spec(device=device))
     assert exc.value.field == "compute.device"
     assert "torch sees none" in str(exc.value) and torch.__version__ in str(exc.value)
 
 
 def test_a_gpu_index_beyond_the_machine_is_refused() -> None:
     with pytest.raises(ConfigError) as exc:
-        check_spec(_spec(device=f"cuda:{max(torch.cuda.device_count(), 1) + 7}"))
+        check_run(_spec(device=f"cuda:{max(torch.cuda.device_count(), 1) + 7}"))
     assert exc.value.field == "compute.device"
 
 
@@ -79,9 +80,9 @@ def test_compute_fields_are_checked(compute: dict, field: str, words: str) -> No
 def test_a_modeled_codec_needs_a_profile_with_memory_bandwidth() -> None:
     assert BUILTIN["compute-heavy"].mem_bandwidth is None
     with pytest.raises(ConfigError) as exc:
-        check_spec(_spec(mode="modeled", profile="compute-heavy", codec="modeled"))
+        check_run(_spec(mode="modeled", profile="compute-heavy", codec="modeled"))
     assert exc.value.field == "compute.codec"
-    check_spec(_spec(mode="modeled", profile="a10g", codec="modeled"))
+    check_run(_spec(mode="modeled", profile="a10g", codec="modeled"))
 
 
 def test_the_codec_model_charges_bytes_touched_at_the_memory_bandwidth() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runtime.config import build_spec
+from harness.config.schema import build_spec
 from harness.runtime.launcher import run_pipeline
 from testbed.registry import all_records
 from tests.conftest import ROOT, TOPOLOGIES, link_names, needs_docker, netns_names, pipenem

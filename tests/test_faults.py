@@ -1,4 +1,4 @@
-"""Faults a testbed must survive: dead and crawling links, scheduled outages, a shared output
+"""Faults a testbed must survive: dead and crawling links, planned outages, a shared output
 folder, and bad input caught before anything is brought up. Real namespaces, real links."""
 
 from __future__ import annotations
@@ -302,14 +302,14 @@ def test_a_link_slowed_to_a_crawl_is_reported_as_stalled_with_bytes_and_rates(tm
     # crawling link first — by the stage failure, which says what the watch saw on that link
     assert "link 1-2 forward stalled" in out or "while link 1-2 forward crawling" in out, out[-2000:]
     assert "bytes moved" in out or "its shaper is set to 1.0 Kbit/s" in out, out[-2000:]
-    assert "the schedule gives 80.0 Mbit/s" in out, out[-2000:]
+    assert "the plan gives 80.0 Mbit/s" in out, out[-2000:]
     assert all_records() == []
 
 
 @needs_netns
 @pytest.mark.netns
-def test_a_short_scheduled_outage_is_ridden_through_and_a_long_one_reported(tmp_path: Path) -> None:
-    from harness.runtime.config import load_spec
+def test_a_short_planned_outage_is_ridden_through_and_a_long_one_reported(tmp_path: Path) -> None:
+    from harness.config.schema import load_spec
     from harness.runtime.twin import run_twin
 
     # short: 3 s down while training; transfers resume, losses are the twin's (bit for bit)
@@ -362,7 +362,7 @@ def test_a_failing_stage_message_with_markup_like_text_is_printed_literally(tmp_
 
 
 def test_topo_clean_never_kills_a_reused_pid() -> None:
-    from testbed.netns import _kill_pid
+    from testbed.backends.netns import _kill_pid
     from testbed.registry import proc_start_time
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "testbed.standin"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
 from testbed.topology_file import load_topology
 from tests.conftest import TOPOLOGIES, needs_netns, pipenem
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.runtime.config import DataConfig, ModelConfig, nearest_valid_heads
-from harness.runtime.data import Batches, ByteTokenizer, load_streams
-from harness.runtime.model import build_stages
+from basics.errors import ConfigError
+from harness.config.schema import DataConfig, ModelConfig, nearest_valid_heads
+from harness.model.data import Batches, load_streams
+from harness.model.stages import build_stages
+from harness.model.tokenizer import ByteTokenizer
 from harness.runtime.pipeline import backward_order, gpipe, one_f_one_b
-from testbed.errors import ConfigError
 
 
 def test_paper_heads_are_replaced_by_the_nearest_valid_count() -> None:

@@ -9,9 +9,10 @@ import pytest
 import torch
 import yaml
 
-from harness.runtime.config import build_spec, check_spec
+from basics.errors import ConfigError
+from harness.config.schema import build_spec
+from harness.runtime.check import check_run
 from harness.runtime.twin import run_twin
-from testbed.errors import ConfigError
 from tests.conftest import ROOT, TOPOLOGIES, needs_netns, pipenem
 
 TOPO = str(TOPOLOGIES / "ci-4stage.yaml")
@@ -58,7 +59,7 @@ def _spec(model: dict, **extra: object) -> object:
 @hf
 @pytest.mark.parametrize("model", [GPT2, LLAMA], ids=["gpt2", "llama"])
 def test_split_stages_compute_the_whole_models_logits(model: dict) -> None:
-    from harness.runtime.hf import build_hf_stages, whole_model_logits
+    from harness.model.hf import build_hf_stages, whole_model_logits
 
     ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
     h = ids
@@ -79,7 +80,7 @@ def test_split_stages_compute_the_whole_models_logits(model: dict) -> None:
 )
 def test_hf_configs_are_checked_before_anything_runs(model: dict, field: str, words: str) -> None:
     with pytest.raises(ConfigError) as exc:
-        check_spec(_spec(model))
+        check_run(_spec(model))
     assert exc.value.field == field and words in str(exc.value)
 
 
@@ -93,7 +94,7 @@ def test_tied_embeddings_across_stages_are_refused() -> None:
 
 def test_a_factory_that_cannot_be_imported_is_named() -> None:
     with pytest.raises(ConfigError) as exc:
-        check_spec(_spec({**FACTORY, "factory": "no_such_pkg.models:build"}))
+        check_run(_spec({**FACTORY, "factory": "no_such_pkg.models:build"}))
     assert exc.value.field == "model.factory" and "no_such_pkg" in str(exc.value)
 
 
@@ -151,7 +152,7 @@ def test_a_suite_over_an_hf_model_runs_and_reports(tmp_path: Path) -> None:
 def _bpe_tokenizer(path: Path, vocab: int = 400) -> Path:
     """A small BPE tokenizer trained here on the synthetic text, saved as a tokenizers JSON."""
     tokenizers = pytest.importorskip("tokenizers", reason="tokenizers comes with pipenem[hf]")
-    from harness.runtime.data import synthetic_text
+    from harness.model.data import synthetic_text
 
     tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
@@ -163,7 +164,7 @@ def _bpe_tokenizer(path: Path, vocab: int = 400) -> Path:
 
 
 def test_a_local_tokenizer_file_feeds_the_model_its_ids(tmp_path: Path) -> None:
-    from harness.runtime.data import load_streams
+    from harness.model.data import load_streams
 
     tok = _bpe_tokenizer(tmp_path)
     spec = build_spec(
@@ -174,7 +175,7 @@ def test_a_local_tokenizer_file_feeds_the_model_its_ids(tmp_path: Path) -> None:
             "train": {**TRAIN, "steps": 12},
         }
     )
-    check_spec(spec)
+    check_run(spec)
     train, _ = load_streams(spec.data, spec.seed)
     assert train.max() >= 256 and train.max() < 400  # ids beyond bytes: the tokenizer's, not bytes
     rows = run_twin(spec)
@@ -182,11 +183,11 @@ def test_a_local_tokenizer_file_feeds_the_model_its_ids(tmp_path: Path) -> None:
     # a vocabulary smaller than the tokenizer's is refused by name; so is a name that is not a file
     small = build_spec({**spec.model_dump(mode="json"), "model": {**LLAMA}})
     with pytest.raises(ConfigError) as err:
-        check_spec(small)
+        check_run(small)
     assert err.value.field == "model.config.vocab_size" and "tokenizer's vocabulary (400" in err.value.message
     hub = build_spec({**spec.model_dump(mode="json"), "data": {"dataset": "synthetic", "tokenizer": "gpt2"}})
     with pytest.raises(ConfigError) as err:
-        check_spec(hub)
+        check_run(hub)
     assert err.value.field == "data.tokenizer" and "nothing is downloaded" in err.value.message
 
 
@@ -211,11 +212,10 @@ def test_fidelity_measures_a_configured_models_real_boundary_activation(tmp_path
     out = json.loads(r.stdout)
     assert out["shape"] == [2, 16, 32] and "boundary 0-1 (hf:llama" in out["source"]
     assert 0 < out["rows"][0]["relative_error"] < 1
-    from harness.runtime.capture import boundary_activation
+    from harness.model.capture import boundary_activation
 
-    x, k = boundary_activation(
-        build_spec({"topology": TOPO, "model": LLAMA, "data": {"dataset": "pystdlib"}, "train": TRAIN})
-    )
+    run = check_run(build_spec({"topology": TOPO, "model": LLAMA, "data": {"dataset": "pystdlib"}, "train": TRAIN}))
+    x, k = boundary_activation(run.spec, run.partition)
     assert k == 1 and x.shape == (2, 16, 32) and x.std() > 0  # default: the middle boundary
     bad = pipenem("fidelity", "--config", str(cfg), "--boundary", "3")
     assert bad.returncode == 2 and "--boundary" in bad.stderr + bad.stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.netns import NetnsBackend
+from testbed.backends.netns import NetnsBackend
 from testbed.probe import probe
 from testbed.registry import all_records
 from testbed.topology import Topology, build_topology
@@ -188,15 +188,15 @@ def test_sigkill_then_clean_removes_that_run_and_nothing_else() -> None:
         proc.wait(10)
         ns, links = _ours(run_id)
         assert len(ns) == 2 and len(links) == 0  # left behind (veth ends live inside the namespaces)
-        scheduler = [r for r in all_records()[0].resources if r["kind"] == "process"]
-        assert scheduler, "the step trace needs a scheduler process"
+        applier = [r for r in all_records()[0].resources if r["kind"] == "process"]
+        assert applier, "the step trace needs a plan-applier process"
         out = pipenem("topo", "clean")
         assert out.returncode == 0, out.stderr
         assert run_id in out.stdout
         assert _ours(run_id) == (set(), set())
         assert (
-            not Path(f"/proc/{scheduler[0]['name']}").exists()
-            or b"testbed.bandwidth_daemon" not in Path(f"/proc/{scheduler[0]['name']}/cmdline").read_bytes()
+            not Path(f"/proc/{applier[0]['name']}").exists()
+            or b"testbed.linkplan_daemon" not in Path(f"/proc/{applier[0]['name']}/cmdline").read_bytes()
         )
         assert netns_names() == before[0] and link_names() == before[1]
         assert "bystander-ns" in netns_names() and {"bystand0", "bystand1"} <= link_names()
@@ -232,7 +232,7 @@ def test_detached_up_and_down() -> None:
     assert netns_names() == before and all_records() == []
 
 
-def test_a_detached_run_keeps_applying_its_schedule_until_down() -> None:
+def test_a_detached_run_keeps_applying_its_link_plan_until_down() -> None:
     from pyroute2 import IPRoute
 
     from testbed import shaping
@@ -268,7 +268,7 @@ def test_a_detached_run_keeps_applying_its_schedule_until_down() -> None:
     assert out.returncode == 0
     assert (
         not os.path.exists(f"/proc/{pid}")
-        or b"testbed.bandwidth_daemon" not in open(f"/proc/{pid}/cmdline", "rb").read()
+        or b"testbed.linkplan_daemon" not in open(f"/proc/{pid}/cmdline", "rb").read()
     )
     assert netns_names() == before and all_records() == [] and not log.exists()
 

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem
+from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem, wait_for, worker_pids
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'pipenem[ray]')")
 
@@ -170,12 +169,13 @@ def test_sigint_on_a_ray_sweep_tears_the_trials_network_down(tmp_path: Path, clu
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.time() + 300
-    while time.time() < deadline and not (netns_names() - before):  # the distributed trial's network is up
+
+    def stages_running() -> bool:  # the distributed trial's network is up and its stages run
         assert proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.2)
-    assert netns_names() - before, "the distributed trial never brought its network up"
-    time.sleep(3.0)
+        runs = list((out / "runs").glob("*")) if (out / "runs").exists() else []
+        return bool(netns_names() - before) and any(len(worker_pids(r)) == 4 for r in runs)
+
+    wait_for(stages_running, 300, "the distributed trial's network and stage workers")
     proc.send_signal(signal.SIGINT)
     text, _ = proc.communicate(timeout=200)
     assert proc.returncode == 130, text

@@ -6,18 +6,27 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from harness.config.schema import build_spec
 from harness.runtime.allocator import find_tcmalloc
-from harness.runtime.config import build_spec
 from harness.runtime.launcher import StageFailed, run_pipeline
 from harness.runtime.twin import run_twin
 from testbed.registry import all_records
-from tests.conftest import ROOT, TINY, TINY_RUN, TOPOLOGIES, needs_netns, netns_names, pipenem, with_overrides
+from tests.conftest import (
+    ROOT,
+    TINY,
+    TINY_RUN,
+    TOPOLOGIES,
+    needs_netns,
+    netns_names,
+    pipenem,
+    with_overrides,
+    worker_pids,
+)
 
 pytestmark = [needs_netns, pytest.mark.netns]
 
@@ -86,32 +95,27 @@ def test_killing_a_stage_is_reported_and_everything_is_torn_down(tmp_path: Path)
         out_lines.append(line)
         if "step 2 loss" in line:
             break
-    victim = _worker_pid(stage=2)
+    victim = worker_pids(tmp_path / "out")[2]  # this run's stage 2, never a concurrent test's
     os.kill(victim, signal.SIGKILL)
     rest, _ = proc.communicate(timeout=120)
     output = "".join(out_lines) + rest
     assert proc.returncode == 1, output
     assert "stage 2 was killed by signal 9" in output
     assert netns_names() == before and all_records() == []
-    assert not any(_is_worker(pid) for pid in _pids())
+    assert not worker_pids(tmp_path / "out")
 
 
 def test_launcher_raises_stage_failed_with_the_stage(tmp_path: Path) -> None:
     spec = build_spec(_spec(train={"steps": 400}))
-    killed = {}
+    procs: list[subprocess.Popen] = []
 
-    def kill_stage_1(procs: list[subprocess.Popen]) -> None:
-        def later() -> None:
-            time.sleep(4)
+    def kill_stage_1_once_it_steps(stage: int, msg: dict) -> None:
+        # mid-run, whatever the machine's load: after the last stage reported step 1's loss
+        if msg["event"] == "step" and msg.get("loss") is not None and msg["step"] >= 1 and procs[1].poll() is None:
             procs[1].send_signal(signal.SIGTERM)
-            killed["pid"] = procs[1].pid
-
-        import threading
-
-        threading.Thread(target=later, daemon=True).start()
 
     with pytest.raises(StageFailed) as info:
-        run_pipeline(spec, tmp_path, on_start=kill_stage_1)
+        run_pipeline(spec, tmp_path, on_start=procs.extend, on_progress=kill_stage_1_once_it_steps)
     assert info.value.stage == 1 and info.value.code == -signal.SIGTERM
     assert all_records() == []
 
@@ -143,28 +147,6 @@ def test_bad_config_exit_2_nothing_started(tmp_path: Path, over: dict, field: st
     assert field in out.stderr and "Traceback" not in out.stderr
     assert netns_names() == before and all_records() == []
     assert not (tmp_path / "out" / "spec.json").exists()
-
-
-def _pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _is_worker(pid: int) -> bool:
-    try:
-        return b"harness.runtime.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _worker_pid(stage: int) -> int:
-    for pid in _pids():
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"harness.runtime.worker" in argv and argv[-2:-1] == [str(stage).encode()]:
-            return pid
-    raise AssertionError(f"no worker for stage {stage}")
 
 
 def test_exact_boundary_gradients_and_mirror_match_the_twin_and_links_carry_payload_bytes(tmp_path: Path) -> None:

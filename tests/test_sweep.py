@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from harness.sweep.suite import load_suite
-from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem
+from tests.conftest import ROOT, TOPOLOGIES, needs_netns, netns_names, pipenem, wait_for, worker_pids
 
 TINY = {
     "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "ctx": 32},
@@ -163,16 +164,16 @@ def test_sigint_mid_trial_keeps_valid_tables_and_resume_skips_finished(tmp_path:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    import time
 
-    # wait until the first trial is recorded and the second one's network is up, then interrupt it
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        runs = list((res / "runs").glob("*/spec.json")) if (res / "runs").exists() else []
-        if (res / "trials.parquet").exists() and len(runs) == 2:
-            break
-        time.sleep(0.2)
-    time.sleep(2.0)
+    # interrupt the second trial mid-run: the first is recorded and the second's stages are running
+    def second_trial_running() -> bool:
+        runs = sorted((res / "runs").glob("*/spec.json")) if (res / "runs").exists() else []
+        if not (res / "trials.parquet").exists() or len(runs) != 2:
+            return False
+        second = next(r.parent for r in runs if not (r.parent / "stage0.json").exists())
+        return len(worker_pids(second)) == 4
+
+    wait_for(second_trial_running, 240, "the second trial's four stage workers")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
@@ -240,3 +241,82 @@ def test_parallel_twin_jobs_give_the_same_tables_as_one_at_a_time(tmp_path: Path
     # the baseline does not depend on boundary semantics: identical under both
     base = one[one["compressor"] == "none"].groupby("seed")["final_loss"].nunique()
     assert (base == 1).all()
+
+
+def test_a_choice_can_carry_its_own_rates(tmp_path: Path) -> None:
+    f = _suite(
+        tmp_path,
+        {
+            "compressor": [
+                {"label": "none"},
+                {"label": "topk", "fwd": "topk", "rates": [0.9]},
+                {"label": "column", "fwd": "column"},
+            ],
+            "rate": [0.1, 0.5],
+            "execution": ["twin"],
+        },
+    )
+    got = [(t.compressor, t.rate) for t in load_suite(f)[1]]
+    assert got == [("none", None), ("topk", 0.9), ("column", 0.1), ("column", 0.5)]
+
+
+@needs_netns
+def test_a_trial_is_checked_once_and_its_topology_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validate once: loading the suite checks each trial (one CheckedRun each) and reads the
+    topology file once; running them (twin and over the links) checks and reads nothing again."""
+    import harness.runtime.check as check
+    from harness.sweep.executor import run_trials
+
+    topo_file = TOPOLOGIES / "ci-4stage.yaml"
+    checks, reads = [], []
+    real_check, real_read = check._cross_check, Path.read_bytes
+    monkeypatch.setattr(check, "_cross_check", lambda spec, topo: checks.append(spec) or real_check(spec, topo))
+
+    def read_bytes(self: Path) -> bytes:
+        if self.resolve() == topo_file.resolve():
+            reads.append(self)
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    base = {**TINY, "train": {**TINY["train"], "steps": 2}}
+    f = _suite(tmp_path, {"compressor": [{"label": "none"}], "execution": ["twin", "distributed"]}, base)
+    _, trials = load_suite(f)
+    assert len(checks) == 2 and len(reads) == 1
+    store = run_trials(trials, tmp_path / "out")
+    assert set(store.read("trials")["status"]) == {"ok"}
+    assert len(checks) == 2 and len(reads) == 1, (len(checks), len(reads))
+
+
+@needs_netns
+@pytest.mark.parametrize("execution", ["twin", "distributed"])
+def test_train_and_run_record_the_same_settings(tmp_path: Path, execution: str) -> None:
+    """One definition of what a run records: `pipenem train` and `pipenem run` write the same
+    settings for one config (here with modeled compute and codec, where they once disagreed)."""
+    from harness.config.schema import build_spec
+    from harness.results.schema import run_settings
+    from harness.runtime.check import check_run
+
+    base = {
+        **TINY,
+        "train": {**TINY["train"], "steps": 3},
+        "compute": {"mode": "modeled", "profile": "a10g", "codec": "modeled"},
+    }
+    compute = "modeled" if execution == "distributed" else "real"
+    if execution == "twin":
+        base = {**base, "compute": {"mode": "real"}}
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"topology": str(TOPOLOGIES / "ci-4stage.yaml"), **base}))
+    train = pipenem("train", str(cfg), "--out", str(tmp_path / "train"), *(["--twin"] if execution == "twin" else []))
+    assert train.returncode == 0, train.stdout + train.stderr
+    summary = json.loads((tmp_path / "train" / "summary.json").read_text())
+    f = _suite(tmp_path, {"compressor": [{"label": "none"}], "execution": [execution], "compute": [compute]}, base)
+    ran = pipenem("run", str(f), "--out", str(tmp_path / "run"))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    row = pd.read_parquet(tmp_path / "run" / "trials.parquet").iloc[0]
+    spec = build_spec({"topology": str(TOPOLOGIES / "ci-4stage.yaml"), **base})
+    keys = list(run_settings(spec, None, execution))
+    assert len(keys) > 15
+    assert {k: summary[k] for k in keys} == {k: (None if pd.isna(row[k]) else row[k]) for k in keys}
+    assert summary["device"] == ("a10g" if execution == "distributed" else "cpu (real compute)")
+    assert summary["codec"] == ("modeled" if execution == "distributed" else "real")
+    assert check_run(spec).settings(execution) == {k: summary[k] for k in keys}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from basics.errors import ConfigError
 from harness.compressors import build
-from testbed.errors import ConfigError
 from tests.conftest import ROOT
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from basics.errors import ConfigError
 from testbed.distributions import Fixed, Normal
-from testbed.errors import ConfigError
 from testbed.topology import LinkSpec, Topology, build_topology
 from testbed.topology_file import load_topology
 from tests.conftest import TOPOLOGIES

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from basics.errors import ConfigError
 from harness.compressors import build
 from harness.compressors.base import Context
-from harness.runtime.config import build_spec, check_spec
+from harness.config.schema import build_spec
+from harness.runtime.check import check_run
 from harness.runtime.launcher import run_pipeline
 from harness.runtime.torch_stage import _Encode, as_payload
 from harness.sweep.suite import load_suite
-from testbed.errors import ConfigError
 from testbed.registry import all_records
 from tests.conftest import TINY_RUN, TOPOLOGIES, needs_netns, netns_names, pipenem, with_overrides
 
@@ -44,13 +45,13 @@ def _spec(**over) -> dict:
 def test_what_torch_runtime_cannot_run_is_refused_naming_the_field(over: dict, field: str, words: str) -> None:
     spec = build_spec(_spec(runtime="torch", **over))
     with pytest.raises(ConfigError) as err:
-        check_spec(spec)
+        check_run(spec)
     assert err.value.field == field and words in err.value.message
 
 
 def test_interleaved_schedules_are_refused_for_pipenem_runtime_too() -> None:
     with pytest.raises(ConfigError, match="no such link"):
-        check_spec(build_spec(_spec(train={"schedule": "looped-bfs"})))
+        check_run(build_spec(_spec(train={"schedule": "looped-bfs"})))
 
 
 @pytest.mark.parametrize(
@@ -212,10 +213,11 @@ def test_a_plug_in_that_breaks_in_graph_assumptions_is_named() -> None:
 
     from harness.compressors.sparse import TopK
     from harness.runtime.torch_stage import CompressedStage
+    from harness.runtime.training import BoundaryCodecs
 
     spec = build_spec(_spec(runtime="torch", compression={"fwd": {"name": "topk", "rate": 0.5}}))
     x = torch.randn(2, 32, 32)
-    stage = CompressedStage(nn.Identity(), spec, 0, 4)
+    stage = CompressedStage(nn.Identity(), spec, BoundaryCodecs.built(spec), 0, 4)
     stage.expected = [t.shape for t in stage(x)]  # topk itself passes
     stage.expected = [torch.Size([1])] + stage.expected[1:]
     with pytest.raises(RuntimeError, match="fixed-size payloads"):
@@ -227,7 +229,7 @@ def test_a_plug_in_that_breaks_in_graph_assumptions_is_named() -> None:
             p.parts[0] = p.parts[0] * 2
             return p
 
-    stage = CompressedStage(nn.Identity(), spec, 0, 4)
+    stage = CompressedStage(nn.Identity(), spec, BoundaryCodecs.built(spec), 0, 4)
     stage.codec = Doubled(rate=0.5)
     with pytest.raises(RuntimeError, match="not the input at its kept mask"):
         stage(x)

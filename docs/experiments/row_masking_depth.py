@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from harness.runtime.config import build_spec
+from harness.config.schema import build_spec
 from harness.runtime.twin import run_twin
 
 ROOT = Path(__file__).resolve().parents[2]

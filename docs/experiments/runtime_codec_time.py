@@ -15,7 +15,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from harness.runtime.config import build_spec
+from harness.config.schema import build_spec
 from harness.runtime.launcher import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,25 +8,8 @@
 See README.md here for the protocol and how to write your own.
 """
 
-from harness.compressors import (  # noqa: F401
-    dense,
-    feedback,
-    lowrank,
-    mirror,
-    quantize,
-    sketch,
-    sparse,
-    structured,
-)
-from harness.compressors.base import (
-    REGISTRY,
-    Compressor,
-    Context,
-    build,
-    register,
-    resolve,
-    wire_ratio,
-)
+from harness.compressors.base import Compressor, Context, wire_ratio
+from harness.compressors.registry import REGISTRY, build, register, resolve
 from harness.compressors.wire import Payload
 
 __all__ = ["REGISTRY", "Compressor", "Context", "Payload", "build", "register", "resolve", "wire_ratio"]

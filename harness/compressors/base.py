@@ -1,4 +1,5 @@
-"""The compressor protocol, its configuration, and the registry.
+"""The compressor protocol: :class:`Compressor`, its :class:`Context` and the helpers every
+compressor shares (names and building them: ``registry.py``).
 
 A compressor is configured by name + parameters (``{name: column, rate: 0.9}``)
 and turns a tensor (b×n×d, any float dtype) into a :class:`Payload` — exactly
@@ -12,7 +13,6 @@ in the same order).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from basics.errors import ConfigError
 from harness.compressors.wire import Payload, dense_bytes
-from testbed.errors import ConfigError
 
 
 @dataclass
@@ -64,7 +64,8 @@ class ForwardRecord:
 
 
 class Compressor(ABC):
-    """Subclass, set ``name``, declare parameters as keyword-only ``__init__`` args, register."""
+    """Subclass, set ``name``, declare parameters as keyword-only ``__init__`` args, register
+    (``harness.compressors.register``, or an entry point)."""
 
     name: ClassVar[str] = ""
     stateful: ClassVar[bool] = False
@@ -198,65 +199,3 @@ def as_3d(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 1:
         return x.view(1, 1, -1)
     return x.reshape(-1, x.shape[-2], x.shape[-1])
-
-
-# ------------------------------------------------------------------ registry
-
-REGISTRY: dict[str, type[Compressor]] = {}
-
-
-def register(cls: type[Compressor]) -> type[Compressor]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def _entry_points() -> dict[str, Any]:
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep for ep in entry_points(group="pipenem.compressors")}
-
-
-def resolve(name: str) -> type[Compressor]:
-    """A registered name, a ``pipenem.compressors`` entry point, or ``pkg.mod:Class``."""
-    import harness.compressors  # noqa: F401  (registers the built-ins)
-
-    if name in REGISTRY:
-        return REGISTRY[name]
-    eps = _entry_points()
-    if name in eps:
-        return eps[name].load()
-    if ":" in name:
-        mod_name, _, attr = name.partition(":")
-        try:
-            obj = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError("name", f"cannot import {name!r}: {exc}") from None
-        if not (isinstance(obj, type) and issubclass(obj, Compressor)):
-            raise ConfigError("name", f"{name!r} is not a Compressor subclass")
-        return obj
-    known = sorted(REGISTRY) + sorted(eps)
-    raise ConfigError("name", f"unknown compressor {name!r}; known: {', '.join(known)} (or 'package.module:Class')")
-
-
-def build(spec: str | dict[str, Any] | Compressor | None, field_name: str = "compressor") -> Compressor:
-    """``'none'``, ``{name: column, rate: 0.9}``, ``{name: ef, inner: {...}}`` -> a Compressor."""
-    if isinstance(spec, Compressor):
-        return spec
-    if spec is None:
-        spec = "none"
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ConfigError(field_name, "a compressor is a name or a mapping with 'name' and its parameters")
-    params = dict(spec)
-    name = params.pop("name")
-    try:
-        cls = resolve(str(name))
-    except ConfigError as exc:
-        raise ConfigError(f"{field_name}.{exc.field}", exc.message) from None
-    try:
-        return cls(**params)
-    except ConfigError as exc:
-        raise ConfigError(f"{field_name}.{exc.field}", exc.message) from None
-    except TypeError as exc:
-        raise ConfigError(field_name, f"{name}: {exc}".replace("__init__() ", "")) from None

@@ -6,12 +6,11 @@ from typing import ClassVar
 
 import torch
 
-from harness.compressors.base import Compressor, Context, register
+from harness.compressors.base import Compressor, Context
 from harness.compressors.shapes import read_shape, shape_header
 from harness.compressors.wire import Payload, part_as
 
 
-@register
 class NoCompression(Compressor):
     """Sends the tensor as it is: bit-exact."""
 
@@ -40,13 +39,11 @@ class _Cast(Compressor):
         return 0.5
 
 
-@register
 class Fp16(_Cast):
     name = "fp16"
     target = torch.float16
 
 
-@register
 class Bf16(_Cast):
     name = "bf16"
     target = torch.bfloat16

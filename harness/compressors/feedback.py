@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.compressors.base import Compressor, Context, build, register
+from basics.errors import ConfigError
+from harness.compressors.base import Compressor, Context
 from harness.compressors.shapes import read_shape
 from harness.compressors.wire import Payload
 
@@ -22,8 +23,11 @@ def _sub(ctx: Context, key: str) -> Context:
 class _Wrapper(Compressor):
     stateful = True
 
-    def __init__(self, *, inner: object) -> None:
-        self.inner = build(inner, field_name="inner")
+    def __init__(self, *, inner: Compressor) -> None:
+        # the registry's build() turns an ``inner`` spec into the compressor it names
+        if not isinstance(inner, Compressor):
+            raise ConfigError("inner", "the wrapped compressor (build it with harness.compressors.build)")
+        self.inner = inner
 
     def params(self) -> dict:
         return {"inner": self.inner}
@@ -47,7 +51,6 @@ class _Wrapper(Compressor):
         return self.inner.vjp(grad, payload, _sub(ctx, "inner"))
 
 
-@register
 class ErrorFeedback(_Wrapper):
     name = "ef"
 
@@ -67,7 +70,6 @@ class ErrorFeedback(_Wrapper):
         return self.inner.decode(payload, _sub(ctx, "inner"))
 
 
-@register
 class EF21(_Wrapper):
     name = "ef21"
     receiver_state = True

@@ -12,9 +12,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
+from basics.errors import ConfigError
 from harness.compressors.base import Compressor, Context, as_3d, wire_ratio
 
 
@@ -105,3 +107,51 @@ def synthetic_activation(
     v = torch.randn(b, rank, d, generator=g) * col_scale
     x = (u * s) @ v / math.sqrt(rank)
     return x + noise * x.std() * torch.randn(b, n, d, generator=g)
+
+
+def load_tensor(path: Path) -> torch.Tensor:
+    """A floating-point tensor of ≥ 2 dimensions saved with ``torch.save``; ConfigError otherwise."""
+    if not path.is_file():
+        raise ConfigError("tensor", f"{str(path)!r} not found")
+    try:
+        x = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch's own errors alike
+        raise ConfigError(
+            "tensor",
+            f"{str(path)!r} is not a tensor saved with torch.save "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+        ) from None
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
+        raise ConfigError("tensor", "expected a floating-point tensor with at least 2 dimensions")
+    return x
+
+
+def fidelity_table(
+    x: torch.Tensor,
+    names: list[str],
+    rates: list[float],
+    r: int,
+    bound: Bound | None = None,
+    on_compressor: Callable[[Compressor], None] | None = None,
+) -> list[FidelityRow]:
+    """Every compressor named (``ef:NAME`` wraps NAME) at every rate (or its own sweep values) on
+    ``x``: one :func:`measure` row each. ConfigError naming ``--compressors`` or ``--rank``."""
+    from harness.compressors.rates import fidelity_specs
+    from harness.compressors.registry import build
+
+    n, d = x.shape[-2], x.shape[-1]
+    if not 1 <= r <= min(n, d):
+        raise ConfigError("--rank", f"must be in [1, min(n, d) = {min(n, d)}]")
+    try:
+        specs = [s for name in names for s in fidelity_specs(name, rates)]
+    except ConfigError as exc:
+        raise ConfigError("--compressors", exc.message) from None
+    comps = [build(s, field_name=f"--compressors {s['name']}") for s in specs]
+    for c in comps:
+        c.check_shape(x.shape)
+    rows = []
+    for c in comps:
+        if on_compressor:
+            on_compressor(c)
+        rows.append(measure(c, x, r, bound=bound))
+    return rows

@@ -13,13 +13,12 @@ import math
 
 import torch
 
-from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept, register
+from basics.errors import ConfigError
+from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload
-from testbed.errors import ConfigError
 
 
-@register
 class LowRank(Compressor):
     name = "lowrank"
     rate_instead = ("rank",)
@@ -92,7 +91,6 @@ class LowRank(Compressor):
         return (u @ (u.transpose(1, 2) @ g)).to(grad.dtype).view(grad.shape)
 
 
-@register
 class AdaptiveLowRank(Compressor):
     name = "lowrank_adaptive"
     sweep = {"threshold": (0.5, 0.2, 0.05)}

@@ -14,13 +14,12 @@ import math
 
 import torch
 
-from harness.compressors.base import Compressor, Context, as_3d, register
+from basics.errors import ConfigError
+from harness.compressors.base import Compressor, Context, as_3d
 from harness.compressors.shapes import read_shape, shape_header
 from harness.compressors.wire import Payload, part_as
-from testbed.errors import ConfigError
 
 
-@register
 class Mirror(Compressor):
     name = "mirror"
     backward_only = True

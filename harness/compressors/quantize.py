@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from harness.compressors.base import Compressor, Context, as_3d, register
+from basics.errors import ConfigError
+from harness.compressors.base import Compressor, Context, as_3d
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, pack_uint, unpack_uint
-from testbed.errors import ConfigError
 
 
-@register
 class Quantize(Compressor):
     """Uniform quantization per column: codes in [0, 2^bits − 1], offset = column min,
     step = (max − min)/(2^bits − 1), both fp32. Error ≤ step/2 (round to nearest) or < step

@@ -17,13 +17,12 @@ import math
 
 import torch
 
-from harness.compressors.base import Compressor, Context, check_rate, kept, register
+from basics.errors import ConfigError
+from harness.compressors.base import Compressor, Context, check_rate, kept
 from harness.compressors.shapes import read_shape, shape_header
 from harness.compressors.wire import Payload
-from testbed.errors import ConfigError
 
 
-@register
 class Sketch(Compressor):
     name = "sketch"
     cost_note = "decode = s OMP iterations over all chunks (slow)"

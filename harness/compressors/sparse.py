@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept, register
+from basics.errors import ConfigError
+from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, decode_positions, encode_positions, part_as
-from testbed.errors import ConfigError
 
 
-@register
 class TopK(Compressor):
     """Keep the ⌈(1−x)·N⌉ entries of largest magnitude, per instance (default) or per tensor.
 
@@ -61,7 +60,6 @@ class TopK(Compressor):
         return out.view(shape)
 
 
-@register
 class RandK(Compressor):
     """Keep ⌈(1−x)·N⌉ positions drawn from a seed both sides share: only values are sent.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept, register
+from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, decode_positions, encode_positions, part_as
 
@@ -76,13 +76,11 @@ class _AxisMask(Compressor):
         return out.view(shape)
 
 
-@register
 class ColumnMask(_AxisMask):
     name = "column"
     axis = 2
 
 
-@register
 class RowMask(_AxisMask):
     name = "row"
     axis = 1

@@ -66,11 +66,11 @@ LINK: dict[str, str] = {
     "trial_id": "the trial",
     "link": "pipeline link 'i-(i+1)'",
     "direction": "forward | backward",
-    "window": "schedule window index; -1: the whole-run totals row",
+    "window": "link-plan window index; -1: the whole-run totals row",
     "t_start": "window start (unix time)",
     "t_end": "window end (unix time)",
     "rate_bps": "rate the shaper applied in the window",
-    "up": "whether the link was up (a scheduled outage: False)",
+    "up": "whether the link was up (a planned outage: False)",
     "event": "the topology event that set this window, if any",
     "payload_bytes": "payload bytes the sending stage put on the link",
     "dense_bytes": "what the same tensors weigh uncompressed (totals row)",
@@ -112,6 +112,39 @@ REPORT_TRIAL_COLUMNS = [
     "wall_s",
     "error",
 ]
+
+
+def run_settings(spec: Any, geometry: Any | None, execution: str, profile: str | None = None) -> dict[str, Any]:
+    """The settings that change results, as a trial row (and ``pipenem train``'s summary) records
+    them: one definition for every writer. ``spec`` is a RunSpec, ``geometry`` its model's
+    (None when the run never got that far, e.g. a failed check), ``execution`` twin or
+    distributed (a twin computes for real whatever the spec's compute says), ``profile`` the
+    device profile's name of modeled compute."""
+    t, c = spec.train, spec.compute
+    modeled = c.mode == "modeled" and execution == "distributed"
+    g = geometry
+    return {
+        "execution": execution,
+        "compute": "modeled" if modeled else "real",
+        "device": (profile or c.profile) if modeled else f"{c.device} (real compute)",
+        "runtime": spec.runtime if execution == "distributed" else "pipenem",
+        "dtype": c.dtype,
+        "codec": c.codec if modeled else "real",
+        "boundary_grad": t.boundary_grad,
+        "grad_clip": t.grad_clip,
+        "norm_eps": g.norm_eps if g else None,
+        "lr": t.lr,
+        "warmup": t.warmup,
+        "batch": t.batch,
+        "micro_batches": t.micro_batches,
+        "schedule": t.schedule,
+        "model": spec.model.label,
+        "d_model": g.d_model if g else None,
+        "n_layers": g.n_layers if g else None,
+        "ctx": spec.model.ctx,
+        "dataset": spec.data.dataset,
+        "seed": spec.seed,
+    }
 
 
 def _row(columns: dict[str, str], values: dict[str, Any], table: str) -> dict[str, Any]:

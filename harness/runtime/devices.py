@@ -1,108 +1,14 @@
-"""Where stages compute: torch devices for real compute, device profiles for modeled compute.
-
-Profiles (``compute: modeled``): how long a stage's FLOPs take on a named device.
-
-A profile is peak FLOP/s × an efficiency factor (the fraction of peak a small
-Llama layer reaches). The built-in ``a10g`` uses NVIDIA's published dense BF16
-tensor peak for the A10G (125 TFLOP/s; 250 is the sparse figure) and an assumed
-efficiency of 0.35. A measured profile is a
-YAML file with ``name``, ``peak_flops`` and ``efficiency``, or directly
-``flops_per_s`` (what you measured); ``mem_bandwidth`` (bytes/s) lets ``compute.codec:
-modeled`` charge encode/decode the bytes they touch. Results record the profile used; a
-modeled step's compute time is never reported as measured.
-"""
+"""Where stages compute with real compute: torch devices (modeled compute's device profiles:
+``harness/config/profiles.py``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
-
-
-@dataclass(frozen=True)
-class DeviceProfile:
-    name: str
-    peak_flops: float
-    efficiency: float
-    source: str
-    mem_bandwidth: float | None = None  # bytes/s (datasheet peak), for compute.codec: modeled
-
-    @property
-    def flops_per_s(self) -> float:
-        return self.peak_flops * self.efficiency
-
-    def seconds(self, flops: float) -> float:
-        return flops / self.flops_per_s
-
-    def codec_seconds(self, dense_bytes: int, payload_bytes: int) -> float:
-        """One encode or decode: it reads one side and writes the other, once (a lower bound:
-        a compressor that makes several passes over the tensor takes longer)."""
-        assert self.mem_bandwidth is not None
-        return (dense_bytes + payload_bytes) / self.mem_bandwidth
-
-
-BUILTIN = {
-    # A10G datasheet: 31.2 TFLOP/s FP32, 125 TFLOP/s BF16 tensor (dense; 250 with sparsity).
-    # Memory: A10G 600 GB/s (GDDR6), H100 SXM 3.35 TB/s (HBM3), datasheet peaks.
-    "a10g": DeviceProfile(
-        "a10g", 125e12, 0.35, "NVIDIA A10G datasheet, BF16 tensor dense peak; efficiency 0.35 assumed", 600e9
-    ),
-    "a10g-fp32": DeviceProfile(
-        "a10g-fp32", 31.2e12, 0.5, "NVIDIA A10G datasheet, FP32 peak; efficiency 0.5 assumed", 600e9
-    ),
-    "h100": DeviceProfile(
-        "h100", 989e12, 0.35, "NVIDIA H100 SXM datasheet, BF16 dense peak; efficiency 0.35 assumed", 3.35e12
-    ),
-    # Not a device: a condition. At 100 GFLOP/s one layer of the CI throughput model (d=512,
-    # 2×1024 tokens) computes a micro-batch forward+backward in ~0.45 s, about what its
-    # activations take over 80 Mbit (0.44 s): compute ≈ comm, where a 10× wire ratio gains ~2×.
-    "compute-heavy": DeviceProfile(
-        "compute-heavy",
-        100e9,
-        1.0,
-        "a condition, not a device: 100 GFLOP/s so that compute ≈ comm on the CI comm-bound profile",
-    ),
-}
-
-
-def load_profile(name_or_path: str) -> DeviceProfile:
-    if name_or_path in BUILTIN:
-        return BUILTIN[name_or_path]
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise ConfigError(
-            "compute.profile",
-            f"unknown device profile {name_or_path!r}: one of {', '.join(BUILTIN)} or a profile YAML file",
-        )
-    data = yaml.safe_load(path.read_text()) or {}
-    try:
-        bw = float(data["mem_bandwidth"]) if "mem_bandwidth" in data else None
-        if "flops_per_s" in data:
-            return DeviceProfile(
-                str(data.get("name", path.stem)), float(data["flops_per_s"]), 1.0, f"measured ({path})", bw
-            )
-        return DeviceProfile(
-            str(data.get("name", path.stem)),
-            float(data["peak_flops"]),
-            float(data["efficiency"]),
-            f"profile {path}",
-            bw,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(
-            "compute.profile",
-            f"{path}: needs flops_per_s, or peak_flops and efficiency; mem_bandwidth optional ({exc})",
-        ) from None
-
-
-# ------------------------------------------------------------------ real compute: torch devices
 
 
 def check_torch_device(device: str) -> None:
@@ -130,8 +36,3 @@ def stage_device(device: str, stage: int) -> torch.device:
     if device == "auto":
         return torch.device("cuda", stage % torch.cuda.device_count())
     return torch.device(device)
-
-
-def device_label(mode: str, device: str, profile: str) -> str:
-    """What a result row's ``device`` says: the profile of modeled compute, or the torch device."""
-    return load_profile(profile).name if mode == "modeled" else f"{device} (real compute)"

@@ -12,15 +12,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness.config.schema import RunSpec
 from harness.results.atomic import atomic_write
-from harness.runtime import progress
-from harness.runtime.config import RunSpec, check_spec
+from harness.runtime import messages
+from harness.runtime.check import CheckedRun, as_checked
 from testbed.backends import make_backend
 from testbed.linkwatch import LinkWatch
-from testbed.topology_file import load_topology
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class RunResult:
     partition: list[int]
     steps: list[dict]  # one row per (stage, step)
     links: list[dict] = field(default_factory=list)  # per link and direction: payload bytes vs interface bytes
-    applied: list[dict] = field(default_factory=list)  # bandwidth the schedule applied
+    applied: list[dict] = field(default_factory=list)  # bandwidth the link plan applied
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     allocator: str = ""  # the stage workers' malloc (their timings depend on it)
@@ -92,75 +92,36 @@ def _links_meta(backend, stages: int) -> list[dict]:
 
 
 def run_pipeline(
-    spec: RunSpec,
+    run: CheckedRun | RunSpec,
     run_dir: str | Path,
     backend_name: str = "netns",
     on_log: Callable[[int, str], None] | None = None,
     on_progress: Callable[[int, dict], None] | None = None,
     on_start: Callable[[list[subprocess.Popen]], None] | None = None,
 ) -> RunResult:
-    """Run the spec's pipeline over the emulated network. Raises StageFailed naming the stage."""
-    partition, stages = check_spec(spec)  # bad config: ConfigError before anything starts
+    """Run a checked run's pipeline over the emulated network (a bare spec is checked first).
+    Raises StageFailed naming the stage."""
+    run = as_checked(run)
+    spec = run.spec
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.glob("stage*.json"):
         old.unlink()
     # a record of what ran (workers get their spec on stdin, never from this file)
     atomic_write(run_dir / "spec.json", lambda tmp: tmp.write_text(spec.model_dump_json(indent=1)))
-    topo = load_topology(spec.topology)
-    message_bytes = spec.train.batch // spec.train.micro_batches * spec.model.ctx * spec.model.d_model * 4
     t_start = time.time()
     procs: list[subprocess.Popen] = []
-    with make_backend(backend_name, topo, shared_dirs=[str(run_dir.resolve())]) as backend:
-        links = _links_meta(backend, stages)
+    with make_backend(backend_name, run.topology, shared_dirs=[str(run_dir.resolve())]) as backend:
         # runtime: torch's rendezvous: a file every stage host sees (the run dir is shared with them)
         store = run_dir.resolve() / f"torch-store-{backend.run_id}"
         counters0 = backend.link_counters()
-        watch = LinkWatch(backend, message_bytes, spec.train.stall_timeout)
+        watch = LinkWatch(backend, run.message_bytes, spec.train.stall_timeout)
         lines: queue.Queue = queue.Queue()
-        tails = [deque(maxlen=20) for _ in range(stages)]
+        tails = [deque(maxlen=20) for _ in range(run.stages)]
         try:
-            for i in range(stages):
-                # through harness.runtime.allocator: tcmalloc preloaded where the stage's host has it
-                argv = backend.exec_argv(
-                    i,
-                    [
-                        sys.executable,
-                        "-m",
-                        "harness.runtime.allocator",
-                        "-m",
-                        "harness.runtime.torch_worker" if spec.runtime == "torch" else "harness.runtime.worker",
-                        str(run_dir),
-                        str(i),
-                    ],
-                )
-                log.debug("stage %d: %s", i, " ".join(argv))
-                p = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    bufsize=1,
-                    env=_worker_env(),
-                )
-                backend.record.add_process(p.pid)
-                procs.append(p)
-                p.stdin.write(
-                    json.dumps(
-                        {
-                            "spec": spec.model_dump(mode="json"),
-                            "stages": stages,
-                            "partition": partition,
-                            "links": links[i],
-                            "host_addresses": backend.host_addresses,
-                            "store": str(store),
-                        }
-                    )
-                    + "\n"
-                )
-                p.stdin.close()
-                threading.Thread(target=_pump, args=(i, p, lines), daemon=True).start()
+            for i in range(run.stages):
+                procs.append(_start_stage(run, backend, i, run_dir, store))
+                threading.Thread(target=_pump, args=(i, procs[-1], lines), daemon=True).start()
             if on_start:
                 on_start(procs)
             _supervise(procs, lines, tails, on_log, backend, watch, on_progress)
@@ -175,7 +136,7 @@ def run_pipeline(
         applied = backend.applied()
         run_id = backend.run_id
     rows, allocators = [], set()
-    for i in range(stages):
+    for i in range(run.stages):
         out = json.loads((run_dir / f"stage{i}.json").read_text())
         rows += out["steps"]
         allocators.add(out["allocator"])
@@ -183,20 +144,58 @@ def run_pipeline(
         spec,
         backend_name,
         run_id,
-        stages,
-        partition,
+        run.stages,
+        run.partition,
         rows,
         applied=applied,
         wall_s=time.time() - t_start,
         allocator=", ".join(sorted(allocators)),
     )
+    result.links = _link_totals(rows, run.stages, counters0, counters1)
+    return result
+
+
+def _start_stage(run: CheckedRun, backend, i: int, run_dir: Path, store: Path) -> subprocess.Popen:
+    """Stage ``i``'s worker process inside its host, given its meta line on stdin."""
+    # through harness.runtime.allocator: tcmalloc preloaded where the stage's host has it
+    module = "harness.runtime.torch_worker" if run.spec.runtime == "torch" else "harness.runtime.worker"
+    argv = backend.exec_argv(i, [sys.executable, "-m", "harness.runtime.allocator", "-m", module, str(run_dir), str(i)])
+    log.debug("stage %d: %s", i, " ".join(argv))
+    p = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        env=_worker_env(),
+    )
+    backend.record.add_process(p.pid)
+    meta = {
+        "spec": run.spec.model_dump(mode="json"),
+        "stages": run.stages,
+        "partition": run.partition,
+        "geometry": asdict(run.geometry),
+        "links": _links_meta(backend, run.stages)[i],
+        "host_addresses": backend.host_addresses,
+        "store": str(store),
+    }
+    p.stdin.write(json.dumps(meta) + "\n")
+    p.stdin.close()
+    return p
+
+
+def _link_totals(rows: list[dict], stages: int, counters0: dict, counters1: dict) -> list[dict]:
+    """Per link and direction: the payload bytes the stages sent, their dense size, and the
+    kernel interface counters over the run (the cross-check)."""
+    out = []
     for i in range(stages - 1):
         label = f"{i}-{i + 1}"
         for direction, stage, key in (("forward", i, "fwd"), ("backward", i + 1, "bwd")):
             payload = sum(r[f"bytes_{key}"] for r in rows if r["stage"] == stage)
             dense = sum(r[f"dense_{key}"] for r in rows if r["stage"] == stage)
             iface = counters1[(label, direction)] - counters0[(label, direction)]
-            result.links.append(
+            out.append(
                 {
                     "link": label,
                     "direction": direction,
@@ -206,7 +205,7 @@ def run_pipeline(
                     "overhead": iface / payload if payload else None,
                 }
             )
-    return result
+    return out
 
 
 def _worker_env() -> dict[str, str]:
@@ -240,10 +239,10 @@ def _supervise(
         except queue.Empty:
             stage, line = -1, None
         if line is not None:
-            msg = progress.parse(line)
+            msg = messages.parse(line)
             if msg is not None and on_progress:
                 on_progress(stage, msg)
-            line = progress.describe(msg) if msg is not None else line
+            line = messages.describe(msg) if msg is not None else line
             tails[stage].append(line)
             if on_log:
                 on_log(stage, line)
@@ -259,5 +258,5 @@ def _supervise(
                         tails[s].append(extra)
                 raise StageFailed(i, code, list(tails[i]), links=watch.explain())
             done.add(i)
-        backend.check_scheduler()
+        backend.check_plan_applier()
         watch.check()

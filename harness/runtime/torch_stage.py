@@ -22,12 +22,12 @@ import time
 import torch
 from torch import nn
 
+from basics.errors import ConfigError
 from harness.compressors import Compressor
 from harness.compressors.base import Context, as_3d
 from harness.compressors.wire import Payload
-from harness.runtime.config import RunSpec
+from harness.config.schema import RunSpec
 from harness.runtime.training import BoundaryCodecs, ModeledCompute
-from testbed.errors import ConfigError
 
 # pipenem's schedule names -> torch's single-stage-per-rank schedules
 TORCH_SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B"}
@@ -78,15 +78,14 @@ def check_schedule(spec: RunSpec) -> None:
         )
 
 
-def boundary_shape(spec: RunSpec) -> tuple[int, int, int]:
-    return (spec.train.batch // spec.train.micro_batches, spec.model.ctx, spec.model.d_model)
-
-
-def example_payload(spec: RunSpec, requires_grad: bool) -> tuple[torch.Tensor, ...]:
-    """The tensors a boundary carries (payload parts, then the header), sized as the real ones:
-    torch's stages preallocate their receive buffers from these."""
-    codecs = BoundaryCodecs(spec, inference=not requires_grad)
-    p = codecs.fwd.encode(torch.randn(boundary_shape(spec)), codecs.ctx(0, "forward", "send", 0, 0))
+def example_payload(
+    spec: RunSpec, codecs: BoundaryCodecs, shape: tuple[int, int, int], requires_grad: bool
+) -> tuple[torch.Tensor, ...]:
+    """The tensors a boundary carries (payload parts, then the header), sized as the real ones
+    for activations of ``shape``: torch's stages preallocate their receive buffers from these.
+    Encoded with a state of its own (the run's codecs keep theirs untouched)."""
+    scratch = BoundaryCodecs(spec, codecs.fwd, codecs.bwd)
+    p = scratch.fwd.encode(torch.randn(shape), scratch.ctx(0, "forward", "send", 0, 0))
     parts = [t.clone().requires_grad_(requires_grad and t.is_floating_point()) for t in p.parts]
     return (*parts, torch.tensor(p.header, dtype=torch.int64))
 
@@ -147,12 +146,12 @@ class CompressedStage(nn.Module):
     neighbours). ``step`` is set by the worker before each schedule step; micro-batches are
     counted (torch's single-stage schedules run forwards in micro-batch order)."""
 
-    def __init__(self, inner: nn.Module, spec: RunSpec, stage: int, stages: int) -> None:
+    def __init__(self, inner: nn.Module, spec: RunSpec, codecs: BoundaryCodecs, stage: int, stages: int) -> None:
         super().__init__()
         self.inner = inner
         self.stage, self.first, self.last = stage, stage == 0, stage == stages - 1
         self.training_run = spec.train.mode == "train"
-        self.codecs = BoundaryCodecs(spec, inference=not self.training_run)
+        self.codecs = codecs
         self.codec = self.codecs.fwd  # `none` for inference with compress_inference: false
         self.step, self._m = 0, 0
         self.counters = {"bytes_fwd": 0, "bytes_bwd": 0, "dense_fwd": 0, "dense_bwd": 0}

@@ -23,11 +23,18 @@ import torch
 import torch.distributed as dist
 from torch.distributed import pipelining
 
-from harness.runtime.config import RunSpec
-from harness.runtime.data import Batches, load_streams
-from harness.runtime.model import build_stages
+from harness.config.schema import RunSpec
+from harness.model.data import Batches, load_streams
+from harness.model.stages import Geometry, build_stages
 from harness.runtime.torch_stage import TORCH_SCHEDULES, CompressedStage, ModeledStage, example_payload
-from harness.runtime.training import ModeledCompute, grad_sq_norm, lm_loss, make_optimizer, optimizer_step
+from harness.runtime.training import (
+    BoundaryCodecs,
+    ModeledCompute,
+    grad_sq_norm,
+    lm_loss,
+    make_optimizer,
+    optimizer_step,
+)
 from harness.runtime.worker import serve
 
 BACKEND = "pipenem-gloo"
@@ -43,8 +50,11 @@ def _process_group(store, rank: int, size: int, timeout: timedelta, address: str
 
 
 class TorchStageWorker:
-    def __init__(self, spec: RunSpec, stage: int, stages: int, partition: list[int], meta: dict) -> None:
+    def __init__(self, spec: RunSpec, stage: int, meta: dict) -> None:
+        stages, partition = meta["stages"], meta["partition"]
+        geo = Geometry(**meta["geometry"])
         self.spec, self.stage, self.stages = spec, stage, stages
+        self.ctx, self.tokens = geo.ctx, spec.train.batch * geo.ctx
         self.first, self.last = stage == 0, stage == stages - 1
         self.training = spec.train.mode == "train"
         torch.set_num_threads(spec.compute.threads)
@@ -55,8 +65,9 @@ class TorchStageWorker:
         self.opt = make_optimizer(inner, spec) if self.training and not self.modeled else None
         if self.modeled:  # the profile's times, slept in the schedule's forward and backward
             cpu = torch.device("cpu")
-            inner = ModeledStage(ModeledCompute(spec, partition[stage], self.first, self.last, cpu, inner))
-        self.module = CompressedStage(inner, spec, stage, stages)
+            inner = ModeledStage(ModeledCompute(spec, geo, partition[stage], self.last, cpu, inner))
+        codecs = BoundaryCodecs.built(spec, inference=not self.training)
+        self.module = CompressedStage(inner, spec, codecs, stage, stages)
         self.batches = None
         if (self.first or self.last) and not self.modeled:
             train, _ = load_streams(spec.data, spec.seed)
@@ -68,10 +79,16 @@ class TorchStageWorker:
         store = dist.FileStore(meta["store"], stages)
         dist.init_process_group(BACKEND, store=store, rank=stage, world_size=stages, timeout=TIMEOUT)
         mb = spec.train.batch // spec.train.micro_batches
-        grad = self.training
-        inp = (torch.zeros(mb, spec.model.ctx, dtype=torch.int64),) if self.first else example_payload(spec, grad)
-        width = spec.model.d_model if self.modeled else spec.model.vocab  # modeled: the noise tensor, not logits
-        out = torch.zeros(mb, spec.model.ctx, width, requires_grad=grad) if self.last else example_payload(spec, grad)
+        grad, shape = self.training, (mb, geo.ctx, geo.d_model)
+        inp = (
+            (torch.zeros(mb, geo.ctx, dtype=torch.int64),) if self.first else example_payload(spec, codecs, shape, grad)
+        )
+        width = geo.d_model if self.modeled else geo.vocab  # modeled: the noise tensor, not logits
+        out = (
+            torch.zeros(mb, geo.ctx, width, requires_grad=grad)
+            if self.last
+            else example_payload(spec, codecs, shape, grad)
+        )
         if not self.last:
             self.module.expected = [t.shape for t in out]
         self.pp_stage = pipelining.PipelineStage(
@@ -102,7 +119,7 @@ class TorchStageWorker:
         if self.batches is not None:
             x, y = self.batches.get(step)
         elif self.modeled:  # the tokens are never read: shapes for torch's micro-batch split
-            x = y = torch.zeros(spec.train.batch, spec.model.ctx, dtype=torch.int64)
+            x = y = torch.zeros(spec.train.batch, self.ctx, dtype=torch.int64)
         args = (x,) if self.first else ()
         kwargs = {"target": y} if self.last else {}
         if self.training:
@@ -124,7 +141,7 @@ class TorchStageWorker:
             "end": time.time(),
             "loss": sum(self.losses) / len(self.losses) if self.losses else None,
             "grad_norm": float(total.sqrt()) if total is not None else None,
-            "tokens": spec.train.batch * spec.model.ctx,
+            "tokens": self.tokens,
             # torch's schedule interleaves compute and waits: only the codec is timed apart
             "compute_s": None,
             "encode_s": times["encode"] - before[1]["encode"],
@@ -158,7 +175,7 @@ class TorchStageWorker:
 
 
 def main(run_dir: str, stage: int) -> None:
-    serve(run_dir, stage, lambda spec, meta: TorchStageWorker(spec, stage, meta["stages"], meta["partition"], meta))
+    serve(run_dir, stage, lambda spec, meta: TorchStageWorker(spec, stage, meta))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What the distributed stages and the single-process twin share: optimizer, LR schedule,
+"""What the distributed stages and the single-process twin share: optimizer, learning-rate decay,
 loss, compression contexts, and modeled compute. Keeping one copy is what makes the
 twin's losses match the distributed run's."""
 
@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 from harness.compressors import Compressor, Context, build
 from harness.compressors.base import ForwardRecord
-from harness.runtime.config import RunSpec
-from harness.runtime.devices import load_profile
-from harness.runtime.model import Stage, stage_flops
+from harness.config.profiles import load_profile
+from harness.config.schema import RunSpec
+from harness.model.stages import Geometry, stage_flops
 
 
-def make_optimizer(stage: Stage, spec: RunSpec) -> torch.optim.Optimizer | None:
+def make_optimizer(stage: torch.nn.Module, spec: RunSpec) -> torch.optim.Optimizer | None:
     params = [p for p in stage.parameters() if p.requires_grad]
     if not params:
         return None
@@ -35,7 +35,7 @@ def lr_at(step: int, spec: RunSpec) -> float:
     return t.lr * max(0.0, 1.0 - (step - t.warmup) / span)
 
 
-def grad_sq_norm(stage: Stage) -> torch.Tensor:
+def grad_sq_norm(stage: torch.nn.Module) -> torch.Tensor:
     """Squared ℓ2 norm of one stage's gradients (fp64 scalar). Stages add theirs in pipeline
     order to get the model's norm, the same sum in the twin and in the distributed run."""
     params = list(stage.parameters())
@@ -46,7 +46,7 @@ def grad_sq_norm(stage: Stage) -> torch.Tensor:
     return total.cpu()  # a host scalar: it travels between stages as an 8-byte message
 
 
-def clip_to_norm(stage: Stage, max_norm: float, total_sq_norm: torch.Tensor) -> None:
+def clip_to_norm(stage: torch.nn.Module, max_norm: float, total_sq_norm: torch.Tensor) -> None:
     """Scale this stage's gradients so the whole model's norm is at most ``max_norm``
     (torch's clip_grad_norm_ rule, with the norm summed over every stage)."""
     coef = max_norm / (float(total_sq_norm.sqrt()) + 1e-6)
@@ -57,10 +57,14 @@ def clip_to_norm(stage: Stage, max_norm: float, total_sq_norm: torch.Tensor) -> 
 
 
 def optimizer_step(
-    stage: Stage, opt: torch.optim.Optimizer | None, step: int, spec: RunSpec, total_sq_norm: torch.Tensor | None = None
+    stage: torch.nn.Module,
+    opt: torch.optim.Optimizer | None,
+    step: int,
+    spec: RunSpec,
+    total_sq_norm: torch.Tensor | None = None,
 ) -> None:
     """Clip by the whole model's gradient norm (``total_sq_norm``: the sum of every stage's
-    :func:`grad_sq_norm`, as single-device training would), schedule the lr, step."""
+    :func:`grad_sq_norm`, as single-device training would), set the lr, step."""
     if opt is None:
         return
     if spec.train.grad_clip:
@@ -90,16 +94,18 @@ class BoundaryCodecs:
     globally (step · M + m), so seeded choices (randk, sketch) agree on both ends.
     """
 
-    def __init__(self, spec: RunSpec, inference: bool = False) -> None:
-        self.fwd: Compressor = build(spec.compression.fwd, "compression.fwd")
-        self.bwd: Compressor = build(spec.compression.bwd, "compression.bwd")
-        if inference and not spec.train.compress_inference:
-            self.fwd = build("none")
+    def __init__(self, spec: RunSpec, fwd: Compressor, bwd: Compressor, inference: bool = False) -> None:
+        self.fwd: Compressor = build("none") if inference and not spec.train.compress_inference else fwd
+        self.bwd: Compressor = bwd
         self.seed = spec.seed
         self.micro = spec.train.micro_batches
         self._state: dict[tuple[int, str, str], dict] = {}
-
         self.exact = spec.train.boundary_grad == "exact"
+
+    @classmethod
+    def built(cls, spec: RunSpec, inference: bool = False) -> BoundaryCodecs:
+        """Built from the spec's compressor specs (a stage process: the run was checked by its launcher)."""
+        return cls(spec, build(spec.compression.fwd), build(spec.compression.bwd), inference)
 
     def ctx(
         self, boundary: int, direction: str, side: str, step: int, m: int, forward: ForwardRecord | None = None
@@ -134,8 +140,8 @@ class ModeledCompute:
     def __init__(
         self,
         spec: RunSpec,
+        geo: Geometry,
         n_blocks: int,
-        first: bool,
         last: bool,
         device: torch.device,
         module: torch.nn.Module | None = None,
@@ -143,11 +149,11 @@ class ModeledCompute:
         self.profile = load_profile(spec.compute.profile)
         mb = spec.train.batch // spec.train.micro_batches
         # a model other than the built-in one is counted from the stage's own weights
-        flops = stage_flops(spec.model, n_blocks, mb * spec.model.ctx, first, last, module)
+        flops = stage_flops(spec.model, geo, n_blocks, mb * geo.ctx, last, module)
         self.fwd_s = self.profile.seconds(flops)
         self.bwd_s = 2 * self.fwd_s
         g = torch.Generator().manual_seed(spec.seed)
-        self.tensor = torch.randn(mb, spec.model.ctx, spec.model.d_model, generator=g).to(device)
+        self.tensor = torch.randn(mb, geo.ctx, geo.d_model, generator=g).to(device)
         self.codec = spec.compute.codec == "modeled"
         self.dense_bytes = self.tensor.numel() * self.tensor.element_size()
         self.payloads: dict[str, object] = {}  # direction -> the payload re-sent (codec: modeled)

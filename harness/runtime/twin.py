@@ -16,10 +16,11 @@ from collections.abc import Callable
 import torch
 
 from harness.compressors.base import ForwardRecord
-from harness.runtime.config import RunSpec, check_spec
-from harness.runtime.data import Batches, load_streams
+from harness.config.schema import RunSpec
+from harness.model.data import Batches, load_streams
+from harness.model.stages import build_stages
+from harness.runtime.check import CheckedRun, as_checked
 from harness.runtime.devices import stage_device
-from harness.runtime.model import build_stages
 from harness.runtime.pipeline import backward_order
 from harness.runtime.training import (
     BoundaryCodecs,
@@ -53,15 +54,18 @@ class _Boundary(torch.autograd.Function):
         return codecs.boundary_grad(g, sent), None, None, None, None, None
 
 
-def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_batches: int = 0) -> list[dict]:
+def run_twin(
+    run: CheckedRun | RunSpec, on_step: Callable[[dict], None] | None = None, eval_batches: int = 0
+) -> list[dict]:
     """Train (or run inference) in one process; one row per step (loss, time); the last row
     also has the held-out loss over ``eval_batches`` batches."""
-    partition, stages = check_spec(spec)
+    run = as_checked(run)
+    spec = run.spec
     torch.set_num_threads(spec.compute.threads)
     inference = spec.train.mode == "infer"
-    mods = _placed(spec, build_stages(spec.model, partition, spec.seed))
+    mods = _placed(spec, build_stages(spec.model, run.partition, spec.seed))
     opts = [None if inference else make_optimizer(m, spec) for m in mods]
-    codecs = BoundaryCodecs(spec, inference=inference)
+    codecs = BoundaryCodecs(spec, run.fwd, run.bwd, inference=inference)
     train, held_out = load_streams(spec.data, spec.seed)
     batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
     M = spec.train.micro_batches
@@ -79,7 +83,7 @@ def run_twin(spec: RunSpec, on_step: Callable[[dict], None] | None = None, eval_
         row = {
             "step": step,
             "loss": sum(losses) / M,
-            "tokens": spec.train.batch * spec.model.ctx,
+            "tokens": run.tokens_per_step,
             "grad_norm": float(total.sqrt()) if total is not None else None,
             "start": t0,
             "end": time.time(),
@@ -118,16 +122,17 @@ def _forward_backward(
     return losses
 
 
-def stage_gradient_norms(spec: RunSpec, step: int = 0) -> list[float]:
+def stage_gradient_norms(run: CheckedRun | RunSpec, step: int = 0) -> list[float]:
     """ℓ2 norm of each stage's parameter gradients after one step's backward (no update):
     how the boundary semantics distribute the gradient over the pipeline (README: row masking)."""
-    partition, _ = check_spec(spec)
-    mods = _placed(spec, build_stages(spec.model, partition, spec.seed))
+    run = as_checked(run)
+    spec = run.spec
+    mods = _placed(spec, build_stages(spec.model, run.partition, spec.seed))
     train, _ = load_streams(spec.data, spec.seed)
     batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
     _forward_backward(
         mods,
-        BoundaryCodecs(spec),
+        BoundaryCodecs(spec, run.fwd, run.bwd),
         batches,
         spec,
         step,

@@ -22,13 +22,13 @@ import torch
 
 from harness.compressors.base import ForwardRecord
 from harness.compressors.wire import Payload
+from harness.config.schema import RunSpec
+from harness.model.data import Batches, load_streams
+from harness.model.stages import Geometry, build_stages
 from harness.results.atomic import atomic_write
-from harness.runtime import progress
+from harness.runtime import messages
 from harness.runtime.allocator import active
-from harness.runtime.config import RunSpec
-from harness.runtime.data import Batches, load_streams
 from harness.runtime.devices import stage_device
-from harness.runtime.model import build_stages
 from harness.runtime.pipeline import SCHEDULES
 from harness.runtime.training import (
     BoundaryCodecs,
@@ -56,7 +56,8 @@ def join_links(links: dict) -> tuple[LinkChannel | None, LinkChannel | None]:
 
 
 class StageWorker:
-    def __init__(self, spec: RunSpec, stage: int, stages: int, partition: list[int], links: dict) -> None:
+    def __init__(self, spec: RunSpec, stage: int, meta: dict) -> None:
+        stages, partition = meta["stages"], meta["partition"]
         self.spec, self.stage, self.stages = spec, stage, stages
         self.first, self.last = stage == 0, stage == stages - 1
         self.inference = spec.train.mode == "infer"
@@ -67,18 +68,18 @@ class StageWorker:
         if self.inference:
             self.module.eval()
         self.opt = None if self.inference else make_optimizer(self.module, spec)
-        self.codecs = BoundaryCodecs(spec, inference=self.inference)
+        self.codecs = BoundaryCodecs.built(spec, inference=self.inference)
+        geo = Geometry(**meta["geometry"])
+        self.tokens = spec.train.batch * geo.ctx
         self.sim = (
-            ModeledCompute(spec, partition[stage], self.first, self.last, self.device, self.module)
-            if self.modeled
-            else None
+            ModeledCompute(spec, geo, partition[stage], self.last, self.device, self.module) if self.modeled else None
         )
         self.codec_modeled = self.modeled and self.sim.codec
         self.batches = None
         if not self.modeled and (self.first or self.last):
             train, _ = load_streams(spec.data, spec.seed)
             self.batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
-        self.prev, self.next = join_links(links)
+        self.prev, self.next = join_links(meta["links"])
 
     # ------------------------------------------------------------------ one step
     def step(self, step: int) -> dict:
@@ -150,7 +151,7 @@ class StageWorker:
             "loss": sum(losses) / len(losses) if losses else None,
             # the whole model's gradient norm before clipping (known to every stage when clipping)
             "grad_norm": float(total.sqrt()) if total is not None else None,
-            "tokens": spec.train.batch * spec.model.ctx,
+            "tokens": self.tokens,
             "compute_s": t["compute"],
             "encode_s": t["encode"],
             "decode_s": t["decode"],
@@ -242,7 +243,7 @@ class StageWorker:
 
 
 def main(run_dir: str, stage: int) -> None:
-    serve(run_dir, stage, lambda spec, meta: StageWorker(spec, stage, meta["stages"], meta["partition"], meta["links"]))
+    serve(run_dir, stage, lambda spec, meta: StageWorker(spec, stage, meta))
 
 
 def serve(run_dir: str, stage: int, make: Callable[[RunSpec, dict], Any]) -> None:
@@ -252,7 +253,7 @@ def serve(run_dir: str, stage: int, make: Callable[[RunSpec, dict], Any]) -> Non
     meta = json.loads(sys.stdin.readline())
     spec = RunSpec.model_validate(meta["spec"])
     worker = make(spec, meta)
-    progress.emit("joined", stage=stage)
+    messages.emit("joined", stage=stage)
     steps = []
     for step in range(spec.train.steps):
         steps.append(worker.step(step))
@@ -265,9 +266,9 @@ def _report_step(spec: RunSpec, row: dict) -> None:
     """A progress line for the launcher: the loss where this stage has it, else stage 0's tick."""
     step, stage = row["step"], row["stage"]
     if row["loss"] is not None and (step % spec.log_every == 0 or step == spec.train.steps - 1):
-        progress.emit("step", stage=stage, step=step, loss=row["loss"])
+        messages.emit("step", stage=stage, step=step, loss=row["loss"])
     elif stage == 0 and step % spec.log_every == 0:
-        progress.emit("step", stage=stage, step=step, loss=None)
+        messages.emit("step", stage=stage, step=step, loss=None)
 
 
 def _write_steps(run_dir: Path, stage: int, steps: list[dict]) -> None:
@@ -281,7 +282,7 @@ def _write_steps(run_dir: Path, stage: int, steps: list[dict]) -> None:
             ),
         )
     except OSError as exc:  # e.g. a full disk: one line naming the file, nothing half-written left
-        progress.emit("error", stage=stage, text=f"cannot write {out}: {exc.strerror or exc}")
+        messages.emit("error", stage=stage, text=f"cannot write {out}: {exc.strerror or exc}")
         os._exit(1)
 
 

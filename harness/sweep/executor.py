@@ -15,18 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import torch
-
-from harness.compressors import build
-from harness.compressors.base import Context, ForwardRecord
-from harness.results.schema import link_row, trial_row
+from basics.errors import ConfigError
+from harness.results.schema import link_row, run_settings, trial_row
 from harness.results.store import ResultStore, time_to_target
 from harness.runtime.allocator import active
-from harness.runtime.config import RunSpec, check_spec
-from harness.runtime.devices import device_label
 from harness.sweep.suite import Trial
-from testbed.errors import ConfigError
-from testbed.topology_file import load_topology
 
 Progress = Callable[[dict], None]
 
@@ -44,56 +37,28 @@ class Executor(Protocol):
     def run(self, trial: Trial, run_dir: Path, progress: Progress) -> TrialOutcome: ...
 
 
-def payload_wire_ratio(spec: RunSpec, direction: str) -> float:
-    """Dense bytes / payload bytes of this spec's compressor on one boundary micro-batch of
-    seeded noise (a twin has no link to count; distributed trials also record the ratio
-    of the bytes their links carried)."""
-    shape = (spec.train.batch // spec.train.micro_batches, spec.model.ctx, spec.model.d_model)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    fwd = build(spec.compression.fwd)
-    fctx = Context(direction="forward")
-    p = fwd.encode(x, fctx)
-    if direction == "backward":
-        p = build(spec.compression.bwd).encode(x, Context(direction="backward", forward=ForwardRecord(fwd, p, fctx)))
-    return x.numel() * 4 / p.nbytes
-
-
 class LocalExecutor:
     """Runs trials on this machine; distributed trials bring their own network up and down."""
 
     def run(self, trial: Trial, run_dir: Path, progress: Progress) -> TrialOutcome:
-        spec = trial.run_spec()
-        check_spec(spec)
-        topo = load_topology(spec.topology)
+        run = trial.checked
+        spec = run.spec
         base = {
-            "trial_id": trial.trial_id,
-            "suite": trial.suite,
-            "topology": topo.name,
-            "shaper": topo.shaper,
-            "compressor": trial.compressor,
-            "rate": trial.rate,
-            "fwd": str(trial.fwd),
-            "bwd": str(trial.bwd),
-            "direction": _direction(trial),
-            "mode": trial.mode,
-            "compute": trial.compute,
-            "execution": trial.execution,
+            **trial_columns(trial),
+            "topology": run.topology.name,
+            "shaper": run.topology.shaper,
             "backend": trial.backend if trial.execution == "distributed" else "none (single process)",
-            "device": device_label(trial.compute, spec.compute.device, spec.compute.profile),
-            "seed": trial.seed,
             "steps_run": spec.train.steps,
             "target_loss": spec.train.target_loss,
-            **config_columns(spec),
-            "variant": trial.variant,
-            "fwd_wire_ratio": payload_wire_ratio(spec, "forward"),
-            "bwd_wire_ratio": payload_wire_ratio(spec, "backward") if trial.mode == "train" else None,
+            "fwd_wire_ratio": run.payload_wire_ratio("forward"),
+            "bwd_wire_ratio": run.payload_wire_ratio("backward") if trial.mode == "train" else None,
         }
         t0 = time.time()
         if trial.execution == "twin":
             from harness.runtime.twin import run_twin
 
             rows = run_twin(
-                spec,
+                run,
                 on_step=lambda r: progress({"step": r["step"], "loss": r["loss"]}),
                 eval_batches=8 if trial.mode == "train" else 0,
             )
@@ -117,7 +82,7 @@ class LocalExecutor:
                 if msg["event"] == "step":
                     progress({"step": msg["step"], "loss": msg.get("loss")})
 
-            result = run_pipeline(spec, run_dir, backend_name=trial.backend, on_progress=on_progress)
+            result = run_pipeline(run, run_dir, backend_name=trial.backend, on_progress=on_progress)
             steps = [{**r, "trial_id": trial.trial_id} for r in result.steps]
             losses = [v for v in result.losses() if v is not None]
             last = [r for r in result.steps if r["stage"] == result.stages - 1]
@@ -138,26 +103,24 @@ class LocalExecutor:
         return TrialOutcome(trial_row(base), steps, links)
 
 
-def config_columns(spec: RunSpec) -> dict:
-    """The settings that change results, recorded with every trial (reports show and group by them)."""
-    t, m = spec.train, spec.model
+def trial_columns(trial: Trial) -> dict:
+    """What every row of a trial records, finished or failed: its sweep labels and the settings
+    that change results (``harness.results.schema.run_settings``)."""
+    run = trial.checked_or_none()
+    settings = (
+        run.settings(trial.execution) if run is not None else run_settings(trial.run_spec(), None, trial.execution)
+    )
     return {
-        "runtime": spec.runtime,
-        "dtype": spec.compute.dtype,
-        "codec": spec.compute.codec if spec.compute.mode == "modeled" else "real",
-        "boundary_grad": t.boundary_grad,
-        "grad_clip": t.grad_clip,
-        "norm_eps": m.norm_eps,
-        "lr": t.lr,
-        "warmup": t.warmup,
-        "batch": t.batch,
-        "micro_batches": t.micro_batches,
-        "schedule": t.schedule,
-        "model": m.label,
-        "d_model": m.d_model,
-        "n_layers": m.n_layers,
-        "ctx": m.ctx,
-        "dataset": spec.data.dataset,
+        **settings,
+        "trial_id": trial.trial_id,
+        "suite": trial.suite,
+        "compressor": trial.compressor,
+        "rate": trial.rate,
+        "fwd": str(trial.fwd),
+        "bwd": str(trial.bwd),
+        "direction": _direction(trial),
+        "mode": trial.mode,
+        "variant": trial.variant,
     }
 
 
@@ -173,7 +136,7 @@ def _direction(trial: Trial) -> str:
 
 
 def link_rows(trial_id: str, result) -> list[dict]:
-    """Per link, direction and schedule window: rate applied, bytes sent, achieved rate;
+    """Per link, direction and link-plan window: rate applied, bytes sent, achieved rate;
     plus one whole-run row (window -1) with the interface-counter cross-check."""
     out = []
     span_end = max(r["end"] for r in result.steps)
@@ -227,26 +190,7 @@ def link_rows(trial_id: str, result) -> list[dict]:
 
 
 def failed_row(trial: Trial, error: str) -> dict:
-    return trial_row(
-        {
-            "trial_id": trial.trial_id,
-            "suite": trial.suite,
-            "compressor": trial.compressor,
-            "rate": trial.rate,
-            "fwd": str(trial.fwd),
-            "bwd": str(trial.bwd),
-            "direction": _direction(trial),
-            "mode": trial.mode,
-            "compute": trial.compute,
-            "execution": trial.execution,
-            "seed": trial.seed,
-            "variant": trial.variant,
-            **config_columns(trial.run_spec()),
-            "status": "failed",
-            "error": error,
-            "finished_at": time.time(),
-        }
-    )
+    return trial_row({**trial_columns(trial), "status": "failed", "error": error, "finished_at": time.time()})
 
 
 def _run_in_child(trial: Trial, run_dir: Path) -> TrialOutcome:

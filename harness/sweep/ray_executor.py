@@ -27,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from basics.errors import ConfigError
 from harness.results.store import ResultStore
 from harness.sweep.suite import Trial
 from testbed.capabilities import is_root
-from testbed.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,10 @@ def _require_ray() -> Any:
     return ray
 
 
-def _run_remote(trial_json: str, run_dir: str, queue: Any) -> Any:
-    """Body of a Ray task: one trial, on this node, with progress sent to the driver."""
+def _run_remote(trial: Trial, run_dir: str, queue: Any) -> Any:
+    """Body of a Ray task: one trial, on this node, with progress sent to the driver. The trial
+    travels pickled, with the run the driver checked when it loaded the suite (not checked again)."""
     from harness.sweep.executor import LocalExecutor
-
-    trial = Trial.model_validate_json(trial_json)
 
     def progress(p: dict) -> None:
         try:
@@ -115,9 +114,7 @@ class RayExecutor:
                 batch = [t for t in trials if (t.execution == "twin") == (phase == "twin")]
                 refs = {}
                 for trial in batch:
-                    ref = task.options(**resources_of(trial)).remote(
-                        trial.model_dump_json(), str(out / "runs" / trial.trial_id), queue
-                    )
+                    ref = task.options(**resources_of(trial)).remote(trial, str(out / "runs" / trial.trial_id), queue)
                     refs[ref] = trial
                     emit("start", trial, {})
                 self._collect(refs, queue, store, emit, record_failure)

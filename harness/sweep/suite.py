@@ -9,6 +9,7 @@ axes:
     - {label: none, fwd: none, bwd: none}
     - {label: topk-fwd, fwd: topk, bwd: none}
     - {label: column, fwd: column, bwd: column}
+    - {label: topk, fwd: topk, bwd: topk, rates: [0.9]}   # this choice only at these rates
   rate: [0.1, 0.5, 0.9]        # given to every compressor that takes a rate and has none
   mode: [train, infer]
   compute: [real, modeled]
@@ -32,13 +33,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from harness.compressors import resolve
-from harness.runtime.config import RunSpec, build_spec, check_spec
-from testbed.errors import ConfigError, from_validation
+from basics.errors import ConfigError, from_validation
+from basics.yamlfile import read_yaml
+from harness.compressors.rates import takes_rate, with_rate
+from harness.config.schema import RunSpec, build_spec
+from harness.runtime.check import CheckedRun, check_run
+from testbed.topology import Topology
 from testbed.topology_file import load_topology
-from testbed.yamlfile import read_yaml
 
 AXES = ("compressor", "rate", "mode", "compute", "execution", "runtime", "seed", "backend", "set")
 
@@ -48,6 +51,9 @@ class CompressorChoice(BaseModel):
     label: str
     fwd: Any = "none"
     bwd: Any = "none"
+    # this choice's own rate axis (instead of the suite's ``rate``): a sweep of a few
+    # compressor x rate points without the full product (e.g. the scaling tier)
+    rates: list[float] | None = Field(None, min_length=1)
 
 
 class Axes(BaseModel):
@@ -95,6 +101,27 @@ class Trial(BaseModel):
     spec: dict[str, Any]
     runtime: str = "pipenem"
     overrides: dict[str, Any] = {}  # this trial's values of the ``set`` axis
+    # the run checked once when the suite was loaded (travels with the trial to pool processes
+    # and Ray tasks; not part of its id or its JSON)
+    _checked: CheckedRun | None = PrivateAttr(default=None)
+
+    @property
+    def checked(self) -> CheckedRun:
+        """The checked run (checked now if this trial did not come from :func:`load_suite`)."""
+        if self._checked is None:
+            self._checked = check_run(self.run_spec())
+        return self._checked
+
+    @checked.setter
+    def checked(self, run: CheckedRun) -> None:
+        self._checked = run
+
+    def checked_or_none(self) -> CheckedRun | None:
+        """The checked run, or None if this trial's config does not pass the check."""
+        try:
+            return self.checked
+        except ConfigError:
+            return None
 
     @property
     def variant(self) -> str:
@@ -103,31 +130,6 @@ class Trial(BaseModel):
 
     def run_spec(self) -> RunSpec:
         return RunSpec.model_validate(self.spec)
-
-
-def _with_rate(c: Any, rate: float | None) -> Any:
-    """``c`` with ``rate`` filled in where it takes one and has none; otherwise ``c`` unchanged."""
-    if rate is None:
-        return c
-    d = {"name": c} if isinstance(c, str) else c
-    if not isinstance(d, dict) or "name" not in d:
-        return c
-    try:
-        cls = resolve(str(d["name"]))
-    except ConfigError:
-        return c  # validation names the unknown compressor, with the axis value
-    if cls.takes_rate() and "rate" not in d and not any(k in d for k in cls.rate_instead):
-        return {**d, "rate": rate}
-    if cls.wraps() and "inner" in d:
-        inner = _with_rate(d["inner"], rate)
-        if inner != d["inner"]:
-            return {**d, "inner": inner}
-    return c
-
-
-def _takes_rate(c: Any) -> bool:
-    """Whether the rate axis applies: a compressor with a rate parameter that has none yet."""
-    return _with_rate(c, 0.5) != c
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
@@ -145,24 +147,21 @@ def _nested(path: str, value: Any) -> dict:
     return out
 
 
-def topology_digest(path: str) -> str:
+def topology_digest(topo: Topology) -> str:
     """What a topology *is* (its parsed model, trace samples included), as a short hash."""
-    try:
-        topo = load_topology(path)
-    except (ConfigError, OSError):
-        return path  # reported when the suite is loaded; the id then falls back to the path
     # exclude_defaults: a field added to the model later (with its default) keeps old ids valid
     return "sha256:" + hashlib.sha256(topo.model_dump_json(exclude_defaults=True).encode()).hexdigest()[:16]
 
 
-def expand(suite: Suite) -> list[Trial]:
-    """Every trial of the suite, in a stable order; compressors without a rate appear once."""
+def expand(suite: Suite, topology: Topology | None = None) -> list[Trial]:
+    """Every trial of the suite, in a stable order; compressors without a rate appear once.
+    ``topology``: the suite's topology already read (else its file is read here)."""
     ax = suite.axes
     trials, seen = [], set()
-    topo_key = topology_digest(suite.topology)
-    for choice, rate, mode, compute, execution, runtime, seed, backend, overrides in itertools.product(
-        ax.compressor,
-        ax.rate or [None],
+    topo_key = topology_digest(topology if topology is not None else load_topology(suite.topology))
+    points = [(c, r) for c in ax.compressor for r in (c.rates or ax.rate or [None])]
+    for (choice, rate), mode, compute, execution, runtime, seed, backend, overrides in itertools.product(
+        points,
         ax.mode,
         ax.compute,
         ax.execution,
@@ -171,9 +170,9 @@ def expand(suite: Suite) -> list[Trial]:
         ax.backend,
         ax.variants(),
     ):
-        rated = _takes_rate(choice.fwd) or _takes_rate(choice.bwd)
+        rated = takes_rate(choice.fwd) or takes_rate(choice.bwd)
         r = rate if rated else None
-        fwd, bwd = _with_rate(choice.fwd, r), _with_rate(choice.bwd, r)
+        fwd, bwd = with_rate(choice.fwd, r), with_rate(choice.bwd, r)
         if execution == "twin" and (compute == "modeled" or backend != "netns"):
             continue  # the twin has no network and real compute only: those axes do not apply
         if execution == "twin" and runtime != "pipenem":
@@ -240,7 +239,8 @@ def load_suite(path: str | Path) -> tuple[Suite, list[Trial]]:
     if not topo.is_file():
         raise ConfigError("topology", f"topology file {str(topo)!r} not found", str(path))
     suite = suite.model_copy(update={"topology": str(topo.resolve())})
-    trials = expand(suite)
+    topology = load_topology(suite.topology)  # read once for every trial (its errors name its own file)
+    trials = expand(suite, topology)
     if not trials:
         raise ConfigError("axes", "the sweep is empty", str(path))
     for t in trials:
@@ -249,7 +249,7 @@ def load_suite(path: str | Path) -> tuple[Suite, list[Trial]]:
         except ConfigError as exc:
             raise ConfigError(_axis_field(t, exc.field), exc.message, str(path)) from None
         try:
-            check_spec(spec)
+            t.checked = check_run(spec, topology)
         except ConfigError as exc:
             # before anything runs: name the axis value that produced the bad trial
             raise ConfigError(_axis_field(t, exc.field), exc.message, str(path)) from None

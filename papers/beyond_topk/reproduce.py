@@ -15,8 +15,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.runtime.config import build_spec
-from harness.runtime.outdir import exclusive
+from harness.results.outdir import exclusive
 from harness.sweep.suite import load_suite
 
 console = Console()
@@ -26,24 +25,17 @@ FIDELITY_RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
 def fidelity_rows(conv_suite_path: Path, r: int = 8) -> list[dict]:
     """sin Θ vs rate for column, row and TopK on (a) a real activation of the convergence model
     at boundary 0–1 (untrained, on its data) and (b) a synthetic low-rank activation."""
-    import torch
-
     from harness.compressors import build
     from harness.compressors.fidelity import measure, synthetic_activation
-    from harness.runtime.data import Batches, load_streams
-    from harness.runtime.model import build_stages
+    from harness.model.capture import boundary_activation
     from papers.beyond_topk.bounds import bound_for
 
     suite, trials = load_suite(conv_suite_path)
-    spec = build_spec(trials[0].spec)
-    stages = build_stages(spec.model, spec.resolved_partition(spec.stage_count()), spec.seed)
-    train, _ = load_streams(spec.data, spec.seed)
-    x, _ = Batches(train, spec.model.ctx, 4, spec.seed).get(0)
-    with torch.no_grad():
-        real = stages[0](x)
+    run = trials[0].checked
+    real, _ = boundary_activation(run.spec, run.partition, 0)
     sources = {
         f"activation 0-1 of {suite.name} model": real,
-        "synthetic low-rank": synthetic_activation((4, spec.model.ctx, spec.model.d_model), rank=r, seed=0),
+        "synthetic low-rank": synthetic_activation(real.shape, rank=r, seed=0),
     }
     rows = []
     for source, tensor in sources.items():
@@ -75,7 +67,8 @@ def reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
 
 def _reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
     from harness.sweep.progress import sweep_with_progress
-    from papers.beyond_topk import SUITES, TITLE, repo_file, report
+    from papers.beyond_topk.paper import SUITES, TITLE, repo_file
+    from papers.beyond_topk.report import report
     from reports.console import summary_table, verdict_table
     from reports.tables import load
 

@@ -1,20 +1,22 @@
 """Validated configuration of one pipeline run (model, data, schedule, compression, compute).
 
 A :class:`RunSpec` is self-contained and serializable: topology + config + seed. The
-launcher writes it to JSON for the stage workers; a sweep hands it to an executor.
+launcher writes it to JSON for the stage workers; a sweep hands it to an executor. This is the
+schema alone: what needs the topology, the model's library or the compressors is checked once
+per run by ``harness.runtime.check.check_run``.
 """
 
 from __future__ import annotations
 
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
-from testbed.errors import ConfigError, FieldError, from_validation
-from testbed.yamlfile import read_yaml
+from basics.errors import ConfigError, FieldError, from_validation
+from basics.yamlfile import read_yaml
+from harness.config.profiles import BUILTIN
 
 PAPER_HEADS = 24
 
@@ -66,7 +68,8 @@ class ModelConfig(_Strict):
 
 class HFModelConfig(_Strict):
     """A Hugging Face transformers causal LM from its config alone (random init, offline):
-    ``{hf: llama, config: {hidden_size: 64, ...}, ctx: 128}`` (see ``hf.py``)."""
+    ``{hf: llama, config: {hidden_size: 64, ...}, ctx: 128}`` (see ``harness/model/hf.py``). Its
+    width, depth and vocabulary are the transformers config's: ``harness.model.geometry`` reads them."""
 
     hf: str  # a transformers model type: gpt2, llama, qwen2, mistral, …
     config: dict[str, Any] = {}  # fields of that model type's config (typos refused)
@@ -75,28 +78,6 @@ class HFModelConfig(_Strict):
     @property
     def label(self) -> str:
         return f"hf:{self.hf}"
-
-    @cached_property
-    def built(self) -> Any:
-        from harness.runtime.hf import build_config
-
-        return build_config(self.hf, self.config)
-
-    @property
-    def d_model(self) -> int:
-        return int(self.built.hidden_size)
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.built.num_hidden_layers)
-
-    @property
-    def vocab(self) -> int:
-        return int(self.built.vocab_size)
-
-    @property
-    def norm_eps(self) -> float | None:
-        return getattr(self.built, "rms_norm_eps", None) or getattr(self.built, "layer_norm_epsilon", None)
 
 
 class FactoryModelConfig(_Strict):
@@ -170,7 +151,7 @@ class TrainConfig(_Strict):
     # exact: it is the gradient of the network that actually ran (see README, row masking).
     boundary_grad: Literal["exact", "straight-through"] = "exact"
     # Fail a run whose link is down, or crawls with data queued, for longer than this many
-    # seconds (default: 10× the largest message's transfer time at the scheduled rate, ≥ 30 s).
+    # seconds (default: 10× the largest message's transfer time at the planned rate, ≥ 30 s).
     stall_timeout: float | None = Field(None, gt=0)
     compress_inference: bool = True  # inference with C_fwd (False: measure the train/infer mismatch)
     target_loss: float | None = None
@@ -210,8 +191,6 @@ class ComputeConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> ComputeConfig:
         if not _TORCH_DEVICE.fullmatch(self.device):
-            from harness.runtime.devices import BUILTIN
-
             hint = (
                 f"{self.device!r} is a device profile: write compute.profile: {self.device} "
                 if self.device in BUILTIN or self.device.endswith((".yaml", ".yml"))
@@ -237,83 +216,6 @@ class RunSpec(_Strict):
     compression: CompressionConfig = CompressionConfig()
     compute: ComputeConfig = ComputeConfig()
     log_every: int = Field(1, ge=1)
-
-    def stage_count(self) -> int:
-        from testbed.topology_file import load_topology
-
-        return load_topology(self.topology).stages
-
-    def resolved_partition(self, stages: int) -> list[int]:
-        if self.partition is not None:
-            return list(self.partition)
-        base, extra = divmod(self.model.n_layers, stages)
-        return [base + (1 if i < extra else 0) for i in range(stages)]
-
-
-def check_spec(spec: RunSpec) -> tuple[list[int], int]:
-    """Cross-checks that need the topology: (partition, stages). ConfigError naming the field."""
-    from harness.compressors import build
-
-    stages = spec.stage_count()
-    check_model(spec.model, spec.data)
-    part = spec.resolved_partition(stages)
-    if len(part) != stages:
-        raise ConfigError("partition", f"has {len(part)} entries but the topology has {stages} stages")
-    if sum(part) != spec.model.n_layers or min(part) < 0:
-        raise ConfigError(
-            "partition", f"{part} covers {sum(part)} blocks, the model has n_layers = {spec.model.n_layers}"
-        )
-    if spec.model.n_layers < stages and spec.partition is None:
-        raise ConfigError(
-            "partition",
-            f"{spec.model.n_layers} layers cannot fill {stages} stages; give a partition with empty stages explicitly",
-        )
-    fwd = build(spec.compression.fwd, "compression.fwd")
-    bwd = build(spec.compression.bwd, "compression.bwd")
-    shape = (spec.train.batch // spec.train.micro_batches, spec.model.ctx, spec.model.d_model)
-    fwd.check_shape(shape)
-    bwd.check_shape(shape)
-    if spec.train.mode == "train":
-        bwd.check_forward(fwd)
-    from harness.runtime.torch_stage import check_schedule, check_torch_runtime
-
-    check_schedule(spec)
-    if spec.runtime == "torch":
-        check_torch_runtime(spec, fwd, bwd)
-    from harness.runtime.devices import check_torch_device, load_profile
-
-    check_torch_device(spec.compute.device)
-    if spec.compute.mode == "modeled":
-        profile = load_profile(spec.compute.profile)
-        if spec.compute.codec == "modeled" and profile.mem_bandwidth is None:
-            raise ConfigError("compute.codec", f"profile {profile.name!r} has no mem_bandwidth to model the codec with")
-    else:
-        from harness.runtime.data import data_files
-
-        data_files(spec.data)  # the files exist now, not when a worker reads them after bring-up
-    return part, stages
-
-
-def check_model(model: AnyModel, data: DataConfig | None = None) -> None:
-    """What only the model's own library can say (a transformers config's fields, a factory's
-    import), and the data's needs: a vocabulary that holds every token id (bytes: 256; a
-    ``data.tokenizer``: its vocabulary)."""
-    field = "model.vocab"
-    if isinstance(model, HFModelConfig):
-        _ = model.built  # unknown config fields, an unknown model type: refused here
-        field = "model.config.vocab_size"
-    elif isinstance(model, FactoryModelConfig):
-        from harness.runtime.factory import load_factory
-
-        load_factory(model.factory)
-    if data is not None and data.tokenizer is not None:
-        from harness.runtime.data import load_tokenizer
-
-        need = load_tokenizer(data.tokenizer).vocab
-        if model.vocab < need:
-            raise ConfigError(field, f"{model.vocab} is below the tokenizer's vocabulary ({need} ids)")
-    elif model.vocab < 256:
-        raise ConfigError(field, f"{model.vocab} is below 256: the datasets are byte-level (256 token ids)")
 
 
 def build_spec(data: Any, source: str | None = None) -> RunSpec:

@@ -1,9 +1,9 @@
-"""The seeded, time-varying link schedule.
+"""The seeded, time-varying link plan (what each link is shaped to, window by window).
 
 Given a topology, the sequence of (time, window, link, direction, state) is fully
 determined by its seed: each value is drawn from a generator seeded with
 ``(seed, channel key, window)``, so it does not depend on the order of queries,
-on how far the schedule was read, or on which other links exist.
+on how far the plan was read, or on which other links exist.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from testbed.topology import Channel, Topology
 
 
 @dataclass(frozen=True)
-class RateEvent:
+class PlanEvent:
     """From ``t`` seconds after bring-up, ``channel`` is shaped to ``state``."""
 
     t: float
@@ -41,7 +41,7 @@ class RateEvent:
         }
 
 
-class Schedule:
+class LinkPlan:
     """Every channel's state at every window, reproducible from the topology's seed."""
 
     def __init__(self, topology: Topology) -> None:
@@ -80,10 +80,10 @@ class Schedule:
             times.update(k * p.resample_every for k in range(math.ceil(until / p.resample_every)))
         return sorted(t for t in times if t < until)
 
-    def initial(self) -> list[RateEvent]:
+    def initial(self) -> list[PlanEvent]:
         return [e for e in self.events(until=1e-9)]
 
-    def events(self, until: float) -> list[RateEvent]:
+    def events(self, until: float) -> list[PlanEvent]:
         """Every state change in [0, until), sorted by time (window 0 = bring-up). A topology
         event starts and ends windows of its own; the values drawn for the natural windows
         do not depend on whether there are events."""
@@ -102,7 +102,7 @@ class Schedule:
                     else:
                         state = replace(state, rate_bps=base_value("bandwidth", ev.bandwidth, ev.bandwidth.value))
                     note = ev.describe()
-                out.append(RateEvent(t=t, window=w, link=label, direction=ch.direction, state=state, event=note))
+                out.append(PlanEvent(t=t, window=w, link=label, direction=ch.direction, state=state, event=note))
         out.sort(key=lambda e: (e.t, e.link, e.direction))
         return out
 

@@ -17,7 +17,7 @@ from typing import Any
 from pyroute2 import IPRoute, NetlinkError, netns
 
 from testbed import shaping
-from testbed.backend import Backend, LinkEnd, LinkInfo
+from testbed.backends.base import Backend, LinkEnd, LinkInfo
 from testbed.capabilities import require_for
 from testbed.linkstate import LinkState
 from testbed.registry import proc_start_time
@@ -45,7 +45,7 @@ class NetnsBackend(Backend):
     # ------------------------------------------------------------------ create
     def _create(self) -> None:
         topo = self.topology
-        initial = {(e.link, e.direction): e.state for e in self.schedule.initial()}
+        initial = {(e.link, e.direction): e.state for e in self.plan.initial()}
         self.hosts = [ns_name(self.run_id, i) for i in range(topo.stages)]
         bottleneck_of = {link: bn for bn in topo.bottlenecks for link in bn.links}
         routers = {bn.name: (f"{self.run_id}-{bn.name}a", f"{self.run_id}-{bn.name}b") for bn in topo.bottlenecks}
@@ -166,7 +166,7 @@ class NetnsBackend(Backend):
         )
         self.shaped.append((ns, ifname, label, direction))
 
-    def scheduler_config(self) -> dict:
+    def applier_config(self) -> dict:
         return {"shaped": self.shaped}
 
     # ------------------------------------------------------------------ destroy
@@ -185,7 +185,7 @@ class NetnsBackend(Backend):
         return out
 
     def exec_argv(self, stage: int, argv: list[str]) -> list[str]:
-        return [sys.executable, "-m", "testbed.nsenter", self.hosts[stage], "--", *argv]
+        return [sys.executable, "-m", "testbed.backends.nsenter", self.hosts[stage], "--", *argv]
 
 
 def host_address(stage: int) -> str:

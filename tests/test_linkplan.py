@@ -1,10 +1,10 @@
-"""The seeded, time-varying schedule."""
+"""The seeded, time-varying link plan."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from testbed.bandwidth import Schedule
+from testbed.linkplan import LinkPlan
 from testbed.topology import build_topology
 from testbed.topology_file import load_topology
 from tests.conftest import TOPOLOGIES
@@ -16,22 +16,22 @@ def _paper(seed: int = 0):
 
 
 def test_same_seed_same_values_different_seed_different_values() -> None:
-    a = [e.row() for e in Schedule(_paper(0)).events(60)]
-    b = [e.row() for e in Schedule(_paper(0)).events(60)]
-    c = [e.row() for e in Schedule(_paper(1)).events(60)]
+    a = [e.row() for e in LinkPlan(_paper(0)).events(60)]
+    b = [e.row() for e in LinkPlan(_paper(0)).events(60)]
+    c = [e.row() for e in LinkPlan(_paper(1)).events(60)]
     assert a == b
     assert [r["rate_bps"] for r in a] != [r["rate_bps"] for r in c]
 
 
-def test_values_do_not_depend_on_how_far_the_schedule_was_read() -> None:
-    s = Schedule(_paper())
+def test_values_do_not_depend_on_how_far_the_plan_was_read() -> None:
+    s = LinkPlan(_paper())
     short = {(e.link, e.direction, e.window): e.state for e in s.events(25)}
     long = {(e.link, e.direction, e.window): e.state for e in s.events(300)}
-    assert all(long[k] == v for k, v in short.items())
+    assert len(short) > 10 and all(long[k] == v for k, v in short.items())
 
 
 def test_windows_follow_resample_every() -> None:
-    events = Schedule(_paper()).events(35)
+    events = LinkPlan(_paper()).events(35)
     times = sorted({e.t for e in events})
     assert times == [0.0, 10.0, 20.0, 30.0]
     assert len(events) == 4 * 14
@@ -48,7 +48,7 @@ def test_truncated_normal_statistics() -> None:
             },
         }
     )
-    rates = np.array([e.state.rate_bps for e in Schedule(topo).events(4000) if e.direction == "forward"]) / 1e6
+    rates = np.array([e.state.rate_bps for e in LinkPlan(topo).events(4000) if e.direction == "forward"]) / 1e6
     assert rates.min() >= 60  # truncated, never below min
     # mean of N(80, 40) truncated at 60: 80 + 40 * phi(-0.5) / (1 - Phi(-0.5)) = 100.4
     assert abs(rates.mean() - 100.4) < 2.5
@@ -56,7 +56,7 @@ def test_truncated_normal_statistics() -> None:
 
 def test_both_directions_of_a_symmetric_link_share_a_draw() -> None:
     for e_f, e_b in zip(
-        *[[e for e in Schedule(_paper()).events(30) if e.direction == d] for d in ("forward", "backward")], strict=True
+        *[[e for e in LinkPlan(_paper()).events(30) if e.direction == d] for d in ("forward", "backward")], strict=True
     ):
         assert e_f.state == e_b.state and e_f.link == e_b.link
 
@@ -64,7 +64,7 @@ def test_both_directions_of_a_symmetric_link_share_a_draw() -> None:
 def test_trace_changes_at_its_change_points(tmp_path) -> None:
     (tmp_path / "t.csv").write_text("time_s,value\n0,30\n3,90\n")
     (tmp_path / "t.yaml").write_text("name: x\nstages: 2\nlinks: [{between: [0, 1], trace: t.csv, trace_unit: Mbit}]\n")
-    s = Schedule(load_topology(tmp_path / "t.yaml"))
+    s = LinkPlan(load_topology(tmp_path / "t.yaml"))
     fwd = [(e.t, e.state.rate_bps) for e in s.events(12) if e.direction == "forward"]
     assert fwd == [(0.0, 30e6), (3.0, 90e6), (6.0, 30e6), (9.0, 90e6)]
     assert s.at(4.0)[("0-1", "forward")].rate_bps == 90e6
@@ -89,7 +89,7 @@ def test_a_crawl_counts_only_while_data_waits_and_only_the_latest_run() -> None:
     ch = _channel([(0, 0, 5000, 3), (1, 10_000_000, 0, 0)] + [(2 + i, 10_000_000 + 70 * i, 0, 1) for i in range(8)])
     text, since, shaped = LinkWatch._crawl(ch, rate)
     assert text.startswith("490 bytes moved in 7 s with data waiting throughout") and since == 2 and not shaped
-    assert "the schedule gives 80.0 Mbit/s" in text
+    assert "the plan gives 80.0 Mbit/s" in text
     # an idle link (a stage computing): nothing waits, nothing moves — not a crawl
     assert LinkWatch._crawl(_channel([(i, 100, 0, 0) for i in range(10)]), rate)[0] == ""
     # a busy healthy link: data waits and moves at the rate

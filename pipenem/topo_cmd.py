@@ -12,12 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from basics.errors import ConfigError
+from basics.units import format_rate
 from testbed.capabilities import doctor as run_doctor
-from testbed.errors import ConfigError
 from testbed.registry import all_records
 from testbed.topology import Topology
 from testbed.topology_file import load_topology
-from testbed.units import format_rate
 
 console = Console()
 topo_app = typer.Typer(help="Validate, inspect, bring up, probe and clean emulated topologies.", no_args_is_help=True)
@@ -70,16 +70,16 @@ def validate(file: FileArg) -> None:
 @topo_app.command("show")
 def show(
     file: FileArg,
-    windows: Annotated[int, typer.Option(help="how many schedule windows of each link to list")] = 3,
+    windows: Annotated[int, typer.Option(help="how many link-plan windows of each link to list")] = 3,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The resolved links and the first values the seeded schedule will apply."""
-    from testbed.bandwidth import Schedule
+    """The resolved links and the first values the seeded link plan will apply."""
+    from testbed.linkplan import LinkPlan
 
     if windows < 1:
         raise ConfigError("--windows", f"must be at least 1, got {windows}")
     topo = load_topology(file)
-    sched = Schedule(topo)
+    sched = LinkPlan(topo)
     horizon = max([1e4] + [ev.end + 1 for ev in topo.events])
     events = sched.events(until=horizon)
     rows = []
@@ -147,7 +147,7 @@ def up(
     ] = None,
     backend: Annotated[str, typer.Option(help="netns or docker")] = "netns",
 ) -> None:
-    """Bring a topology up. In the foreground it applies the schedule until Ctrl-C/SIGTERM."""
+    """Bring a topology up. In the foreground it applies the link plan until Ctrl-C/SIGTERM."""
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError("--for", f"must be a finite number of seconds > 0, got {seconds}")
     topo = load_topology(file)
@@ -155,12 +155,14 @@ def up(
     b.up()
     if detach:
         _print_hosts(b)
-        how = f"its schedule applied by process {b.scheduler_pid}" if b.scheduler_pid else "its rates are constant"
+        how = f"its link plan applied by process {b.applier_pid}" if b.applier_pid else "its rates are constant"
         console.print(f"[yellow]detached[/]: run {b.run_id} stays up, {how}; `pipenem topo down {b.run_id}` removes it")
         return
     try:
         _print_hosts(b)
-        console.print("up; applying the schedule. Ctrl-C tears it down." if seconds is None else f"up for {seconds:g}s")
+        console.print(
+            "up; applying the link plan. Ctrl-C tears it down." if seconds is None else f"up for {seconds:g}s"
+        )
         deadline = time.time() + seconds if seconds is not None else float("inf")
         while time.time() < deadline:
             time.sleep(min(0.5, max(deadline - time.time(), 0)))
@@ -250,44 +252,26 @@ def probe_cmd(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Bring up, measure every link's TCP goodput both ways, tear down."""
-    from testbed.probe import probe
+    from testbed.probe import probe, probe_targets
 
     for name, value in (("--seconds", seconds), ("--interval", interval)):
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(name, f"must be a finite number of seconds > 0, got {value}")
     topo = load_topology(file)
-    if link is not None and link not in {f"{i}-{i + 1}" for i in range(topo.stages - 1)}:
-        raise ConfigError(
-            "--link", f"{link!r} is not a link of {topo.name} (links are 0-1 .. {topo.stages - 2}-{topo.stages - 1})"
-        )
-    if direction not in (None, "forward", "backward"):
-        raise ConfigError("--direction", "must be forward or backward")
+    targets = probe_targets(topo, link, direction)
     results = []
-    with _backend(topo, backend=backend) as b:
-        targets = [
-            (i, d)
-            for i in range(topo.stages - 1)
-            for d in ("forward", "backward")
-            if (link is None or f"{i}-{i + 1}" == link) and (direction is None or d == direction)
-        ]
-        with console.status("probing") as status:
-            for i, d in targets:
-                status.update(f"probing link {i}-{i + 1} {d} ({seconds:g}s)")
-                results.append(probe(b, i, d, seconds=seconds, interval=interval))
+    with _backend(topo, backend=backend) as b, console.status("probing") as status:
+        for i, d in targets:
+            status.update(f"probing link {i}-{i + 1} {d} ({seconds:g}s)")
+            results.append(probe(b, i, d, seconds=seconds, interval=interval))
     if json_out:
-        print(
-            json.dumps(
-                {
-                    "topology": topo.name,
-                    "seed": topo.seed,
-                    "backend": backend,
-                    "shaper": topo.shaper,
-                    "results": [r.row() for r in results],
-                },
-                indent=1,
-            )
-        )
+        doc = {"topology": topo.name, "seed": topo.seed, "backend": backend, "shaper": topo.shaper}
+        print(json.dumps({**doc, "results": [r.row() for r in results]}, indent=1))
         return
+    _print_probe(topo, results, backend, seconds, timeline)
+
+
+def _print_probe(topo: Topology, results: list, backend: str, seconds: float, timeline: bool) -> None:
     table = Table(
         title=f"{topo.name}: TCP goodput per link ({backend} backend, {topo.shaper}, seed {topo.seed}, "
         f"{seconds:g}s transfers, first {0.3:g}s excluded)"
@@ -307,16 +291,17 @@ def probe_cmd(
     console.print(
         "ratio ceiling ≈ 0.956: TCP payload per Ethernet frame (1448 of 1514 bytes); the shaper counts frames."
     )
-    if timeline:
-        for r in results:
-            t = Table(title=f"link {r.link} {r.direction}: timeline")
-            for col in ("t (s)", "configured", "achieved", "ratio"):
-                t.add_column(col, justify="right")
-            for row in r.timeline:
-                t.add_row(
-                    f"{row['t']:.1f}",
-                    format_rate(row["configured_bps"]),
-                    format_rate(row["achieved_bps"]),
-                    f"{row['achieved_bps'] / row['configured_bps']:.3f}",
-                )
-            console.print(t)
+    if not timeline:
+        return
+    for r in results:
+        t = Table(title=f"link {r.link} {r.direction}: timeline")
+        for col in ("t (s)", "configured", "achieved", "ratio"):
+            t.add_column(col, justify="right")
+        for row in r.timeline:
+            t.add_row(
+                f"{row['t']:.1f}",
+                format_rate(row["configured_bps"]),
+                format_rate(row["achieved_bps"]),
+                f"{row['achieved_bps'] / row['configured_bps']:.3f}",
+            )
+        console.print(t)

@@ -1,21 +1,22 @@
-"""A real boundary activation of a configured run, for ``pipenem fidelity --config``."""
+"""A real boundary activation of a configured run, for fidelity tables (``pipenem fidelity
+--config``, a paper's reproduction)."""
 
 from __future__ import annotations
 
 import torch
 
-from harness.runtime.config import RunSpec, check_spec
-from harness.runtime.data import Batches, load_streams
-from harness.runtime.model import build_stages
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
+from harness.config.schema import RunSpec
+from harness.model.data import Batches, load_streams
+from harness.model.stages import build_stages
 
 
-def boundary_activation(spec: RunSpec, boundary: int | None = None) -> tuple[torch.Tensor, int]:
+def boundary_activation(spec: RunSpec, partition: list[int], boundary: int | None = None) -> tuple[torch.Tensor, int]:
     """(the tensor stage ``boundary`` sends to stage ``boundary + 1``, boundary): the first
     micro-batch of step 0 of the run's data through its model at initialisation (the seed's
     weights), exactly what the first forward message on that link carries before compression.
     Default boundary: the middle one."""
-    partition, stages = check_spec(spec)
+    stages = len(partition)
     if stages < 2:
         raise ConfigError("--boundary", "the topology has one stage: no boundary to capture")
     k = (stages - 1) // 2 if boundary is None else boundary

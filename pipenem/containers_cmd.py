@@ -20,7 +20,7 @@ def build(
     ] = False,
 ) -> None:
     """Build the stage image. Default: offline (`docker import` + the host's Python bind-mounted)."""
-    from testbed.docker import _client, build_offline_image, code_root, host_mounts
+    from testbed.backends.docker import _client, build_offline_image, code_root, host_mounts
 
     client = _client()
     if dockerfile:

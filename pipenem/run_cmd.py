@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from harness.runtime.outdir import exclusive
+from basics.errors import ConfigError
+from harness.results.outdir import exclusive
 from harness.sweep.progress import console, sweep_with_progress
 from harness.sweep.suite import load_suite
-from testbed.errors import ConfigError
 
 
 def run_cmd(

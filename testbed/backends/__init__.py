@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from testbed.backend import Backend
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
+from testbed.backends.base import Backend
 from testbed.registry import RunRecord, applied_log
 from testbed.topology import Topology
 
@@ -20,12 +20,12 @@ def make_backend(
     """A backend by name. ``shared_dirs`` are folders the hosts' commands read and write
     (bind-mounted into containers; plain namespaces share the filesystem anyway)."""
     if name == "netns":
-        from testbed.netns import NetnsBackend
+        from testbed.backends.netns import NetnsBackend
 
         return NetnsBackend(topology, run_id=run_id, detached=detached)
     if name == "docker":
         try:
-            from testbed.docker import DockerBackend
+            from testbed.backends.docker import DockerBackend
         except ImportError:
             raise ConfigError("backend", "the docker backend is not available in this version") from None
         return DockerBackend(topology, run_id=run_id, detached=detached, shared_dirs=shared_dirs)
@@ -34,11 +34,11 @@ def make_backend(
 
 def destroy_record(record: RunRecord) -> list[str]:
     """Remove exactly the resources a run recorded, then its record."""
-    from testbed.netns import destroy_resources
+    from testbed.backends.netns import destroy_resources
 
     removed = []
     if any(r["kind"] == "container" for r in record.resources):
-        from testbed.docker import destroy_containers
+        from testbed.backends.docker import destroy_containers
 
         removed += destroy_containers(record.resources)
     removed += destroy_resources(record.resources)

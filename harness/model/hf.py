@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
 
 DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout", "dropout")
 

@@ -27,8 +27,8 @@ from typing import Any
 
 from pyroute2 import netns
 
-from testbed.errors import UnsupportedError
-from testbed.netns import NetnsBackend
+from basics.errors import UnsupportedError
+from testbed.backends.netns import NetnsBackend
 from testbed.topology import Topology
 
 log = logging.getLogger(__name__)

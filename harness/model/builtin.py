@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.runtime.config import AnyModel, FactoryModelConfig, HFModelConfig, ModelConfig
+from harness.config.schema import ModelConfig
 
 
 class RMSNorm(nn.Module):
@@ -90,20 +90,6 @@ class Stage(nn.Module):
         return x
 
 
-def build_stages(cfg: AnyModel, partition: list[int], seed: int) -> list[nn.Module]:
-    """The stages of any model a run names: the built-in decoder, a transformers model
-    (``hf.py``) or a user factory (``factory.py``); every process builds the same ones."""
-    if isinstance(cfg, HFModelConfig):
-        from harness.runtime.hf import build_hf_stages
-
-        return build_hf_stages(cfg.hf, cfg.config, partition, seed)
-    if isinstance(cfg, FactoryModelConfig):
-        from harness.runtime.factory import build_factory_stages
-
-        return build_factory_stages(cfg, partition, seed)
-    return build_llama_stages(cfg, partition, seed)
-
-
 def build_llama_stages(cfg: ModelConfig, partition: list[int], seed: int) -> list[Stage]:
     """The whole built-in model from ``seed``, cut by ``partition`` (blocks per stage)."""
     gen_state = torch.random.get_rng_state()
@@ -134,23 +120,3 @@ def build_llama_stages(cfg: ModelConfig, partition: list[int], seed: int) -> lis
         )
         start += count
     return stages
-
-
-def stage_flops(
-    cfg: AnyModel, n_blocks: int, tokens: int, first: bool, last: bool, stage: nn.Module | None = None
-) -> float:
-    """Forward FLOPs of a stage for ``tokens`` tokens (matmuls + causal attention). Other
-    models than the built-in one are counted from the ``stage`` module: 2 FLOPs per weight
-    (embeddings excluded: a lookup) and token, plus causal attention per block."""
-    if not isinstance(cfg, ModelConfig):
-        assert stage is not None
-        weights = sum(
-            p.numel() for m in stage.modules() if not isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)
-        )
-        return float(2 * weights * tokens + n_blocks * 2 * 2 * (cfg.ctx / 2) * cfg.d_model * tokens)
-    d, f, t = cfg.d_model, cfg.ffn_hidden, cfg.ctx
-    per_token_block = 2 * (3 * d * d + d * d + 3 * d * f) + 2 * 2 * (t / 2) * d  # weights + causal QKᵀ, AV
-    flops = n_blocks * per_token_block * tokens
-    if last:
-        flops += 2 * d * cfg.vocab * tokens
-    return float(flops)

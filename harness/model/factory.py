@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from harness.runtime.config import FactoryModelConfig
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
+from harness.config.schema import FactoryModelConfig
 
 
 def load_factory(path: str) -> Callable[..., list[nn.Module]]:

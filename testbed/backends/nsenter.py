@@ -1,4 +1,4 @@
-"""Run a command inside a named network namespace: ``python -m testbed.nsenter NS -- CMD...``.
+"""Run a command inside a named network namespace: ``python -m testbed.backends.nsenter NS -- CMD...``.
 
 The product never shells out to ``ip netns exec``; this is the same setns(2)
 followed by exec, so the command's sockets live in that host's namespace.
@@ -14,7 +14,7 @@ from pyroute2 import netns
 
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--":
-        sys.stderr.write("usage: python -m testbed.nsenter NETNS -- COMMAND [ARGS...]\n")
+        sys.stderr.write("usage: python -m testbed.backends.nsenter NETNS -- COMMAND [ARGS...]\n")
         raise SystemExit(2)
     name, cmd = argv[0], argv[2:]
     netns.setns(name, flags=0)  # flags=0: never create a namespace by accident

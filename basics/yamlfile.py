@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

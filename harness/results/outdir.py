@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from testbed.errors import ConfigError
+from basics.errors import ConfigError
 
 LOCK_NAME = ".pipenem.lock"
 

@@ -1,4 +1,4 @@
-"""What every backend (netns, docker) gives the harness: hosts, links, a schedule, cleanup.
+"""What every backend (netns, docker) gives the harness: hosts, links, a link plan, cleanup.
 
 Use it as a context manager; ``down()`` runs on normal exit, exceptions, SIGINT
 and SIGTERM. SIGKILL leaves a registry record that ``pipenem topo clean`` uses.
@@ -19,8 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from testbed.bandwidth import Schedule
-from testbed.errors import Terminated
+from basics.errors import Terminated
+from testbed.linkplan import LinkPlan
 from testbed.registry import RunRecord, applied_log, new_run_id
 from testbed.topology import Topology
 
@@ -52,7 +52,7 @@ class LinkInfo:
         return (self.a, self.b) if direction == "forward" else (self.b, self.a)
 
 
-SCHEDULER_HORIZON = 600.0  # seconds of events sent precomputed to the scheduler process
+PLAN_HORIZON = 600.0  # seconds of events sent precomputed to the plan-applier process
 
 
 class Backend(ABC):
@@ -61,7 +61,7 @@ class Backend(ABC):
     def __init__(self, topology: Topology, run_id: str | None = None, detached: bool = False) -> None:
         self.topology = topology
         self.run_id = run_id or new_run_id()
-        self.schedule = Schedule(topology)
+        self.plan = LinkPlan(topology)
         self.record = RunRecord(run_id=self.run_id, topology=topology.name, backend=self.kind, detached=detached)
         self.hosts: list[str] = []
         self.links: list[LinkInfo] = []
@@ -69,7 +69,7 @@ class Backend(ABC):
         # the link between them: for runtimes that address a peer by one address per host
         self.host_addresses: list[str] = []
         self.t0: float | None = None
-        self._scheduler: subprocess.Popen | None = None
+        self._applier: subprocess.Popen | None = None
         self._old_handlers: dict[int, Any] = {}
 
     # -------------------------------------------------------------- interface
@@ -89,8 +89,8 @@ class Backend(ABC):
     def link_counters(self) -> dict[tuple[str, str], int]:
         """Bytes transmitted by the sending end of each (link, direction), from the kernel."""
 
-    def scheduler_config(self) -> dict:
-        """What the scheduler process needs to apply changes (backend specific)."""
+    def applier_config(self) -> dict:
+        """What the plan-applier process needs to apply changes (backend specific)."""
         return {}
 
     # -------------------------------------------------------------- lifecycle
@@ -99,11 +99,11 @@ class Backend(ABC):
         self._guard_signals()
         try:
             self.record.save()
-            if self._needs_scheduler():
-                self._spawn_scheduler()  # it imports while we build the network
+            if self._needs_applier():
+                self._spawn_applier()  # it imports while we build the network
             self._create()
             self.t0 = time.time()
-            self._start_scheduler()
+            self._start_applier()
         except BaseException:
             self.down()
             raise
@@ -114,7 +114,7 @@ class Backend(ABC):
 
     def down(self) -> None:
         try:
-            self._stop_scheduler()
+            self._stop_applier()
             self._destroy()
             self.record.forget()
             self._applied_path.unlink(missing_ok=True)
@@ -127,39 +127,39 @@ class Backend(ABC):
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    # -------------------------------------------------------------- schedule
+    # -------------------------------------------------------------- link plan
     @property
     def _applied_path(self) -> Path:
         return applied_log(self.run_id)
 
-    def _needs_scheduler(self) -> bool:
+    def _needs_applier(self) -> bool:
         return bool(self.topology.events) or any(
-            len(Schedule.change_times(c, 3600.0)) > 1 for _, c in self.schedule.channels
+            len(LinkPlan.change_times(c, 3600.0)) > 1 for _, c in self.plan.channels
         )
 
-    def _spawn_scheduler(self) -> None:
-        # A detached run's scheduler outlives this process: its own session (no SIGHUP/SIGINT
+    def _spawn_applier(self) -> None:
+        # A detached run's applier outlives this process: its own session (no SIGHUP/SIGINT
         # from our terminal), no inherited output; `topo down`/`clean` kill it by its record.
         quiet = subprocess.DEVNULL if self.record.detached else None
         log.debug("starting the bandwidth daemon of run %s", self.run_id)
-        self._scheduler = subprocess.Popen(
-            [sys.executable, "-m", "testbed.bandwidth_daemon"],
+        self._applier = subprocess.Popen(
+            [sys.executable, "-m", "testbed.linkplan_daemon"],
             stdin=subprocess.PIPE,
             text=True,
             start_new_session=self.record.detached,
             stdout=quiet,
             stderr=quiet,
         )
-        self.record.add_process(self._scheduler.pid)
+        self.record.add_process(self._applier.pid)
 
     @property
-    def scheduler_pid(self) -> int | None:
-        return self._scheduler.pid if self._scheduler is not None else None
+    def applier_pid(self) -> int | None:
+        return self._applier.pid if self._applier is not None else None
 
-    def _start_scheduler(self) -> None:
-        initial = [{**e.row(), "applied_at": self.t0} for e in self.schedule.initial()]
+    def _start_applier(self) -> None:
+        initial = [{**e.row(), "applied_at": self.t0} for e in self.plan.initial()]
         self._applied_path.write_text("".join(json.dumps(r) + "\n" for r in initial))
-        if self._scheduler is None:
+        if self._applier is None:
             return
         cfg = {
             "run_id": self.run_id,
@@ -169,37 +169,37 @@ class Backend(ABC):
             "topology": self.topology.model_dump(mode="json"),
             "applied": str(self._applied_path),
             "with_netem": bool(self.topology.needs_netem()),
-            "horizon": SCHEDULER_HORIZON,
+            "horizon": PLAN_HORIZON,
             "detached": self.record.detached,
             "record": str(self.record.path),
-            "events": [e.row() for e in self.schedule.events(SCHEDULER_HORIZON)],
-            **self.scheduler_config(),
+            "events": [e.row() for e in self.plan.events(PLAN_HORIZON)],
+            **self.applier_config(),
         }
-        self._scheduler.stdin.write(json.dumps(cfg) + "\n")
-        self._scheduler.stdin.close()
+        self._applier.stdin.write(json.dumps(cfg) + "\n")
+        self._applier.stdin.close()
         # Not waited for here (its imports take a few hundred ms and window 1 is seconds away);
-        # check_scheduler() turns a dead scheduler into an error instead of silence.
+        # check_plan_applier() turns a dead applier into an error instead of silence.
 
-    def check_scheduler(self) -> None:
-        """Raise if the schedule process died: its links would silently stop changing."""
-        if self._scheduler is not None and self._scheduler.poll() not in (None, 0):
+    def check_plan_applier(self) -> None:
+        """Raise if the plan-applier process died: its links would silently stop changing."""
+        if self._applier is not None and self._applier.poll() not in (None, 0):
             raise RuntimeError(
-                f"the link scheduler of run {self.run_id} exited with status "
-                f"{self._scheduler.returncode}; bandwidth changes stopped (see its error above)"
+                f"the link-plan applier of run {self.run_id} exited with status "
+                f"{self._applier.returncode}; bandwidth changes stopped (see its error above)"
             )
 
-    def _stop_scheduler(self) -> None:
+    def _stop_applier(self) -> None:
         # SIGKILL is fine: it holds no state, and its log is flushed line by line.
-        if self._scheduler is not None and self._scheduler.poll() is None:
-            self._scheduler.kill()
-            self._scheduler.wait()
-        self._scheduler = None
+        if self._applier is not None and self._applier.poll() is None:
+            self._applier.kill()
+            self._applier.wait()
+        self._applier = None
 
     def applied(self) -> list[dict]:
-        """Every state actually applied so far: window 0 at bring-up, then the scheduler's."""
-        self.check_scheduler()
+        """Every state actually applied so far: window 0 at bring-up, then the applier's."""
+        self.check_plan_applier()
         if not self._applied_path.exists():
-            return [{**e.row(), "applied_at": self.t0} for e in self.schedule.initial()]
+            return [{**e.row(), "applied_at": self.t0} for e in self.plan.initial()]
         return [json.loads(line) for line in self._applied_path.read_text().splitlines() if line.strip()]
 
     # -------------------------------------------------------------- signals

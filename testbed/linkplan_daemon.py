@@ -1,12 +1,12 @@
-"""The schedule applier: ``python -m testbed.bandwidth_daemon`` (reads its config as JSON on stdin).
+"""The link-plan applier: ``python -m testbed.linkplan_daemon`` (reads its config as JSON on stdin).
 
 A separate process (pyroute2 netns sockets are not thread-safe, and a stalled
 harness must not stall the link changes). At each window boundary it applies the
 new state with ``change`` and appends what it applied to a JSON-lines file.
 The owner sends the first ``horizon`` seconds of events precomputed, so this
 process starts without importing pydantic/numpy; later windows are computed
-here from the same seeded schedule. It exits when its owner goes away or on SIGTERM;
-a detached run's scheduler has no owner and exits when the run's record is removed
+here from the same seeded plan. It exits when its owner goes away or on SIGTERM;
+a detached run's applier has no owner and exits when the run's record is removed
 (``pipenem topo down``/``clean`` also kill it).
 """
 
@@ -22,18 +22,18 @@ from collections.abc import Iterator
 from testbed import shaping
 from testbed.linkstate import LinkState
 
-IFF_UP = 0x1  # the administrative "up" flag of an interface (a scheduled outage clears it)
+IFF_UP = 0x1  # the administrative "up" flag of an interface (a planned outage clears it)
 
 
 def _events(cfg: dict) -> Iterator[dict]:
     yield from cfg["events"]
-    from testbed.bandwidth import Schedule  # only for runs longer than the horizon
+    from testbed.linkplan import LinkPlan  # only for runs longer than the horizon
     from testbed.topology import Topology
 
-    schedule = Schedule(Topology.model_validate(cfg["topology"]))
+    plan = LinkPlan(Topology.model_validate(cfg["topology"]))
     base = cfg["horizon"]
     while True:
-        yield from (e.row() for e in schedule.events(base + 600.0) if e.t >= base)
+        yield from (e.row() for e in plan.events(base + 600.0) if e.t >= base)
         base += 600.0
 
 
@@ -72,7 +72,7 @@ def main() -> None:
             for h, idx in targets.get((e["link"], e["direction"]), []):
                 shaping.change(h, idx, cfg["shaper"], state, cfg["with_netem"])
                 if h.get_links(idx)[0]["flags"] & IFF_UP != (IFF_UP if state.up else 0):
-                    h.link("set", index=idx, state="up" if state.up else "down")  # a scheduled outage
+                    h.link("set", index=idx, state="up" if state.up else "down")  # a planned outage
             log.write(json.dumps({**e, "applied_at": time.time()}) + "\n")
             log.flush()
 

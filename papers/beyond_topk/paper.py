@@ -1,0 +1,53 @@
+"""What "Beyond Top-K" is to pipenem: its title, the suites that reproduce it, what it published."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from basics.errors import ConfigError
+from basics.yamlfile import read_yaml
+from reports.figures import Published
+
+NAME = "beyond-topk"
+TITLE = "Beyond Top-K"
+# (convergence suite, the suites measured over the links): the first one's model is the one
+# the fidelity table measures
+SUITES = {
+    "quick": (
+        "suites/ci-convergence.yaml",
+        "suites/ci-throughput.yaml",
+        "suites/ci-throughput-conditions.yaml",
+        "suites/ci-time-to-target.yaml",
+    ),
+    "paper": ("suites/beyond-topk-convergence.yaml", "suites/beyond-topk-throughput.yaml"),
+}
+# suites of experiments on this paper that are not part of the reproduction itself
+EXTRA_SUITES = ("suites/ablation-row-masking.yaml",)
+PUBLISHED = Published(
+    name=TITLE,
+    palette={
+        "topk-fwd": "tab:orange",
+        "topk-fwd+bwd": "tab:red",
+        "column-fwd+bwd": "tab:blue",
+        "row-fwd+bwd": "tab:green",
+    },
+    gains={"train": 2.0, "infer": 12.0},
+    gain_of=("column-fwd+bwd", 0.9),
+    bounds="Theorem 4.1 (column) and Theorem 3.2 with C = 1 (TopK; its constant is not given)",
+)
+
+
+def repo_file(rel: str) -> Path:
+    """A file shipped at the repository root (suites/, topologies/): next to the code, or in the cwd."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (base / rel).exists():
+            return base / rel
+    raise ConfigError("", f"cannot find {rel}: run from the pipenem checkout")
+
+
+@cache
+def suite_names() -> frozenset[str]:
+    """The ``name:`` of every suite this paper's claims are about."""
+    files = [f for tier in SUITES.values() for f in tier] + list(EXTRA_SUITES)
+    return frozenset(read_yaml(repo_file(f), "suite")["name"] for f in files)
