@@ -1,8 +1,9 @@
 """Papers whose claims pipenem reproduces: one folder each, the only place that knows them.
 
-A paper module provides ``NAME``, ``TITLE``, ``suite_names()`` (the suites whose results it
-can judge), ``report(results, out, title)`` (the generic report plus its claims) and
-``reproduce(quick, out, check, jobs)``. A second paper is one new folder and one line here.
+A paper module provides ``NAME``, ``TITLE``, ``TIERS`` (tier name -> how it is described;
+every paper has ``quick`` and ``paper``), ``suite_names()`` (the suites whose results it can
+judge), ``report(results, out, title)`` (the generic report plus its claims) and
+``reproduce(tier, out, check, jobs)``. A second paper is one new folder and one line here.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def verdict_table(vs: list[Verdict], title: str) -> Table:
             else ("yellow" if "bound" in v.verdict or v.verdict.startswith("inconclusive") else "red")
         )
         measured = v.measured + (f"\n{v.explanation}" if v.explanation else "")
-        table.add_row(Text(v.claim), Text(measured), Text(v.bound), Text(v.verdict, style=colour))
+        table.add_row(Text(v.claim), Text(measured), Text(v.bound), Text(v.shown, style=colour))
     return table
 
 

@@ -64,40 +64,56 @@ def _save(fig: plt.Figure, out: Path, name: str, caption: str) -> Figure:
 
 
 def loss_by_rate(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
-    """Loss vs step, one panel per rate, the baseline in every panel."""
+    """Loss vs step, one panel per rate (columns) and model size (rows), the baseline in every panel."""
     curves = loss_curves(tables)
     if curves.empty:
         return None
     curves = curves[curves["mode"] == "train"]
+    if "variant" in tables.ok.columns:  # set-axis variants (other steps, other semantics) are not these curves
+        default = set(tables.ok.loc[tables.ok["variant"].fillna("") == "", "trial_id"])
+        curves = curves[curves["trial_id"].isin(default)]
+    if curves.empty:
+        return None
     rates = sorted(curves["rate"].dropna().unique()) or [None]
-    fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 4), sharey=True, squeeze=False)
-    base = curves[curves["compressor"] == "none"]
-    for ax, rate in zip(axes[0], rates, strict=True):
-        sel = curves[(curves["rate"] - rate).abs() < 1e-9] if rate is not None else curves
-        for label, grp in pd.concat([base, sel]).groupby("compressor", sort=False):
-            mean, lo, hi, n = seed_band(grp)
-            line = ax.plot(
-                mean.index,
-                mean.values,
-                label=f"{label} (n={n})",
-                color=_colour(label, pub),
-                lw=1.6 if label == "none" else 1.2,
-                ls="--" if label == "none" else "-",
-            )[0]
-            if n > 1:
-                ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.15, lw=0)
-        ax.set_title(f"compression rate {rate:g}" if rate is not None else "all")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("training loss (5-step moving avg.), mean ± 95% CI over seeds")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle("Convergence under compression (fwd/bwd at every stage boundary)")
+    size_cols = [c for c in ("d_model", "ctx") if c in curves.columns]
+    sizes = sorted(curves[size_cols].drop_duplicates().itertuples(index=False, name=None)) if size_cols else [()]
+    fig, axes = plt.subplots(
+        len(sizes), len(rates), figsize=(5 * len(rates), 3.6 * len(sizes)), sharey="row", squeeze=False
+    )
+    for row, size in zip(axes, sizes, strict=True):
+        at = curves
+        for col, v in zip(size_cols, size, strict=True):
+            at = at[at[col] == v]
+        base = at[at["compressor"] == "none"]
+        where = ", ".join(f"{c.replace('d_model', 'd')} {v:g}" for c, v in zip(size_cols, size, strict=True))
+        for ax, rate in zip(row, rates, strict=True):
+            sel = at[(at["rate"] - rate).abs() < 1e-9] if rate is not None else at
+            for label, grp in pd.concat([base, sel]).groupby("compressor", sort=False):
+                mean, lo, hi, n = seed_band(grp)
+                line = ax.plot(
+                    mean.index,
+                    mean.values,
+                    label=f"{label} (n={n})",
+                    color=_colour(label, pub),
+                    lw=1.6 if label == "none" else 1.2,
+                    ls="--" if label == "none" else "-",
+                )[0]
+                if n > 1:
+                    ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.15, lw=0)
+            rate_text = f"compression rate {rate:g}" if rate is not None else "all"
+            ax.set_title(f"{rate_text}" + (f" ({where})" if len(sizes) > 1 else ""), fontsize=10)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        row[0].set_ylabel("training loss (5-step avg.)")
+    fig.suptitle("Convergence under compression (fwd/bwd at every stage boundary), mean ± 95% CI over seeds")
     return _save(
         fig,
         out,
         "loss_by_rate",
-        "Training loss vs step per compressor, one panel per rate: the mean over seeds of each seed's "
-        "5-step moving average, shaded ± its 95% Student-t interval "
+        "Training loss vs step per compressor, one panel per rate"
+        + (" and model size (rows)" if len(sizes) > 1 else "")
+        + ": the mean over seeds of each seed's 5-step moving average, shaded ± its 95% Student-t interval "
         "(n = seeds). " + provenance(tables.ok[tables.ok["mode"] == "train"]),
     )
 
@@ -352,7 +368,70 @@ def fidelity(tables: Tables, out: Path, pub: Published | None = None) -> Figure 
     )
 
 
-ALL = (loss_by_rate, throughput_gain, time_to_target, bytes_per_link, bandwidth_applied, fidelity)
+def gap_by_scale(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
+    """Gap vs model width, one line per compressor configuration, 95% intervals as bands; other
+    contexts as separate markers. Only for tables with convergence runs at several sizes."""
+    from reports.summary import convergence_summary
+
+    conv = convergence_summary(tables)
+    if conv.empty or "d_model" not in conv.columns:
+        return None  # the summary keys by width only where widths differ
+    if "ctx" not in conv.columns:  # one context for all: the trials' own
+        conv["ctx"] = tables.ok["ctx"].dropna().iloc[0] if "ctx" in tables.ok.columns else 0
+    if "variant" in conv.columns:
+        conv = conv[conv["variant"].fillna("") == ""]
+    conv = conv[conv["compressor"] != "none"].copy()
+    for col in ("d_model", "ctx"):  # summary keys are labels: sizes as numbers again
+        conv[col] = pd.to_numeric(conv[col], errors="coerce")
+    conv = conv.dropna(subset=["d_model", "ctx"])
+    if conv[["d_model", "ctx"]].drop_duplicates().shape[0] < 2:
+        return None
+    widths_at = conv.groupby("ctx")["d_model"].nunique()
+    line_ctx = widths_at.idxmax()  # the context measured at the most widths: the lines
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    styles = {r: st for r, st in zip(sorted(conv["rate"].dropna().unique()), ("-", "--", ":", "-."), strict=False)}
+    for (label, rate), g in conv.groupby(["compressor", "rate"], dropna=False, sort=True):
+        name = f"{label} {rate:g}" if rate == rate else label
+        line = g[g["ctx"] == line_ctx].sort_values("d_model")
+        if line.empty:
+            continue
+        drawn = ax.plot(
+            line["d_model"], line["gap"], marker="o", label=name, color=_colour(label, pub), ls=styles.get(rate, "-")
+        )[0]
+        ax.fill_between(line["d_model"], line["gap_lo"], line["gap_hi"], color=drawn.get_color(), alpha=0.12, lw=0)
+        for _, r in g[g["ctx"] != line_ctx].iterrows():
+            ax.errorbar(
+                r["d_model"],
+                r["gap"],
+                yerr=[[r["gap"] - r["gap_lo"]], [r["gap_hi"] - r["gap"]]],
+                fmt="s",
+                mfc="none",
+                color=drawn.get_color(),
+                capsize=3,
+            )
+    ax.axhline(0.05, color="grey", ls=":", lw=1)
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(conv["d_model"].unique()), [str(int(d)) for d in sorted(conv["d_model"].unique())])
+    ax.set_xlabel("model width d (log scale)")
+    ax.set_ylabel("gap (fraction of the baseline's loss drop lost)")
+    ax.set_title(f"Convergence gap vs model size (lines: ctx {int(line_ctx)}; open squares: other contexts)")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.grid(alpha=0.3)
+    others = sorted({int(c) for c in conv["ctx"].unique()} - {int(line_ctx)})
+    return _save(
+        fig,
+        out,
+        "gap_by_scale",
+        f"Gap of each compressor configuration vs model width at ctx {int(line_ctx)} (lines, mean over seeds, "
+        "shaded its 95% Student-t interval over seeds; each point against the same-size, same-seed baseline)"
+        + (f"; open squares: ctx {', '.join(map(str, others))} with 95% intervals" if others else "")
+        + "; dotted: the 0.05 'matches the baseline' threshold. Measured points only, nothing fitted. "
+        + provenance(tables.ok[tables.ok["mode"] == "train"]),
+    )
+
+
+ALL = (loss_by_rate, gap_by_scale, throughput_gain, time_to_target, bytes_per_link, bandwidth_applied, fidelity)
 
 
 def render_all(tables: Tables, out: Path, pub: Published | None = None) -> list[Figure]:

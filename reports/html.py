@@ -50,7 +50,7 @@ def write(
             measured = html.escape(v.measured) + (f"<br><i>{html.escape(v.explanation)}</i>" if v.explanation else "")
             parts.append(
                 f"<tr><td>{html.escape(v.claim)}</td><td>{html.escape(v.published)}</td><td>{measured}</td>"
-                f"<td>{html.escape(v.bound)}</td><td class='{_cls(v.verdict)}'>{html.escape(v.verdict)}</td>"
+                f"<td>{html.escape(v.bound)}</td><td class='{_cls(v.verdict)}'>{html.escape(v.shown)}</td>"
                 f"<td>{html.escape(v.reason)}</td></tr>"
             )
         parts.append("</table>")

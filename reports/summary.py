@@ -11,8 +11,10 @@ import pandas as pd
 from reports.stats import METHOD_SEEDS, t_interval
 from reports.tables import Tables, codec_seconds, step_seconds
 
-# the settings a summary row is keyed by (beyond compressor and rate), when the tables have them
-SETTINGS = ("variant", "boundary_grad", "grad_clip", "norm_eps")
+# the settings a summary row is keyed by (beyond compressor and rate) where the tables have them
+# and they vary; a gap pairs each run with the baseline of the same seed and the same settings
+# (model size and steps included) but boundary semantics, which the baseline has none of
+SETTINGS = ("d_model", "ctx", "steps_run", "variant", "boundary_grad", "grad_clip", "norm_eps")
 
 
 def _keys(t: pd.DataFrame) -> list[str]:
@@ -64,7 +66,13 @@ def convergence_summary(tables: Tables) -> pd.DataFrame:
             }
         )
     out = pd.DataFrame(rows)
-    return out.sort_values(keys, key=lambda c: c.astype(str), ignore_index=True)
+    return out.sort_values(keys, key=_sort_key, ignore_index=True)
+
+
+def _sort_key(col: pd.Series) -> pd.Series:
+    """Numbers as numbers (d=64 before d=128), labels as text."""
+    num = pd.to_numeric(col, errors="coerce")
+    return num if num.notna().sum() == col.notna().sum() and col.notna().any() else col.astype(str)
 
 
 def throughput_summary(tables: Tables) -> pd.DataFrame:

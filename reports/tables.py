@@ -128,5 +128,5 @@ def loss_curves(tables: Tables) -> pd.DataFrame:
     if "stage" in s.columns:
         last = s.groupby("trial_id")["stage"].transform("max")
         s = s[s["stage"] == last]
-    cols = ["trial_id", "compressor", "rate", "mode", "execution", "compute", "seed", "suite"]
+    cols = ["trial_id", "compressor", "rate", "mode", "execution", "compute", "seed", "suite", "d_model", "ctx"]
     return s.merge(t[[c for c in cols if c in t.columns]], on="trial_id")

@@ -26,10 +26,19 @@ class Verdict:
     lo: float | None = None  # its 95% interval
     hi: float | None = None
     n: int = 0  # seeds (convergence) or steps (throughput) behind it
-    explanation: str = ""  # for throughput claims: which measured condition matches the claim
+    explanation: str = ""  # throughput claims: which measured condition matches; across sizes: the trend
+    scale: str = ""  # the size it was decided at (convergence: "d=64, ctx 64"; "" where it does not apply)
 
     def row(self) -> dict:
         return asdict(self)
+
+    @property
+    def shown(self) -> str:
+        """The verdict as tables print it: with the size it holds at, where it was decided at one."""
+        return f"{self.verdict} at {self.scale}" if self.scale and self.scale != ALL_SIZES else self.verdict
+
+
+ALL_SIZES = "all sizes measured"  # the scale of a headline verdict over several model sizes
 
 
 def inconclusive(n: int, unit: str = "seeds") -> str:

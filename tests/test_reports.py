@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from harness.results.store import ResultStore
 from papers.beyond_topk.claims import INFER_GAIN, TRAIN_GAIN, verdicts
@@ -187,6 +188,39 @@ def _conv_verdicts(tmp_path: Path, noise: list[float]) -> dict:
         for i, (c, r, e) in enumerate(CONV)
     ]
     return {v.claim: v for v in verdicts(load(_store(tmp_path, rows)))}
+
+
+def test_convergence_claims_are_judged_size_by_size_with_a_headline_and_the_trend(tmp_path: Path) -> None:
+    """Several model sizes in one table: each is judged on its own (gaps against the same-size,
+    same-seed baseline), and a headline names the largest size where the interval decided."""
+    col_loss = {64: 3.3, 128: 3.12, 256: 3.04}  # gap 0.15 -> 0.06 -> 0.02 against 3.0 (initial 5.0)
+    rows = [
+        _trial(
+            f"d{d}-{c}-{s}",
+            c,
+            r,
+            "train",
+            "twin",
+            seed=s,
+            d_model=d,
+            ctx=64,
+            initial_loss=5.0,
+            eval_loss=(3.0 if c == "none" else col_loss[d]) + 0.001 * s * (c != "none"),
+        )
+        for d in col_loss
+        for s in range(3)
+        for c, r in (("none", None), ("column-fwd+bwd", 0.9))
+    ]
+    vs = verdicts(load(_store(tmp_path, rows)))
+    col = [v for v in vs if v.claim == "column fwd+bwd at 90% matches the baseline"]
+    head, per_size = col[0], col[1:]
+    assert [v.scale for v in per_size] == ["d=64, ctx 64", "d=128, ctx 64", "d=256, ctx 64"]
+    assert [v.verdict for v in per_size] == ["not reproduced", "not reproduced", "reproduced"]
+    assert per_size[0].shown == "not reproduced at d=64, ctx 64"
+    assert head.verdict.startswith("reproduced at d=256, ctx 64 (not reproduced at d=64, ctx 64")
+    assert "paper size (d=512, ctx 1024) not run" in head.verdict
+    assert head.explanation.startswith("falls with width (ctx 64): +0.150 → +0.060 → +0.020")
+    assert per_size[2].value == pytest.approx(0.0205, abs=1e-3)
 
 
 def test_convergence_claims_decided_when_the_seed_interval_clears_the_threshold(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from papers.beyond_topk.paper import NAME, TITLE, suite_names
+from papers.beyond_topk.paper import NAME, TIERS, TITLE, suite_names
 
-__all__ = ["NAME", "TITLE", "report", "reproduce", "suite_names"]
+__all__ = ["NAME", "TIERS", "TITLE", "report", "reproduce", "suite_names"]
 
 
 def report(results: Path, out: Path | None = None, title: str | None = None) -> tuple[Path, list]:
@@ -21,7 +21,7 @@ def report(results: Path, out: Path | None = None, title: str | None = None) -> 
     return build(results, out, title)
 
 
-def reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
+def reproduce(tier: str, out: Path, check: bool, jobs: int) -> None:
     from papers.beyond_topk.reproduce import reproduce as run
 
-    run(quick, out, check, jobs)
+    run(tier, out, check, jobs)

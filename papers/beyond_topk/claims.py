@@ -22,12 +22,13 @@ Rules (fixed before looking at any result, never tuned to make a claim pass):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
 from reports.stats import METHOD_SEEDS, METHOD_STEPS, Estimate, ratio_interval, t_interval
 from reports.tables import Tables, gain_bound, step_seconds, wire_bound, wire_ratios
-from reports.verdicts import Verdict, decide, inconclusive
+from reports.verdicts import ALL_SIZES, Verdict, decide, inconclusive
 
 MATCH_GAP = 0.05
 CLAIM_TOLERANCE = 0.25  # a throughput claim is reproduced within ±25%
@@ -56,7 +57,8 @@ def convergence_trials(tables: Tables) -> pd.DataFrame:
 
 
 def seed_gaps(conv: pd.DataFrame, label: str, rate: float | None) -> dict[int, float]:
-    """Per seed: the gap of ``label`` at ``rate`` against the baseline run with that seed."""
+    """Per seed: the gap of ``label`` at ``rate`` against the baseline run with that seed
+    (``conv`` holds trials of one model size)."""
     base = conv[conv["compressor"] == "none"].groupby("seed")
     sel = conv[conv["compressor"] == label]
     if rate is not None:
@@ -81,12 +83,93 @@ def paired_difference(conv: pd.DataFrame, a: tuple[str, float], b: tuple[str, fl
     return t_interval([ga[s] - gb[s] for s in sorted(set(ga) & set(gb))])
 
 
+# ------------------------------------------------------------------ convergence claims, size by size
+
+Size = tuple[int, int] | None  # (d_model, ctx); None: tables that do not record the size
+
+
+def sizes(conv: pd.DataFrame) -> list[Size]:
+    """The model sizes the convergence trials were run at, smallest first."""
+    if conv.empty:
+        return []
+    if not {"d_model", "ctx"} <= set(conv.columns) or conv[["d_model", "ctx"]].isna().all(axis=None):
+        return [None]
+    pairs = conv[["d_model", "ctx"]].dropna().drop_duplicates()
+    return sorted((int(d), int(c)) for d, c in pairs.itertuples(index=False))
+
+
+def at_size(conv: pd.DataFrame, size: Size) -> pd.DataFrame:
+    if size is None:
+        return conv
+    return conv[(conv["d_model"] == size[0]) & (conv["ctx"] == size[1])]
+
+
+def scale_text(size: Size) -> str:
+    return "size not recorded" if size is None else f"d={size[0]}, ctx {size[1]}"
+
+
+@dataclass(frozen=True)
+class GapClaim:
+    """A claim about one compressor's gap at one rate: it matches the baseline, or degrades."""
+
+    claim: str
+    published: str
+    label: str
+    rate: float
+    matches: bool  # True: "gap ≤ MATCH_GAP" is the claim; False: "gap > MATCH_GAP" is
+
+
+GAP_CLAIMS = (
+    GapClaim(
+        "column fwd+bwd at 90% matches the baseline",
+        "column masking matches uncompressed convergence at 90% (Fig. 3)",
+        "column-fwd+bwd",
+        0.9,
+        True,
+    ),
+    GapClaim(
+        "TopK fwd+bwd degrades even at 10%",
+        "compressing gradients with TopK diverges even at mild rates (Fig. 1)",
+        "topk-fwd+bwd",
+        0.1,
+        False,
+    ),
+    GapClaim(
+        "TopK fwd-only keeps convergence at 90%",
+        "compressing only the forward pass converges well even when aggressive (Fig. 1)",
+        "topk-fwd",
+        0.9,
+        True,
+    ),
+)
+ROW_CLAIM = ("row masking at 90% degrades (vs column)", "masking rows (tokens) instead of columns degrades (ablation)")
+COLUMN_TOPK_CLAIM = (
+    "column beats TopK (fwd+bwd) at every rate",
+    "column's error bound grows gracefully, TopK's diverges (Thm 3.2 vs 4.1)",
+)
+# claim -> as published, in the order the verdicts are listed
+CONVERGENCE_CLAIMS = {c.claim: c.published for c in GAP_CLAIMS} | dict([ROW_CLAIM, COLUMN_TOPK_CLAIM])
+
+
 def _conv_verdict(
-    claim: str, published: str, est: Estimate, verdict: str, rule: str, measured: str | None = None
+    claim: str,
+    published: str,
+    est: Estimate,
+    verdict: str,
+    rule: str,
+    size: Size,
+    measured: str | None = None,
 ) -> Verdict:
+    scale = scale_text(size)
     if est.n == 0:
         return Verdict(
-            claim, published, "not measured", "-", "not measured", "the trials it needs are not in the tables"
+            claim,
+            published,
+            "not measured",
+            "-",
+            "not measured",
+            "the trials it needs are not in the tables",
+            scale=scale,
         )
     return Verdict(
         claim,
@@ -100,44 +183,19 @@ def _conv_verdict(
         est.lo if est.has_interval else None,
         est.hi if est.has_interval else None,
         est.n,
+        scale=scale,
     )
 
 
-def convergence_verdicts(tables: Tables) -> list[Verdict]:
-    conv = convergence_trials(tables)
-    out = []
-    matches = (lambda e: e.below(MATCH_GAP), lambda e: e.above(MATCH_GAP))
-    degrades = (matches[1], matches[0])
-    col9 = gap(conv, "column-fwd+bwd", 0.9)
-    out.append(
-        _conv_verdict(
-            "column fwd+bwd at 90% matches the baseline",
-            "column masking matches uncompressed convergence at 90% (Fig. 3)",
-            col9,
-            decide(col9, *matches),
-            f"gap ≤ {MATCH_GAP} (whole interval)",
-        )
-    )
-    tk1 = gap(conv, "topk-fwd+bwd", 0.1)
-    out.append(
-        _conv_verdict(
-            "TopK fwd+bwd degrades even at 10%",
-            "compressing gradients with TopK diverges even at mild rates (Fig. 1)",
-            tk1,
-            decide(tk1, *degrades),
-            f"gap > {MATCH_GAP} (whole interval)",
-        )
-    )
-    tf9 = gap(conv, "topk-fwd", 0.9)
-    out.append(
-        _conv_verdict(
-            "TopK fwd-only keeps convergence at 90%",
-            "compressing only the forward pass converges well even when aggressive (Fig. 1)",
-            tf9,
-            decide(tf9, *matches),
-            f"gap ≤ {MATCH_GAP} (whole interval)",
-        )
-    )
+def _gap_verdict(conv: pd.DataFrame, c: GapClaim, size: Size) -> Verdict:
+    est = gap(conv, c.label, c.rate)
+    below, above = (lambda e: e.below(MATCH_GAP)), (lambda e: e.above(MATCH_GAP))
+    verdict = decide(est, below, above) if c.matches else decide(est, above, below)
+    rule = f"gap {'≤' if c.matches else '>'} {MATCH_GAP} (whole interval)"
+    return _conv_verdict(c.claim, c.published, est, verdict, rule, size)
+
+
+def _row_verdict(conv: pd.DataFrame, size: Size) -> Verdict:
     row9 = gap(conv, "row-fwd+bwd", 0.9)
     diff = paired_difference(conv, ("row-fwd+bwd", 0.9), ("column-fwd+bwd", 0.9))
     if diff.n and row9.n:
@@ -149,28 +207,22 @@ def convergence_verdicts(tables: Tables) -> list[Verdict]:
             v = inconclusive(diff.n)
     else:
         v = "not measured"
-    out.append(
-        _conv_verdict(
-            "row masking at 90% degrades (vs column)",
-            "masking rows (tokens) instead of columns degrades (ablation)",
-            diff,
-            v,
-            f"row − column gap > 0 and row gap > {MATCH_GAP} (whole intervals)",
-            measured=f"row gap {row9.fmt()}; row − column {diff.fmt()}",
-        )
+    return _conv_verdict(
+        *ROW_CLAIM,
+        diff,
+        v,
+        f"row − column gap > 0 and row gap > {MATCH_GAP} (whole intervals)",
+        size,
+        measured=f"row gap {row9.fmt()}; row − column {diff.fmt()}",
     )
-    out.append(_column_vs_topk(conv))
-    return out
 
 
-def _column_vs_topk(conv: pd.DataFrame) -> Verdict:
-    claim = "column beats TopK (fwd+bwd) at every rate"
-    published = "column's error bound grows gracefully, TopK's diverges (Thm 3.2 vs 4.1)"
+def _column_vs_topk(conv: pd.DataFrame, size: Size) -> Verdict:
     rates = sorted(set(conv.loc[conv["compressor"] == "column-fwd+bwd", "rate"].dropna())) if not conv.empty else []
     diffs = [(r, paired_difference(conv, ("topk-fwd+bwd", r), ("column-fwd+bwd", r))) for r in rates]
     diffs = [(r, d) for r, d in diffs if d.n]
     if not diffs:
-        return _conv_verdict(claim, published, Estimate(math.nan, math.nan, math.nan, 0), "", "")
+        return _conv_verdict(*COLUMN_TOPK_CLAIM, Estimate(math.nan, math.nan, math.nan, 0), "", "", size)
     top = diffs[-1][1]
     n = min(d.n for _, d in diffs)
     if any(d.has_interval and d.hi < 0 for _, d in diffs):
@@ -180,15 +232,94 @@ def _column_vs_topk(conv: pd.DataFrame) -> Verdict:
     else:
         v = inconclusive(n)
     measured = "; ".join(f"{r:g}: TopK − column {d.fmt()}" for r, d in diffs)
-    return _conv_verdict(
-        claim,
-        published,
-        top,
-        v,
-        f"TopK − column gap > −{MATCH_GAP} at every rate and > 0 at the "
-        f"highest (whole intervals); TopK ahead with confidence at any rate refutes it",
-        measured,
+    rule = (
+        f"TopK − column gap > −{MATCH_GAP} at every rate measured and > 0 at the highest (whole intervals); "
+        "TopK ahead with confidence at any rate refutes it"
     )
+    return _conv_verdict(*COLUMN_TOPK_CLAIM, top, v, rule, size, measured)
+
+
+def verdicts_at(conv: pd.DataFrame, size: Size) -> list[Verdict]:
+    """Every convergence claim judged on the trials of one model size."""
+    sel = at_size(conv, size)
+    return [_gap_verdict(sel, c, size) for c in GAP_CLAIMS] + [_row_verdict(sel, size), _column_vs_topk(sel, size)]
+
+
+def convergence_verdicts(tables: Tables) -> list[Verdict]:
+    """Per claim, one verdict at each measured size; with several sizes, a headline verdict per
+    claim first, naming the largest size at which it was decided, with the trend in words."""
+    conv = convergence_trials(tables)
+    measured = sizes(conv)
+    if not measured:
+        why = "no convergence trials in the tables"
+        return [Verdict(c, pub, "not measured", "-", "not measured", why) for c, pub in CONVERGENCE_CLAIMS.items()]
+    per_size = {size: verdicts_at(conv, size) for size in measured}
+    if len(measured) == 1:
+        return per_size[measured[0]]
+    out = []
+    for k, claim in enumerate(CONVERGENCE_CLAIMS):
+        by_size = {size: vs[k] for size, vs in per_size.items()}
+        out.append(headline(claim, by_size))
+        out += [by_size[size] for size in measured]
+    return out
+
+
+def _decided(v: Verdict) -> bool:
+    return v.verdict in ("reproduced", "not reproduced")
+
+
+def headline(claim: str, by_size: dict[Size, Verdict]) -> Verdict:
+    """The claim's verdict at the largest size where the data decided it (width first, then
+    context), the range of sizes where it held the same, and the trend of its measurement."""
+    sizes_ = sorted(by_size, key=lambda s: (s[0], s[1]))
+    decided = [s for s in sizes_ if _decided(by_size[s])]
+    paper = PAPER_MODEL["d_model"], PAPER_MODEL["ctx"]
+    if not decided:
+        text = f"inconclusive at every size measured (d ≤ {sizes_[-1][0]})"
+    else:
+        top = decided[-1]
+        word = by_size[top].verdict
+        same = [s for s in decided if by_size[s].verdict == word]
+        widths = sorted({s[0] for s in same})
+        where = f"d ≤ {widths[-1]}" if len(widths) > 1 and len(same) == len(decided) else scale_text(top)
+        others = [f"{by_size[s].verdict} at {scale_text(s)}" for s in sizes_ if by_size[s].verdict != word]
+        text = f"{word} at {where}" + (f" ({'; '.join(others)})" if others else "")
+    if paper not in by_size:
+        text += f"; paper size (d={paper[0]}, ctx {paper[1]}) not run"
+    first = by_size[sizes_[0]]
+    return Verdict(
+        claim,
+        first.published,
+        "; ".join(f"{scale_text(s)}: {by_size[s].measured}" for s in sizes_),
+        "-",
+        text,
+        "headline: the verdict at the largest size where the whole interval decided it; " + first.reason,
+        scale=ALL_SIZES,
+        explanation=trend_text(by_size),
+    )
+
+
+def trend_text(by_size: dict[Size, Verdict]) -> str:
+    """The measurement's trend in words: along width (at the smallest context measured at
+    several widths) and along context (at the width measured at several contexts)."""
+    parts = []
+    for ctx in sorted({c for _, c in by_size}):
+        line = sorted((d, v.value) for (d, c), v in by_size.items() if c == ctx and v.value is not None)
+        if len(line) > 1:
+            parts.append(_trend("width", [f"d={d}" for d, _ in line], [g for _, g in line], f"ctx {ctx}"))
+            break
+    for d in sorted({d for d, _ in by_size}):
+        line = sorted((c, v.value) for (dd, c), v in by_size.items() if dd == d and v.value is not None)
+        if len(line) > 1:
+            parts.append(_trend("context", [f"ctx {c}" for c, _ in line], [g for _, g in line], f"d={d}"))
+            break
+    return "; ".join(parts)
+
+
+def _trend(axis: str, names: list[str], values: list[float], at: str) -> str:
+    steps = [b - a for a, b in zip(values, values[1:], strict=False)]
+    how = "falls" if all(x < 0 for x in steps) else "rises" if all(x > 0 for x in steps) else "is not monotone"
+    return f"{how} with {axis} ({at}): " + " → ".join(f"{v:+.3f}" for v in values) + f" ({' → '.join(names)})"
 
 
 # ------------------------------------------------------------------ throughput

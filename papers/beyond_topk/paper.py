@@ -21,6 +21,24 @@ SUITES = {
         "suites/ci-time-to-target.yaml",
     ),
     "paper": ("suites/beyond-topk-convergence.yaml", "suites/beyond-topk-throughput.yaml"),
+    # the same on one GPU (bf16 autocast); and its ~12-minute subset (README: the paper-sized run)
+    "paper-gpu": ("suites/beyond-topk-convergence-gpu.yaml", "suites/beyond-topk-throughput.yaml"),
+    "gpu-subset": ("suites/beyond-topk-gpu-subset.yaml",),
+    # the convergence claims across width and context (README: verdicts by scale)
+    "scaling": (
+        "suites/scaling-d64-ctx64.yaml",
+        "suites/scaling-d128-ctx64.yaml",
+        "suites/scaling-d256-ctx64.yaml",
+        "suites/scaling-d128-ctx256.yaml",
+        "suites/scaling-baseline-steps.yaml",
+    ),
+}
+TIERS = {
+    "quick": "quick",
+    "scaling": "scaling: d = 64, 128, 256; ctx 64, 256",
+    "paper": "paper-sized",
+    "paper-gpu": "paper-sized, one GPU, bf16",
+    "gpu-subset": "paper-sized subset, one GPU, bf16",
 }
 # suites of experiments on this paper that are not part of the reproduction itself
 EXTRA_SUITES = ("suites/ablation-row-masking.yaml",)

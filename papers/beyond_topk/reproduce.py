@@ -1,9 +1,10 @@
-"""`pipenem reproduce beyond-topk [--quick]`: the paper's experiments, claim vs measured vs bound.
+"""`pipenem reproduce beyond-topk [--quick | --scaling]`: the paper's experiments, claim vs measured vs bound.
 
 Runs the convergence sweep (single-process twin) and the throughput experiment (pipeline
 over the emulated links, compute modeled as an A10G), measures subspace fidelity against
-the paper's bounds, then writes the report and the verdict table. ``--quick`` uses the
-CI-sized suites (a few minutes here); without it, the paper-sized ones (hours on a CPU).
+the paper's bounds, then writes the report and the verdict table. Tiers (``paper.TIERS``):
+``quick`` the CI-sized suites (minutes here), ``scaling`` the convergence claims at d = 64,
+128, 256 and ctx 64/256 (about 2.5 h here), ``paper`` the paper-sized suites (a GPU's work).
 """
 
 from __future__ import annotations
@@ -58,40 +59,37 @@ def fidelity_rows(conv_suite_path: Path, r: int = 8) -> list[dict]:
     return rows
 
 
-def reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
-    """Run the suites (resuming), measure fidelity, write the report and verdicts.json; with
-    ``check``, exit 1 unless the system properties hold."""
+def reproduce(tier: str, out: Path, check: bool, jobs: int) -> None:
+    """Run a tier's suites (resuming), measure fidelity, write the report and verdicts.json; with
+    ``check``, exit 1 if a trial failed or (tiers with throughput) the system properties do not hold."""
     with exclusive(out):
-        _reproduce(quick, out, check, jobs)
+        _reproduce(tier, out, check, jobs)
 
 
-def _reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
+def _reproduce(tier: str, out: Path, check: bool, jobs: int) -> None:
+    from harness.results.store import ResultStore
     from harness.sweep.progress import sweep_with_progress
-    from papers.beyond_topk.paper import SUITES, TITLE, repo_file
+    from papers.beyond_topk.paper import SUITES, TIERS, TITLE, repo_file
     from papers.beyond_topk.report import report
     from reports.console import summary_table, verdict_table
     from reports.tables import load
 
     t0 = time.time()
-    paths = [repo_file(p) for p in SUITES["quick" if quick else "paper"]]
-    conv_path = paths[0]
+    paths = [repo_file(p) for p in SUITES[tier]]
     trials, seen = [], set()
     for p in paths:
         for t in load_suite(p)[1]:
             if t.trial_id not in seen:  # suites share some trials (same config, same id)
                 seen.add(t.trial_id)
                 trials.append(t)
-    console.print(f"reproducing Beyond Top-K ({'quick' if quick else 'paper-sized'}): {len(trials)} trials -> {out}")
+    console.print(f"reproducing Beyond Top-K ({TIERS[tier]}): {len(trials)} trials -> {out}")
     counts = sweep_with_progress(trials, out, retry_failed=True, title="beyond-topk", jobs=jobs)
-    from harness.results.store import ResultStore
-
     with console.status("measuring subspace fidelity"):
         store = ResultStore(out)
-        rows = fidelity_rows(conv_path)
-        old = store.path("fidelity")
-        old.unlink(missing_ok=True)
+        rows = fidelity_rows(paths[0])  # on the model of the tier's first convergence suite
+        store.path("fidelity").unlink(missing_ok=True)
         store.append("fidelity", rows)
-    path, vs = report(out, title=f"{TITLE} reproduction ({'quick' if quick else 'paper-sized'})")
+    path, vs = report(out, title=f"{TITLE} reproduction ({TIERS[tier]})")
     (out / "verdicts.json").write_text(json.dumps([v.row() for v in vs], indent=1))
     console.print(summary_table(load(out)))
     console.print(verdict_table(vs, TITLE))
@@ -100,7 +98,7 @@ def _reproduce(quick: bool, out: Path, check: bool, jobs: int) -> None:
         f"wall {time.time() - t0:.0f} s; report {path}"
     )
     if check:
-        problems = system_property_problems(vs)
+        problems = system_property_problems(vs) if tier != "scaling" else []  # the scaling tier has no throughput
         for p in problems:
             console.print(f"[red]check failed:[/] {p}")
         if problems or counts["failed"]:
