@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from basics.errors import ConfigError
+from pipenem.needs import need
 
 
 def _parse_shape(text: str) -> tuple[int, int, int]:
@@ -39,11 +40,12 @@ def _source(tensor: Path | None, config: Path | None, boundary: int | None, shap
     if tensor is not None and config is not None:
         raise ConfigError("--config", "give a captured tensor or a config, not both")
     if config is not None:
+        from basics.shipped import find
         from harness.config.schema import load_spec
         from harness.model.capture import boundary_activation
         from harness.runtime.check import check_run
 
-        run = check_run(load_spec(config))
+        run = check_run(load_spec(find("config", config, "--config")))
         x, k = boundary_activation(run.spec, run.partition, boundary)
         return x, (
             f"{config} boundary {k}-{k + 1} ({run.geometry.label}, {run.spec.data.dataset}, step 0 micro-batch 0, "
@@ -86,6 +88,7 @@ def fidelity_cmd(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Fidelity of every compressor × rate: payload bytes, wire ratio, errors, sin Θ vs the paper's bounds, timing."""
+    need("torch", "pipenem fidelity")
     from harness.compressors.fidelity import fidelity_table
     from harness.compressors.rates import standalone_names
     from papers.beyond_topk.bounds import bound_for

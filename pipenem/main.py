@@ -1,4 +1,9 @@
-"""The `pipenem` command. Bad input -> one message naming the field, exit status 2."""
+"""The `pipenem` command. Bad input -> one message naming the field, exit status 2.
+
+Command modules import only what their command needs when it runs, so ``--help``, ``doctor``,
+``topo …``, ``containers …`` and ``list`` work without torch installed; a command that needs
+an optional package says which, in one line (``pipenem.needs``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from rich.markup import escape
 from basics.errors import ConfigError, Terminated, UnsupportedError
 from pipenem.containers_cmd import containers_app
 from pipenem.fidelity_cmd import fidelity_cmd
+from pipenem.list_cmd import list_cmd
 from pipenem.report_cmd import report_cmd
 from pipenem.reproduce_cmd import reproduce_cmd
 from pipenem.run_cmd import run_cmd
@@ -25,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("doctor")(doctor_cmd)
+app.command("list")(list_cmd)
 app.command("fidelity")(fidelity_cmd)
 app.command("train")(train_cmd)
 app.command("run")(run_cmd)
@@ -36,6 +43,14 @@ app.add_typer(containers_app, name="containers")
 err_console = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from basics.provenance import describe
+
+        print(describe())
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     verbose: bool = typer.Option(
@@ -43,6 +58,9 @@ def _options(
         "--verbose",
         "-v",
         help="show what the testbed and harness do: netlink/tc actions, process starts (DEBUG log on stderr)",
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print pipenem's version (and git commit) and exit"
     ),
 ) -> None:
     if verbose:
@@ -53,6 +71,12 @@ def _options(
             logger = logging.getLogger(name)
             logger.setLevel(logging.DEBUG)
             logger.addHandler(handler)
+
+
+def _is(exc: BaseException, name: str) -> bool:
+    """Whether ``exc`` is click's ``name`` exception: by class name, because typer may carry click
+    inside itself (typer._click) or use the click package, depending on its version."""
+    return any(cls.__name__ == name for cls in type(exc).__mro__)
 
 
 def main() -> None:
@@ -78,21 +102,21 @@ def main() -> None:
             highlight=False,
         )
         sys.exit(1)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
     except KeyboardInterrupt:
         err_console.print("interrupted; everything this run created was removed")
         sys.exit(130)
     except Terminated:
         err_console.print("terminated; everything this run created was removed")
         sys.exit(143)
-    except BaseException as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except BaseException as exc:
+        if _is(exc, "ClickException"):  # usage errors: click's own one-line message, exit 2
             exc.show()
             sys.exit(exc.exit_code)
+        if _is(exc, "Abort"):  # Ctrl-C at a prompt
+            err_console.print("interrupted; everything this run created was removed")
+            sys.exit(130)
+        if _is(exc, "Exit"):  # click's Exit under another name than typer.Exit
+            sys.exit(getattr(exc, "exit_code", 0))
         raise
 
 

@@ -10,6 +10,7 @@ import typer
 
 import papers
 from basics.errors import ConfigError
+from pipenem.needs import need
 
 
 def reproduce_cmd(
@@ -41,6 +42,7 @@ def reproduce_cmd(
     ] = os.cpu_count() or 1,
 ) -> None:
     """Reproduce a paper's claims: prints and writes the verdict table and the report."""
+    need("torch", "pipenem reproduce")
     if quick + scaling + (tier is not None) > 1:
         raise ConfigError("--tier", "choose one tier: --quick, --scaling or --tier NAME")
     module = papers.get(paper)

@@ -8,13 +8,11 @@ from typing import Annotated
 import typer
 
 from basics.errors import ConfigError
-from harness.results.outdir import exclusive
-from harness.sweep.progress import console, sweep_with_progress
-from harness.sweep.suite import load_suite
+from pipenem.needs import need
 
 
 def run_cmd(
-    suite: Annotated[Path, typer.Argument(help="suite YAML")],
+    suite: Annotated[Path, typer.Argument(help="suite YAML, or a shipped suite by name (`pipenem list`)")],
     out: Annotated[Path, typer.Option(help="results folder (Parquet tables); re-running resumes")] = Path(
         "results/run"
     ),
@@ -33,13 +31,20 @@ def run_cmd(
     ] = None,
 ) -> None:
     """Run a benchmark suite: every trial of its sweep, appended to OUT's tables as it finishes."""
+    need("torch", "pipenem run")
+    from basics.shipped import find
+    from harness.results.outdir import exclusive
+    from harness.sweep.progress import console, sweep_with_progress
+    from harness.sweep.suite import load_suite
+
     if executor not in ("local", "ray"):
         raise ConfigError("--executor", f"must be local or ray, got {executor!r}")
     if address and executor != "ray":
         raise ConfigError("--address", "is the Ray cluster's address: use it with --executor ray")
-    s, trials = load_suite(suite)
+    s, trials = load_suite(find("suite", suite, "SUITE"))
     runner = None
     if executor == "ray":
+        need("ray", "pipenem run --executor ray")
         from harness.sweep.ray_executor import RayExecutor
 
         runner = RayExecutor(address)

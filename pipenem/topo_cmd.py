@@ -6,7 +6,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,15 +14,22 @@ from rich.table import Table
 
 from basics.errors import ConfigError
 from basics.units import format_rate
-from testbed.capabilities import doctor as run_doctor
-from testbed.registry import all_records
-from testbed.topology import Topology
-from testbed.topology_file import load_topology
+
+if TYPE_CHECKING:
+    from testbed.topology import Topology
 
 console = Console()
 topo_app = typer.Typer(help="Validate, inspect, bring up, probe and clean emulated topologies.", no_args_is_help=True)
 
-FileArg = Annotated[Path, typer.Argument(help="topology YAML file")]
+FileArg = Annotated[Path, typer.Argument(help="topology file (YAML or Mininet .py), or a shipped one by name")]
+
+
+def load_topology(file: Path | str) -> Topology:
+    """A topology by path or by shipped name (`pipenem list`)."""
+    from basics.shipped import find
+    from testbed.topology_file import load_topology as load
+
+    return load(find("topology", file, "FILE"))
 
 
 def _dist_text(d: object) -> str:
@@ -43,6 +50,8 @@ def _dist_text(d: object) -> str:
 
 def doctor_cmd(json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """What this machine can emulate (root? netns? tbf? htb? netem? docker?)."""
+    from testbed.capabilities import doctor as run_doctor
+
     checks = run_doctor()
     if json_out:
         print(json.dumps([c.__dict__ for c in checks], indent=1))
@@ -177,6 +186,7 @@ def up(
 def down(target: Annotated[str, typer.Argument(help="a run id, or a topology file / name: its detached runs")]) -> None:
     """Remove a detached run (or every detached run of a topology)."""
     from testbed.backends import destroy_record
+    from testbed.registry import all_records
 
     name = target
     if Path(target).is_file():
@@ -193,6 +203,8 @@ def down(target: Annotated[str, typer.Argument(help="a run id, or a topology fil
 @topo_app.command("list")
 def list_runs() -> None:
     """Runs pipenem has recorded on this machine."""
+    from testbed.registry import all_records
+
     table = Table(title="pipenem runs")
     for col in ("run", "topology", "backend", "owner", "detached", "processes", "resources"):
         table.add_column(col)
@@ -219,6 +231,7 @@ def clean(
 ) -> None:
     """Remove leftovers of earlier runs (owner killed): exactly what their records name."""
     from testbed.backends import destroy_record
+    from testbed.registry import all_records
 
     name = load_topology(file).name if file else None
     total = 0

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.config.schema import load_spec
-from harness.results.outdir import exclusive
-from harness.runtime.check import CheckedRun, check_run
+from pipenem.needs import need
+
+if TYPE_CHECKING:
+    from harness.runtime.check import CheckedRun
 
 console = Console()
 
 
 def train_cmd(
     config: Annotated[
-        Path, typer.Argument(help="run config YAML (topology, model, data, train, compression, compute)")
+        Path,
+        typer.Argument(help="run config YAML (topology, model, data, train, compression, compute) or a shipped name"),
     ],
     out: Annotated[Path, typer.Option(help="run directory (spec, per-stage metrics, summary.json)")] = Path(
         "results/train"
@@ -29,8 +31,15 @@ def train_cmd(
     backend: Annotated[str, typer.Option(help="netns or docker")] = "netns",
     quiet: Annotated[bool, typer.Option(help="do not stream the stages' logs")] = False,
 ) -> None:
-    """Train (or serve, train.mode: infer) a pipeline over real shaped links, one process per stage."""
-    run = check_run(load_spec(config))  # everything a worker would refuse, refused before any namespace exists
+    """Train (or serve, train.mode: infer) a pipeline over real shaped links, one process per stage.
+    CONFIG: a run config file, or a shipped one by name (`pipenem list`)."""
+    need("torch", "pipenem train")
+    from basics.shipped import find
+    from harness.config.schema import load_spec
+    from harness.results.outdir import exclusive
+    from harness.runtime.check import check_run
+
+    run = check_run(load_spec(find("config", config, "CONFIG")))  # refused before any namespace exists
     with exclusive(out):
         if twin:
             _twin(run, out)
@@ -39,11 +48,12 @@ def train_cmd(
 
 
 def _twin(run: CheckedRun, out: Path) -> None:
+    from harness.results.schema import provenance
     from harness.runtime.twin import run_twin
 
     with console.status("twin running") as status:
         rows = run_twin(run, on_step=lambda r: status.update(f"step {r['step']} loss {r['loss']:.4f}"))
-    recorded = run.settings("twin")
+    recorded = {**run.settings("twin"), **provenance()}
     summary = {**recorded, "losses": [r["loss"] for r in rows], "grad_norms": [r["grad_norm"] for r in rows]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     shown = {k: recorded[k] for k in ("model", "boundary_grad", "grad_clip", "norm_eps", "device", "dtype", "codec")}
@@ -56,6 +66,7 @@ def _twin(run: CheckedRun, out: Path) -> None:
 
 
 def _distributed(run: CheckedRun, out: Path, backend: str, quiet: bool) -> None:
+    from harness.results.schema import provenance
     from harness.runtime.launcher import StageFailed, run_pipeline
     from testbed.linkwatch import LinkStalled
 
@@ -74,6 +85,7 @@ def _distributed(run: CheckedRun, out: Path, backend: str, quiet: bool) -> None:
         raise typer.Exit(1) from None
     summary = {
         **run.settings("distributed"),
+        **provenance(),
         "backend": backend,
         "shaper": run.topology.shaper,
         "mode": run.spec.train.mode,

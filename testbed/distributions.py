@@ -7,13 +7,13 @@ model (:mod:`testbed.topology`) declares its parameters with them and
 
 from __future__ import annotations
 
+import bisect
 import csv
 import math
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,6 +34,9 @@ from basics.units import (
     units_for,
 )
 from testbed.shaping import MAX_RATE_BPS, MIN_RATE_BPS
+
+if TYPE_CHECKING:  # samplers take a numpy Generator; validating a topology needs no numpy
+    import numpy as np
 
 
 class Strict(BaseModel):
@@ -142,7 +145,7 @@ class Trace(Strict):
         if self.loop and len(self.times) > 1:
             period = self.times[-1] + (self.times[-1] - self.times[-2])
             t = t % period
-        idx = int(np.searchsorted(self.times, t, side="right")) - 1
+        idx = bisect.bisect_right(self.times, t) - 1
         return self.values[max(idx, 0)]
 
     def change_points(self, until: float) -> list[float]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from basics.errors import ConfigError, FieldError, from_validation
+from basics.shipped import find
 from basics.yamlfile import read_yaml
 from harness.config.profiles import BUILTIN
 
@@ -228,9 +229,17 @@ def build_spec(data: Any, source: str | None = None) -> RunSpec:
 
 
 def load_spec(path: str | Path) -> RunSpec:
+    """A run config file; its ``topology`` is a path (relative to the file, or to the current
+    folder) or a shipped topology's name."""
     path = Path(path)
     data = read_yaml(path, "config")
-    if isinstance(data, dict) and "topology" in data and not Path(data["topology"]).is_absolute():
+    if isinstance(data, dict) and isinstance(data.get("topology"), str) and not Path(data["topology"]).is_absolute():
         cand = path.parent / data["topology"]
-        data["topology"] = str(cand if cand.exists() else Path(data["topology"]))
+        if cand.exists():
+            data["topology"] = str(cand)
+        elif not Path(data["topology"]).exists():
+            try:
+                data["topology"] = str(find("topology", data["topology"], "topology"))
+            except ConfigError:
+                pass  # the check names the missing file
     return build_spec(data, str(path))

@@ -60,6 +60,8 @@ TRIAL: dict[str, str] = {
     "error": "why a failed trial failed",
     "wall_s": "wall-clock seconds of the trial",
     "finished_at": "unix time the trial finished",
+    "pipenem_version": "the pipenem version that ran it",
+    "git_commit": "the checkout's commit it ran from (+dirty: with uncommitted changes); None outside a checkout",
 }
 
 LINK: dict[str, str] = {
@@ -145,6 +147,13 @@ def run_settings(spec: Any, geometry: Any | None, execution: str, profile: str |
         "dataset": spec.data.dataset,
         "seed": spec.seed,
     }
+
+
+def provenance() -> dict[str, Any]:
+    """Which pipenem produced a row (every trial and ``pipenem train``'s summary record it)."""
+    from basics.provenance import git_commit, version
+
+    return {"pipenem_version": version(), "git_commit": git_commit()}
 
 
 def _row(columns: dict[str, str], values: dict[str, Any], table: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from basics.errors import ConfigError
-from harness.results.schema import link_row, run_settings, trial_row
+from harness.results.schema import link_row, provenance, run_settings, trial_row
 from harness.results.store import ResultStore, time_to_target
 from harness.runtime.allocator import active
 from harness.sweep.suite import Trial
@@ -112,6 +112,7 @@ def trial_columns(trial: Trial) -> dict:
     )
     return {
         **settings,
+        **provenance(),
         "trial_id": trial.trial_id,
         "suite": trial.suite,
         "compressor": trial.compressor,

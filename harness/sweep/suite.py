@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from basics.errors import ConfigError, from_validation
+from basics.shipped import find
 from basics.yamlfile import read_yaml
 from harness.compressors.rates import takes_rate, with_rate
 from harness.config.schema import RunSpec, build_spec
@@ -236,8 +237,13 @@ def load_suite(path: str | Path) -> tuple[Suite, list[Trial]]:
     topo = Path(suite.topology)
     if not topo.is_absolute():
         topo = path.parent / topo
-    if not topo.is_file():
-        raise ConfigError("topology", f"topology file {str(topo)!r} not found", str(path))
+    if not topo.is_file():  # a shipped topology by name (`topology: ci-4stage`), else the error names both
+        try:
+            topo = find("topology", suite.topology, "topology")
+        except ConfigError:
+            raise ConfigError(
+                "topology", f"{str(topo)!r} not found (nor a shipped topology named {suite.topology!r})", str(path)
+            ) from None
     suite = suite.model_copy(update={"topology": str(topo.resolve())})
     topology = load_topology(suite.topology)  # read once for every trial (its errors name its own file)
     trials = expand(suite, topology)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from basics.errors import ConfigError
+from basics.shipped import shipped
 from basics.yamlfile import read_yaml
 from reports.figures import Published
 
@@ -56,16 +56,14 @@ PUBLISHED = Published(
 )
 
 
-def repo_file(rel: str) -> Path:
-    """A file shipped at the repository root (suites/, topologies/): next to the code, or in the cwd."""
-    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (base / rel).exists():
-            return base / rel
-    raise ConfigError("", f"cannot find {rel}: run from the pipenem checkout")
+def suite_file(rel: str) -> Path:
+    """One of this paper's suites, as pipenem ships it (``suites/NAME.yaml``: from the checkout or
+    the installed wheel, whatever the current folder)."""
+    return shipped("suite", Path(rel).stem)
 
 
 @cache
 def suite_names() -> frozenset[str]:
     """The ``name:`` of every suite this paper's claims are about."""
-    files = [f for tier in SUITES.values() for f in tier] + list(EXTRA_SUITES)
-    return frozenset(read_yaml(repo_file(f), "suite")["name"] for f in files)
+    files = {f for tier in SUITES.values() for f in tier} | set(EXTRA_SUITES)
+    return frozenset(read_yaml(suite_file(f), "suite")["name"] for f in files)

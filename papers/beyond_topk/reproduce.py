@@ -69,13 +69,13 @@ def reproduce(tier: str, out: Path, check: bool, jobs: int) -> None:
 def _reproduce(tier: str, out: Path, check: bool, jobs: int) -> None:
     from harness.results.store import ResultStore
     from harness.sweep.progress import sweep_with_progress
-    from papers.beyond_topk.paper import SUITES, TIERS, TITLE, repo_file
+    from papers.beyond_topk.paper import SUITES, TIERS, TITLE, suite_file
     from papers.beyond_topk.report import report
     from reports.console import summary_table, verdict_table
     from reports.tables import load
 
     t0 = time.time()
-    paths = [repo_file(p) for p in SUITES[tier]]
+    paths = [suite_file(p) for p in SUITES[tier]]
     trials, seen = [], set()
     for p in paths:
         for t in load_suite(p)[1]:
