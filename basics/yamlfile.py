@@ -1,7 +1,7 @@
 """Reading a user's YAML file: every problem is one ConfigError naming the file (and the position).
 
-Refused, not guessed: a file that is not UTF-8 text, malformed YAML, and a mapping that
-gives the same key twice (YAML would silently keep the last one).
+Refused, not guessed: a file that is not UTF-8 text, malformed YAML, a mapping that gives
+the same key twice (YAML would silently keep the last one), and aliases.
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from basics.errors import ConfigError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping."""
+    """SafeLoader that refuses a key given twice in one mapping, and aliases (``*name``): a few
+    nested aliases expand into gigabytes once a config is validated or copied (a "YAML bomb"),
+    and a config never needs them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed: write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:

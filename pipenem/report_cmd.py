@@ -14,13 +14,12 @@ def report_cmd(
 ) -> None:
     """Write report.html (self-contained), the PNGs and CSV tables. Results of a paper's suites
     also get that paper's claims and verdicts; any other suite gets the generic report."""
-    import pandas as pd
-
     import papers
     from reports.console import build_report, console, verdict_table
+    from reports.tables import read_table
 
-    trials = results / "trials.parquet"
-    names = set(pd.read_parquet(trials, columns=["suite"])["suite"].dropna()) if trials.exists() else set()
+    trials = read_table(results / "trials.parquet", columns=["suite"])
+    names = set(trials["suite"].dropna()) if not trials.empty else set()
     paper = papers.for_suites(names)
     if paper is None:
         path, _ = build_report(results, out)

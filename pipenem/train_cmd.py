@@ -67,7 +67,8 @@ def _twin(run: CheckedRun, out: Path) -> None:
 
 def _distributed(run: CheckedRun, out: Path, backend: str, quiet: bool) -> None:
     from harness.results.schema import provenance
-    from harness.runtime.launcher import StageFailed, run_pipeline
+    from harness.runtime.launcher import StageFailed, StageStalled, run_pipeline
+    from testbed.backends.base import PlanApplierDied
     from testbed.linkwatch import LinkStalled
 
     def log(stage: int, line: str) -> None:
@@ -76,7 +77,7 @@ def _distributed(run: CheckedRun, out: Path, backend: str, quiet: bool) -> None:
 
     try:
         result = run_pipeline(run, out, backend_name=backend, on_log=log)
-    except (StageFailed, LinkStalled) as exc:
+    except (StageFailed, StageStalled, LinkStalled, PlanApplierDied) as exc:
         console.print(Text.assemble(("failed: ", "bold red"), str(exc), "; the network and all stages were torn down"))
         if isinstance(exc, StageFailed) and exc.tail:
             console.print(

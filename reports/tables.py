@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from basics.errors import ConfigError
+
 
 @dataclass
 class Tables:
@@ -26,10 +28,21 @@ def load(root: str | Path) -> Tables:
     root = Path(root)
 
     def read(name: str) -> pd.DataFrame:
-        p = root / f"{name}.parquet"
-        return pd.read_parquet(p) if p.exists() else pd.DataFrame()
+        return read_table(root / f"{name}.parquet")
 
     return Tables(read("trials"), read("steps"), read("links"), read("fidelity"))
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """One result table (empty if absent); ConfigError naming it if it is not a readable table."""
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:  # pyarrow's ArrowInvalid and friends: a damaged or foreign file
+        raise ConfigError(
+            "DIR", f"{path} is not a readable Parquet table ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
 
 
 def provenance(trials: pd.DataFrame) -> str:

@@ -39,6 +39,10 @@ if TYPE_CHECKING:  # samplers take a numpy Generator; validating a topology need
     import numpy as np
 
 
+MIN_KEPT = 1e-12  # a truncated normal must keep this much of its mass (else its bounds say nothing else)
+MAX_TRACE_ROWS = 100_000  # a bandwidth trace's rows (a plan and its record hold every change point)
+
+
 class Strict(BaseModel):
     # allow_inf_nan=False: `.nan`/`.inf` anywhere is refused as "not a finite number"
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -73,17 +77,45 @@ class Normal(Strict):
     def _bounds(self) -> Normal:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min must be ≤ max")
+        if self.std > 0 and self.kept() < MIN_KEPT:
+            raise ValueError(
+                f"N({self.mean:g}, {self.std:g}) truncated to [{self.min}, {self.max}] keeps a fraction "
+                f"{self.kept():.1e} of its mass: the bounds are many standard deviations from the mean"
+            )
         return self
+
+    def _z(self) -> tuple[float, float]:
+        lo = -math.inf if self.min is None else (self.min - self.mean) / self.std
+        hi = math.inf if self.max is None else (self.max - self.mean) / self.std
+        return lo, hi
+
+    def kept(self) -> float:
+        """The probability mass of N(mean, std) inside [min, max]."""
+        a, b = self._z()
+        return 0.5 * (math.erf(b / math.sqrt(2)) - math.erf(a / math.sqrt(2)))
 
     def sample(self, rng: np.random.Generator, t: float) -> float:
         lo = -math.inf if self.min is None else self.min
         hi = math.inf if self.max is None else self.max
-        # Rejection sampling is exact truncation; bounded so a far-off window can't spin.
-        for _ in range(10_000):
-            v = float(rng.normal(self.mean, self.std))
-            if lo <= v <= hi:
-                return v
-        return float(min(max(self.mean, lo), hi))
+        if self.std == 0:
+            return float(min(max(self.mean, lo), hi))
+        if self.kept() >= 0.01:  # rejection sampling: exact, and what every plan drew so far
+            for _ in range(10_000):
+                v = float(rng.normal(self.mean, self.std))
+                if lo <= v <= hi:
+                    return v
+        # a far-off truncation: the inverse CDF, exact and O(1) (survival side for the upper tail)
+        from scipy.special import ndtr, ndtri
+
+        a, b = self._z()
+        u = float(rng.uniform())
+        if a > 0:
+            sa, sb = ndtr(-a), ndtr(-b)
+            z = -ndtri(sa - u * (sa - sb))
+        else:
+            fa, fb = ndtr(a), ndtr(b)
+            z = ndtri(fa + u * (fb - fa))
+        return float(min(max(self.mean + self.std * z, lo), hi))
 
     def support(self) -> tuple[float, float]:
         return (self.min if self.min is not None else -math.inf, self.max if self.max is not None else math.inf)
@@ -123,13 +155,19 @@ class Trace(Strict):
     def _load(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict) or data.get("times"):
             return data
+        if not isinstance(data.get("file"), str):
+            raise ValueError("a trace needs 'file': a CSV of time_s,value rows")
         base = Path((info.context or {}).get("base_dir", "."))
         path = Path(data["file"]) if Path(data["file"]).is_absolute() else base / data["file"]
         if not path.is_file():
             raise ValueError(f"trace file {str(path)!r} not found")
         times, values = [], []
+        rows = []
         with path.open(newline="") as fh:
-            rows = list(csv.reader(row for row in fh if row.strip() and not row.startswith("#")))
+            for row in csv.reader(row for row in fh if row.strip() and not row.startswith("#")):
+                rows.append(row)
+                if len(rows) > MAX_TRACE_ROWS + 1:  # + a header
+                    raise ValueError(f"{path.name} has more than {MAX_TRACE_ROWS:,} rows: resample it coarser")
         if rows and not _is_number(rows[0][0]):
             rows = rows[1:]  # header
         for n, row in enumerate(rows, 1):

@@ -49,6 +49,8 @@ class LinkPlan:
         self.channels: list[tuple[str, Channel]] = [
             (c.label, c) for c in topology.channels() + topology.bottleneck_channels()
         ]
+        self._by_key = {(label, c.direction): c for label, c in self.channels}
+        self._cache: dict[tuple[str, str], tuple[float, list[float]]] = {}
 
     def state(self, channel: Channel, window: int, t: float) -> LinkState:
         """The sampled state of ``channel`` in its natural ``window`` (events not applied)."""
@@ -80,6 +82,33 @@ class LinkPlan:
             times.update(k * p.resample_every for k in range(math.ceil(until / p.resample_every)))
         return sorted(t for t in times if t < until)
 
+    def _natural(self, channel: Channel, t: float) -> list[float]:
+        """The channel's natural change times up to at least ``t`` (cached and extended as the
+        plan is read further, so asking for the state now costs a lookup, not a recount)."""
+        key = (channel.label, channel.direction)
+        until, times = self._cache.get(key, (0.0, []))
+        if t >= until:
+            until = max(2 * until, t + 1.0, 60.0)
+            times = self.change_times(channel, until)
+            self._cache[key] = (until, times)
+        return times
+
+    def state_at(self, label: str, direction: str, t: float) -> LinkState:
+        """The state of one channel at time ``t`` (events applied), in O(log windows)."""
+        ch = self._by_key[(label, direction)]
+        natural = self._natural(ch, t)
+        state = self.state(ch, bisect.bisect_right(natural, t) - 1, t)
+        for ev in self.topology.events:
+            if ev.applies(label, direction) and ev.at <= t < ev.end:
+                state = self._apply(state, ev)
+        return state
+
+    @staticmethod
+    def _apply(state: LinkState, ev) -> LinkState:
+        if ev.down is not None:
+            return replace(state, up=False)
+        return replace(state, rate_bps=base_value("bandwidth", ev.bandwidth, ev.bandwidth.value))
+
     def initial(self) -> list[PlanEvent]:
         return [e for e in self.events(until=1e-9)]
 
@@ -88,27 +117,26 @@ class LinkPlan:
         event starts and ends windows of its own; the values drawn for the natural windows
         do not depend on whether there are events."""
         out = []
-        for label, ch in self.channels:
-            natural = self.change_times(ch, until)
-            faults = [ev for ev in self.topology.events if ev.applies(label, ch.direction)]
-            times = sorted(set(natural) | {t for ev in faults for t in (ev.at, ev.end) if t < until})
-            for w, t in enumerate(times):
-                base = self.state(ch, bisect.bisect_right(natural, t) - 1, t)
-                active = [ev for ev in faults if ev.at <= t < ev.end]
-                state, note = base, ""
-                for ev in active:
-                    if ev.down is not None:
-                        state = replace(state, up=False)
-                    else:
-                        state = replace(state, rate_bps=base_value("bandwidth", ev.bandwidth, ev.bandwidth.value))
-                    note = ev.describe()
-                out.append(PlanEvent(t=t, window=w, link=label, direction=ch.direction, state=state, event=note))
+        for _, ch in self.channels:
+            out += self.channel_events(ch, until)
         out.sort(key=lambda e: (e.t, e.link, e.direction))
+        return out
+
+    def channel_events(self, ch: Channel, until: float, limit: int | None = None) -> list[PlanEvent]:
+        """One channel's state changes in [0, until) (at most ``limit`` of them)."""
+        natural = [t for t in self._natural(ch, until) if t < until]
+        faults = [ev for ev in self.topology.events if ev.applies(ch.label, ch.direction)]
+        times = sorted(set(natural) | {t for ev in faults for t in (ev.at, ev.end) if t < until})
+        out = []
+        for w, t in enumerate(times[:limit]):
+            state = self.state(ch, bisect.bisect_right(natural, t) - 1, t)
+            note = ""
+            for ev in faults:
+                if ev.at <= t < ev.end:
+                    state, note = self._apply(state, ev), ev.describe()
+            out.append(PlanEvent(t=t, window=w, link=ch.label, direction=ch.direction, state=state, event=note))
         return out
 
     def at(self, t: float) -> dict[tuple[str, str], LinkState]:
         """The state of every channel at time ``t``."""
-        current: dict[tuple[str, str], LinkState] = {}
-        for e in self.events(until=t + 1e-9):
-            current[(e.link, e.direction)] = e.state
-        return current
+        return {(label, ch.direction): self.state_at(label, ch.direction, t) for label, ch in self.channels}

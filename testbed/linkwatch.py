@@ -8,9 +8,10 @@ A link **stalls** when, for longer than its bound,
 - data waits to cross it at every sample while the bytes sent grow at less than
   :data:`SLOW_FRACTION` of the rate the link plan gives now. Data *waits* when the
   sender's shaper holds a backlog or the sender's TCP sockets to the receiver have
-  segments in flight, unacknowledged (sock_diag). The shaper alone is not enough: on a
-  crawling link TCP backs off and the shaper sits empty for seconds between
-  retransmissions; an idle link (a stage computing) has neither.
+  segments in flight, unacknowledged, while held up — more data written than sent, or
+  retransmitting (sock_diag). The shaper alone is not enough: on a crawling link TCP backs
+  off and the shaper sits empty for seconds between retransmissions; an idle or lightly used
+  link (a stage computing; small messages awaiting delayed ACKs) has neither.
 
 The bound is ``stall_timeout`` when the user sets one; otherwise the time the largest
 message needs at the planned rate, × :data:`SLOW_FACTOR`, but at least
@@ -98,8 +99,11 @@ class LinkWatch:
     # ---------------------------------------------------------------- bounds
     def expected_bps(self, label: str, direction: str, now: float) -> float:
         """The rate the link plan gives this channel now (events included)."""
-        state = self.backend.plan.at(max(0.0, now - (self.backend.t0 or now))).get((label, direction))
-        return state.rate_bps if state is not None else float("inf")
+        t = max(0.0, now - (self.backend.t0 or now))
+        try:
+            return self.backend.plan.state_at(label, direction, t).rate_bps
+        except KeyError:
+            return float("inf")
 
     def bound_s(self, rate_bps: float) -> float:
         if self.stall_timeout is not None:
@@ -126,14 +130,17 @@ class LinkWatch:
         return total
 
     def _unacked_segments(self, sender: Any, receiver: Any) -> int:
-        """Segments the sender's TCP sockets to the receiver (its link or host address) have in flight, unacked."""
+        """Unacknowledged segments of the sender's TCP sockets to the receiver (its link or host
+        address) that are held up: the socket also has data it could not send yet, or is
+        retransmitting. A flow that sends a little now and then (an idle link, delayed ACKs) has
+        segments in flight at any instant too, but none held up: that is not data waiting."""
         if sender.host not in self._unacked:
             if sender.host not in self._diag:
                 self._diag[sender.host] = _NetnsDiag(sender.host)
             by_peer: dict[str, int] = {}
             for m in self._diag[sender.host].get_sock_stats(family=AF_INET, extensions=_INET_DIAG_INFO):
                 info = m.get_attr("INET_DIAG_INFO")
-                if info is not None:
+                if info is not None and _held_up(info):
                     by_peer[m["idiag_dst"]] = by_peer.get(m["idiag_dst"], 0) + info["tcpi_unacked"]
             self._unacked[sender.host] = by_peer
         by_peer = self._unacked[sender.host]
@@ -194,14 +201,18 @@ class LinkWatch:
             f"(changed outside pipenem?)"
         )
 
-    def explain(self) -> str:
+    def explain(self, stages: set[int] | None = None) -> str:
         """What the links look like now, for a failure that surfaced elsewhere first (a stage whose
         TCP connection timed out on a crawling link): every channel down, crawling (even for
-        less than its bound) or shaped well under its plan. '' when every link looks healthy."""
+        less than its bound) or shaped well under its plan — of the links of ``stages`` only,
+        when given (a stage's failure is about its own links). '' when they look healthy."""
         now = time.time()
         notes = []
         self._unacked.clear()
         for ch in self._channels:
+            ends = {int(x) for x in ch.label.split("-")}
+            if stages is not None and not ends & stages:
+                continue
             rate = self.expected_bps(ch.label, ch.direction, now)
             try:
                 self._sample(ch, now, self.bound_s(rate))
@@ -241,12 +252,22 @@ class LinkWatch:
         while ch.samples and now - ch.samples[0][0] > bound + POLL_S:
             ch.samples.popleft()
 
-    @staticmethod
-    def _down_text(ch: _Channel, now: float) -> str:
+    def _down_text(self, ch: _Channel, now: float) -> str:
+        """What is down, for how long, and who did it: the link plan (a planned outage) or not."""
         end, state = ch.down_what
+        t = max(0.0, now - (self.backend.t0 or now))
+        try:
+            planned_up = self.backend.plan.state_at(ch.label, ch.direction, t).up
+        except KeyError:
+            planned_up = True
+        who = (
+            "a planned outage (topology event)"
+            if not planned_up
+            else "set down outside pipenem (the link plan has it up)"
+        )
         return (
             f"link {ch.label} is down: interface {end.ifname} in {end.host} has been {state} "
-            f"for {now - ch.down_since:.0f} s"
+            f"for {now - ch.down_since:.0f} s, {who}"
         )
 
     @staticmethod
@@ -277,6 +298,23 @@ class LinkWatch:
             t0,
             shaped,
         )
+
+
+TCP_CA_RECOVERY = 3  # tcp_info's congestion-avoidance states from here on: recovering a loss (4: RTO)
+
+
+def _held_up(info: Any) -> bool:
+    """A TCP socket whose data cannot go: bytes written but not sent yet, or retransmissions."""
+    try:
+        notsent = info["tcpi_notsent_bytes"]
+    except KeyError:  # an older kernel's shorter tcp_info
+        notsent = 0
+    return (
+        notsent > 0
+        or info["tcpi_retransmits"] > 0
+        or info["tcpi_backoff"] > 0
+        or info["tcpi_ca_state"] >= TCP_CA_RECOVERY
+    )
 
 
 def _waiting(sample: tuple) -> bool:

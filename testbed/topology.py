@@ -29,6 +29,7 @@ from basics.units import (
 )
 from testbed.distributions import BandwidthParam, DelayParam, Fixed, JitterParam, LossParam, Strict
 
+MIN_RESAMPLE_S = 0.1  # the shortest link-plan window: one shaper change per link direction each
 Direction = Literal["forward", "backward"]
 DIRECTIONS: tuple[Direction, Direction] = ("forward", "backward")
 
@@ -43,7 +44,15 @@ class LinkParams(Strict):
     @field_validator("resample_every", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
-        return None if v is None else parse_duration(v)
+        if v is None:
+            return None
+        seconds = parse_duration(v)
+        if seconds < MIN_RESAMPLE_S:
+            raise ValueError(
+                f"{seconds:g} s is below {MIN_RESAMPLE_S:g} s: every window changes every link's shaper "
+                "(and a run's plan holds every window)"
+            )
+        return seconds
 
     def merged_over(self, base: LinkParams | None) -> LinkParams:
         if base is None:

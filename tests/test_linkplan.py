@@ -99,3 +99,23 @@ def test_a_crawl_counts_only_while_data_waits_and_only_the_latest_run() -> None:
     assert LinkWatch._crawl(dead, rate)[0] == ""
     text, since, shaped = LinkWatch._crawl(dead, rate, trailing=False)
     assert text.startswith("350 bytes moved in 5 s") and since == 0 and shaped
+
+
+def test_the_state_now_is_the_last_window_begun_and_costs_a_lookup() -> None:
+    """``state_at`` (what the link watch asks every poll) equals replaying every window from
+    t = 0, and does not replay them: asking again later reuses the plan read so far."""
+    topo = _paper()
+    plan, replay = LinkPlan(topo), LinkPlan(topo)
+    for t in (0.0, 0.5, 9.99, 10.0, 33.3, 599.0, 1234.5):
+        rows = [e for e in replay.events(t + 1e-9)]
+        expected = {}
+        for e in rows:
+            expected[(e.link, e.direction)] = e.state
+        assert plan.at(t) == expected
+    calls = []
+    real = LinkPlan.change_times
+    plan2 = LinkPlan(topo)
+    plan2.change_times = lambda ch, until: calls.append(until) or real(ch, until)  # type: ignore[method-assign]
+    for k in range(200):
+        plan2.state_at("1-2", "forward", 1800 + 0.05 * k)
+    assert len(calls) <= 2  # the plan is read ahead (doubling), then each poll is a lookup

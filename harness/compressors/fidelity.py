@@ -123,6 +123,9 @@ def load_tensor(path: Path) -> torch.Tensor:
         ) from None
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise ConfigError("tensor", "expected a floating-point tensor with at least 2 dimensions")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ConfigError("tensor", f"{str(path)!r} holds {bad} NaN or infinite values: fidelity needs finite ones")
     return x
 
 

@@ -13,12 +13,12 @@ modeled step's compute time is never reported as measured.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from basics.errors import ConfigError
+from basics.yamlfile import read_yaml
 
 
 @dataclass(frozen=True)
@@ -76,25 +76,36 @@ def load_profile(name_or_path: str) -> DeviceProfile:
             "compute.profile",
             f"unknown device profile {name_or_path!r}: one of {', '.join(BUILTIN)} or a profile YAML file",
         )
-    data = yaml.safe_load(path.read_text()) or {}
     try:
-        bw = float(data["mem_bandwidth"]) if "mem_bandwidth" in data else None
-        if "flops_per_s" in data:
-            return DeviceProfile(
-                str(data.get("name", path.stem)), float(data["flops_per_s"]), 1.0, f"measured ({path})", bw
-            )
-        return DeviceProfile(
-            str(data.get("name", path.stem)),
-            float(data["peak_flops"]),
-            float(data["efficiency"]),
-            f"profile {path}",
-            bw,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        data = read_yaml(path, "device profile")
+    except ConfigError as exc:
+        raise ConfigError("compute.profile", exc.message, str(path)) from None
+    if not isinstance(data, dict):
         raise ConfigError(
-            "compute.profile",
-            f"{path}: needs flops_per_s, or peak_flops and efficiency; mem_bandwidth optional ({exc})",
-        ) from None
+            "compute.profile", "a profile is a mapping (flops_per_s, or peak_flops and efficiency)", str(path)
+        )
+
+    def number(key: str, lo: float = 0.0, hi: float = math.inf) -> float:
+        try:
+            v = float(data[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"compute.profile.{key}", f"{data[key]!r} is not a number", str(path)) from None
+        if not (lo < v <= hi) or not math.isfinite(v):
+            raise ConfigError(f"compute.profile.{key}", f"{v:g} must be in ({lo:g}, {hi:g}]", str(path))
+        return v
+
+    bw = number("mem_bandwidth") if "mem_bandwidth" in data else None
+    name = str(data.get("name", path.stem))
+    if "flops_per_s" in data:
+        return DeviceProfile(name, number("flops_per_s"), 1.0, f"measured ({path})", bw)
+    missing = [k for k in ("peak_flops", "efficiency") if k not in data]
+    if missing:
+        raise ConfigError(
+            f"compute.profile.{missing[0]}",
+            "needs flops_per_s, or peak_flops and efficiency; mem_bandwidth optional",
+            str(path),
+        )
+    return DeviceProfile(name, number("peak_flops"), number("efficiency", hi=1.0), f"profile {path}", bw)
 
 
 def device_label(mode: str, device: str, profile: str) -> str:

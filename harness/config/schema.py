@@ -143,9 +143,10 @@ class TrainConfig(_Strict):
     micro_batches: int = Field(4, ge=1)
     lr: float = Field(3e-4, gt=0)
     warmup: int = Field(100, ge=0)
-    decay_steps: int | None = None  # linear decay to 0 after warm-up over this many steps (default: steps)
+    decay_steps: int | None = Field(None, ge=1)  # lr reaches 0 at this step (default: steps); > warmup
     weight_decay: float = Field(0.01, ge=0)
-    grad_clip: float | None = 1.0
+    # the whole model's gradient norm is clipped to this (> 0); null turns clipping off
+    grad_clip: float | None = Field(1.0, gt=0)
     # How a boundary's gradient goes back through the forward compressor: ``exact`` multiplies
     # it by the compressor's Jacobian (kept mask; lowrank's projection) as when compression is
     # part of the stage's autograd graph; ``straight-through`` passes it unchanged. Default
@@ -161,6 +162,10 @@ class TrainConfig(_Strict):
     def _micro(self) -> TrainConfig:
         if self.batch % self.micro_batches:
             raise FieldError("micro_batches", f"{self.micro_batches} does not divide batch {self.batch}")
+        if self.decay_steps is not None and self.decay_steps <= self.warmup:
+            raise FieldError(
+                "decay_steps", f"{self.decay_steps} ends the decay before warm-up ({self.warmup} steps) is over"
+            )
         return self
 
 
@@ -209,7 +214,7 @@ class RunSpec(_Strict):
     # who schedules and moves the micro-batches: pipenem's own GPipe/1F1B (default: any compressor
     # pair, modeled compute, GPUs) or torch.distributed.pipelining (harness/runtime/torch_stage.py)
     runtime: Literal["pipenem", "torch"] = "pipenem"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**32)  # torch's generators and the data sampler take 32-bit seeds
     partition: list[int] | None = None  # blocks per stage; default: as even as possible
     model: AnyModel = ModelConfig()
     data: DataConfig = DataConfig()

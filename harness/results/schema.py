@@ -74,6 +74,7 @@ LINK: dict[str, str] = {
     "rate_bps": "rate the shaper applied in the window",
     "up": "whether the link was up (a planned outage: False)",
     "event": "the topology event that set this window, if any",
+    "outside": "what was changed outside pipenem on this link when the window began (the plan says so, then applies)",
     "payload_bytes": "payload bytes the sending stage put on the link",
     "dense_bytes": "what the same tensors weigh uncompressed (totals row)",
     "interface_bytes": "kernel interface counter over the run (totals row): the cross-check",

@@ -7,10 +7,12 @@ tables, and the trial row is written last — a trial is "finished" once its row
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 
+from basics.errors import ConfigError
 from harness.results.atomic import atomic_write
 
 TABLES = ("trials", "steps", "links", "fidelity")
@@ -26,27 +28,53 @@ class ResultStore:
 
     def read(self, table: str) -> pd.DataFrame:
         p = self.path(table)
-        return pd.read_parquet(p) if p.exists() else pd.DataFrame()
+        if not p.exists():
+            return pd.DataFrame()
+        try:
+            return pd.read_parquet(p)
+        except Exception as exc:  # pyarrow's ArrowInvalid, OSError: not a table this store wrote
+            raise ConfigError(
+                "--out",
+                f"{p} is not a readable Parquet table ({type(exc).__name__}: {str(exc)[:200]}); move it away "
+                "or choose another folder",
+            ) from None
 
-    def append(self, table: str, rows: list[dict]) -> None:
-        if not rows:
-            return
+    def _merged(self, table: str, rows: list[dict]) -> pd.DataFrame:
         new = pd.DataFrame(rows)
         old = self.read(table)
         if not old.empty and "trial_id" in new.columns and "trial_id" in old.columns:
             old = old[~old["trial_id"].isin(set(new["trial_id"]))]  # a re-run replaces, never duplicates
-        df = pd.concat([old, new], ignore_index=True) if not old.empty else new
-        atomic_write(self.path(table), lambda tmp: df.to_parquet(tmp, index=False))
+        return pd.concat([old, new], ignore_index=True) if not old.empty else new
+
+    def append(self, table: str, rows: list[dict]) -> None:
+        if rows:
+            df = self._merged(table, rows)
+            atomic_write(self.path(table), lambda tmp: df.to_parquet(tmp, index=False))
 
     def finished(self) -> set[str]:
         t = self.read("trials")
         return set(t["trial_id"]) if not t.empty else set()
 
     def record_trial(self, trial_row: dict, steps: list[dict], links: list[dict]) -> None:
-        """Steps and links first, the trial row last: its presence marks the trial finished."""
-        self.append("steps", steps)
-        self.append("links", links)
-        self.append("trials", [trial_row])
+        """All of a trial's rows or none: every table is written to a temporary file first (a full
+        disk fails there, leaving the old tables), then renamed into place, the trial row last —
+        its presence marks the trial finished."""
+        staged = [(t, self._merged(t, rows)) for t, rows in (("steps", steps), ("links", links)) if rows]
+        staged.append(("trials", self._merged("trials", [trial_row])))
+        written: list[Path] = []
+        try:
+            for table, df in staged:
+                tmp = self.path(table).with_name(self.path(table).name + ".tmp")
+                written.append(tmp)
+                df.to_parquet(tmp, index=False)
+        except BaseException as exc:
+            for tmp in written:
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = str(written[-1]).removesuffix(".tmp")  # pyarrow's I/O errors do not say which file
+            raise
+        for (table, _), tmp in zip(staged, written, strict=True):
+            os.replace(tmp, self.path(table))
 
 
 def time_to_target(steps: list[dict], target: float | None) -> float | None:

@@ -15,7 +15,7 @@ from harness.compressors import Compressor, build
 from harness.compressors.base import Context, ForwardRecord
 from harness.config.profiles import DeviceProfile, load_profile
 from harness.config.schema import RunSpec
-from harness.model.check import check_model, resolve_partition
+from harness.model.check import check_buildable, check_model, resolve_partition
 from harness.model.data import data_files
 from harness.model.stages import Geometry
 from harness.runtime.devices import check_torch_device
@@ -87,6 +87,7 @@ def check_run(spec: RunSpec, topology: Topology | None = None) -> CheckedRun:
 def _cross_check(spec: RunSpec, topo: Topology) -> CheckedRun:
     geo = check_model(spec.model, spec.data)
     partition = resolve_partition(spec.partition, geo.n_layers, topo.stages)
+    check_buildable(spec.model, partition, spec.seed)
     fwd = build(spec.compression.fwd, "compression.fwd")
     bwd = build(spec.compression.bwd, "compression.bwd")
     shape = (spec.train.batch // spec.train.micro_batches, geo.ctx, geo.d_model)

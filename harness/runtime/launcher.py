@@ -1,5 +1,6 @@
-"""The launcher: brings the topology up, starts one stage worker inside each host, streams
-their logs, notices one dying, tears everything down, and says which stage failed and why."""
+"""The launcher: brings the topology up, starts one stage worker inside each host, follows
+them (``supervise.py``: logs, who failed first, a stopped stage), tears everything down, and
+says which stage failed and why."""
 
 from __future__ import annotations
 
@@ -10,33 +11,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.config.schema import RunSpec
 from harness.results.atomic import atomic_write
-from harness.runtime import messages
 from harness.runtime.check import CheckedRun, as_checked
+from harness.runtime.supervise import StageFailed, StageStalled, Supervisor
 from testbed.backends import make_backend
 from testbed.linkwatch import LinkWatch
 
 log = logging.getLogger(__name__)
-
-
-class StageFailed(RuntimeError):
-    def __init__(self, stage: int, code: int, tail: list[str], links: str = "") -> None:
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        if code > 128:  # `docker exec` reports a signal inside the container as 128 + n
-            how += f" (signal {code - 128} inside its container)"
-        # what the link watch saw when it died: a stage's TCP error is often a link's fault
-        super().__init__(
-            f"stage {stage} {how}"
-            + (f" while {links}" if links else "")
-            + (": " + " | ".join(tail[-3:]) if tail else "")
-        )
-        self.stage, self.code, self.tail = stage, code, tail
+__all__ = ["RunResult", "StageFailed", "StageStalled", "run_pipeline"]  # the failures, importable from here
 
 
 @dataclass
@@ -117,14 +104,13 @@ def run_pipeline(
         counters0 = backend.link_counters()
         watch = LinkWatch(backend, run.message_bytes, spec.train.stall_timeout)
         lines: queue.Queue = queue.Queue()
-        tails = [deque(maxlen=20) for _ in range(run.stages)]
         try:
             for i in range(run.stages):
                 procs.append(_start_stage(run, backend, i, run_dir, store))
                 threading.Thread(target=_pump, args=(i, procs[-1], lines), daemon=True).start()
             if on_start:
                 on_start(procs)
-            _supervise(procs, lines, tails, on_log, backend, watch, on_progress)
+            Supervisor(procs, lines, backend, watch, spec.train.stall_timeout, on_log, on_progress).run()
         finally:
             watch.close()
             for p in procs:
@@ -219,44 +205,3 @@ def _pump(stage: int, proc: subprocess.Popen, lines: queue.Queue) -> None:
     for line in proc.stdout:
         lines.put((stage, line.rstrip("\n")))
     lines.put((stage, None))
-
-
-def _supervise(
-    procs: list[subprocess.Popen],
-    lines: queue.Queue,
-    tails: list[deque],
-    on_log: Callable[[int, str], None] | None,
-    backend,
-    watch: LinkWatch,
-    on_progress: Callable[[int, dict], None] | None = None,
-) -> None:
-    """Stream logs until every worker exits; the first one to fail stops all of them, and so
-    does a link that is down or stalled for longer than its bound (LinkStalled, named)."""
-    done: set[int] = set()
-    while len(done) < len(procs):
-        try:
-            stage, line = lines.get(timeout=0.5)
-        except queue.Empty:
-            stage, line = -1, None
-        if line is not None:
-            msg = messages.parse(line)
-            if msg is not None and on_progress:
-                on_progress(stage, msg)
-            line = messages.describe(msg) if msg is not None else line
-            tails[stage].append(line)
-            if on_log:
-                on_log(stage, line)
-        for i, p in enumerate(procs):
-            code = p.poll()
-            if code is None or i in done:
-                continue
-            if code != 0:
-                time.sleep(0.2)  # let its last words arrive
-                while not lines.empty():
-                    s, extra = lines.get_nowait()
-                    if extra is not None:
-                        tails[s].append(extra)
-                raise StageFailed(i, code, list(tails[i]), links=watch.explain())
-            done.add(i)
-        backend.check_plan_applier()
-        watch.check()

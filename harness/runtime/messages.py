@@ -37,6 +37,8 @@ def describe(msg: dict[str, Any]) -> str:
         text = "joined its links"
     elif event == "step":
         text = f"step {msg['step']} " + (f"loss {msg['loss']:.4f}" if msg.get("loss") is not None else "done")
+    elif event == "failed":
+        text = f"failed: {msg.get('error', '')}"
     else:
         text = str(msg.get("text", event))
     return f"stage {stage}: {text}"

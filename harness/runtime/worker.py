@@ -249,17 +249,30 @@ def main(run_dir: str, stage: int) -> None:
 def serve(run_dir: str, stage: int, make: Callable[[RunSpec, dict], Any]) -> None:
     """A stage process of either runtime: read the launcher's meta line, build the stage worker
     with ``make(spec, meta)`` (anything with ``step(step) -> row`` and ``close()``), run every
-    step with progress for the launcher, then write the rows."""
+    step with progress for the launcher, then write the rows. Every step after at most
+    :data:`ALIVE_EVERY_S` it says it is alive (the launcher's watch for a stage that stops);
+    an exception is said with the time it happened (the launcher names the stage that failed
+    first, not a peer that only saw its connection close) before the traceback."""
     meta = json.loads(sys.stdin.readline())
     spec = RunSpec.model_validate(meta["spec"])
-    worker = make(spec, meta)
-    messages.emit("joined", stage=stage)
-    steps = []
-    for step in range(spec.train.steps):
-        steps.append(worker.step(step))
-        _report_step(spec, steps[-1])
-    worker.close()
+    try:
+        worker = make(spec, meta)
+        messages.emit("joined", stage=stage)
+        steps, alive = [], 0.0
+        for step in range(spec.train.steps):
+            steps.append(worker.step(step))
+            _report_step(spec, steps[-1])
+            if time.time() - alive >= ALIVE_EVERY_S:
+                alive = time.time()
+                messages.emit("alive", stage=stage, step=step, step_s=steps[-1]["end"] - steps[-1]["start"])
+        worker.close()
+    except Exception as exc:
+        messages.emit("failed", stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000], at=time.time())
+        raise
     _write_steps(Path(run_dir), stage, steps)
+
+
+ALIVE_EVERY_S = 2.0
 
 
 def _report_step(spec: RunSpec, row: dict) -> None:

@@ -181,6 +181,7 @@ def link_rows(trial_id: str, result) -> list[dict]:
                         "rate_bps": w["rate_bps"],
                         "up": w.get("up", True),
                         "event": w.get("event", ""),
+                        "outside": w.get("outside", ""),
                         "payload_bytes": sent,
                         "interface_bytes": None,
                         "achieved_bps": sent * 8 / (end - start) if end > start else None,
@@ -257,21 +258,27 @@ def _run_pool(trials: list[Trial], out: Path, store: ResultStore, emit: Callable
     if not trials:
         return
     # spawn: a fork of a process that already runs torch's thread pools can deadlock
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
         futures = {}
         for trial in trials:
             futures[pool.submit(_run_in_child, trial, out / "runs" / trial.trial_id)] = trial
             emit("start", trial, {})
-        try:
-            for fut in as_completed(futures):
-                trial = futures[fut]
-                try:
-                    outcome = fut.result()
-                except Exception as exc:  # recorded, the sweep goes on
-                    record_failure(store, emit, trial, exc, "".join(traceback.format_exception(exc)))
-                    continue
-                store.record_trial(outcome.row, outcome.steps, outcome.links)
-                emit("done", trial, outcome.row)
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        for fut in as_completed(futures):
+            trial = futures[fut]
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # recorded, the sweep goes on
+                record_failure(store, emit, trial, exc, "".join(traceback.format_exception(exc)))
+                continue
+            store.record_trial(outcome.row, outcome.steps, outcome.links)
+            emit("done", trial, outcome.row)
+    except BaseException:
+        # Ctrl-C (or a failure here): twin trials hold no network, so their processes are ended
+        # now; waiting for the pool would wait for them (and a child killed mid-task can leave
+        # the pool's shutdown waiting for ever)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

@@ -33,9 +33,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from basics.errors import ConfigError, from_validation
+from basics.errors import ConfigError, FieldError, from_validation
 from basics.shipped import find
 from basics.yamlfile import read_yaml
 from harness.compressors.rates import takes_rate, with_rate
@@ -68,6 +68,17 @@ class Axes(BaseModel):
     seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
     backend: list[Literal["netns", "docker"]] = Field(default_factory=lambda: ["netns"], min_length=1)
     set: dict[str, list[Any]] = Field(default_factory=dict)  # dotted config path -> values
+
+    @model_validator(mode="after")
+    def _labels(self) -> Axes:
+        seen: dict[str, int] = {}
+        for k, c in enumerate(self.compressor):
+            if c.label in seen:  # reports group by label: two choices with one label would merge
+                raise FieldError(
+                    f"compressor[{k}].label", f"{c.label!r} is already the label of compressor[{seen[c.label]}]"
+                )
+            seen[c.label] = k
+        return self
 
     def variants(self) -> list[dict[str, Any]]:
         """Every combination of the ``set`` axis' values ({} when it is empty)."""

@@ -52,6 +52,10 @@ class LinkInfo:
         return (self.a, self.b) if direction == "forward" else (self.b, self.a)
 
 
+class PlanApplierDied(RuntimeError):
+    """The process applying the link plan exited: the links would silently stop changing."""
+
+
 PLAN_HORIZON = 600.0  # seconds of events sent precomputed to the plan-applier process
 
 
@@ -183,7 +187,7 @@ class Backend(ABC):
     def check_plan_applier(self) -> None:
         """Raise if the plan-applier process died: its links would silently stop changing."""
         if self._applier is not None and self._applier.poll() not in (None, 0):
-            raise RuntimeError(
+            raise PlanApplierDied(
                 f"the link-plan applier of run {self.run_id} exited with status "
                 f"{self._applier.returncode}; bandwidth changes stopped (see its error above)"
             )

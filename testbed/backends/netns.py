@@ -248,8 +248,8 @@ def destroy_resources(resources: list[dict[str, Any]]) -> list[str]:
 
 def _kill_pid(pid: int, start: str | None = None) -> list[str]:
     """Kill a pipenem helper process we started: only if it is the same process (kernel start
-    time as recorded; older records have none) and still runs our module."""
-    if start and proc_start_time(pid) != start:
+    time as recorded: a record without one names no process we can verify) and still runs our module."""
+    if not start or proc_start_time(pid) != start:
         return []  # that PID now belongs to another process, maybe another run's worker
     try:
         cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
