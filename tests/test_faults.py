@@ -250,6 +250,13 @@ def test_a_full_disk_is_one_message_naming_the_file_and_leaves_no_tmp(tmp_path: 
         assert r.returncode == 1 and "no space left" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert ".parquet" in r.stderr  # names the file
         assert not list(out.glob("*.tmp")), list(out.iterdir())
+        import pandas as pd
+
+        trials = (
+            set(pd.read_parquet(out / "trials.parquet")["trial_id"]) if (out / "trials.parquet").exists() else set()
+        )
+        if (out / "steps.parquet").exists():  # all of a trial's rows or none: no steps without their trial
+            assert set(pd.read_parquet(out / "steps.parquet")["trial_id"]) <= trials
     finally:
         subprocess.run(["umount", str(out)], check=True)
 
@@ -510,3 +517,54 @@ def test_the_stage_that_failed_first_is_named_not_the_peer_that_saw_it_go(tmp_pa
     failed = next(line for line in r.stdout.splitlines() if line.startswith("failed: "))
     assert failed.startswith("failed: stage 0 exited with status 1") and "ValueError: planted failure" in failed, failed
     assert "then stage 1" not in failed or "consequences" in failed, failed
+
+
+@needs_netns
+@pytest.mark.netns
+def test_a_dead_link_plan_applier_ends_the_run_with_its_name(tmp_path: Path) -> None:
+    def kill_applier(_proc: subprocess.Popen) -> None:
+        procs = [r for r in all_records()[0].resources if r["kind"] == "process"]
+        applier = next(
+            p for p in procs if b"testbed.linkplan_daemon" in Path(f"/proc/{p['name']}/cmdline").read_bytes()
+        )
+        os.kill(int(applier["name"]), signal.SIGKILL)
+
+    before = netns_names()
+    rc, out, took = _interrupt_training(tmp_path, kill_applier, topology=_resampling(tmp_path))
+    assert rc == 1 and took < 20, (took, out[-2000:])
+    assert "the link-plan applier of run" in out and "Traceback" not in out, out[-2000:]
+    assert netns_names() == before and all_records() == []
+
+
+def test_ctrl_c_of_a_parallel_sweep_ends_it_at_once(tmp_path: Path) -> None:
+    """`pipenem run --jobs 2` on Ctrl-C: the twin processes end, the tables keep what finished."""
+    suite = tmp_path / "s.yaml"
+    base = {"model": TINY, "data": {"dataset": "synthetic"}, "train": {"steps": 5000, "batch": 8, "micro_batches": 2}}
+    axes = {"execution": ["twin"], "seed": [0, 1, 2, 3]}
+    suite.write_text(
+        yaml.safe_dump({"name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"), "base": base, "axes": axes})
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipenem.main", "run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # Ctrl-C reaches the whole process group, as from a terminal
+    )
+    try:
+        children = lambda: [p for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == proc.pid]  # noqa: E731
+        wait_for(lambda: len(children()) >= 2, 120, "two twin processes")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "interrupted" in out and "Traceback" not in out, out[-2000:]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
