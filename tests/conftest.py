@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# One OpenMP/torch thread per test process (and the CLIs it starts): on a machine whose other
+# core is busy, OpenMP's spinning threads made one batched least-squares test take 80 s, not 0.1 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,9 +18,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from basics.errors import ConfigError
+from harness.compressors.buffers import BufferPool
 from harness.compressors.wire import Payload, dense_bytes
 
 
@@ -38,6 +40,17 @@ class Context:
     seed: int = 0
     state: dict[str, Any] = field(default_factory=dict)
     forward: ForwardRecord | None = None
+    # the boundary's reusable buffers (None: allocate): ``empty``/``zeros`` below hand them out
+    buffers: BufferPool | None = None
+
+    def empty(self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised tensor for a codec's output or scratch: the boundary's, when it keeps buffers."""
+        if self.buffers is None:
+            return torch.empty(tuple(shape), dtype=dtype, device=device)
+        return self.buffers.empty(shape, dtype, device)
+
+    def zeros(self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return self.empty(shape, dtype, device).zero_()
 
     def generator(self, salt: int = 0) -> torch.Generator:
         """A generator both sides derive identically (for seeded index choices and projections)."""
@@ -117,7 +130,15 @@ class Compressor(ABC):
         mask = self.kept_mask(payload, ctx)
         if mask is None:
             return grad
-        return (as_3d(grad) * mask).view(grad.shape)
+        g = as_3d(grad)
+        out = ctx.empty(g.shape, g.dtype, g.device)
+        if g.device.type == "cpu" and g.dtype in (torch.float32, torch.float64) and mask.device.type == "cpu":
+            # numpy casts the mask in small buffers; torch's mixed-dtype multiply would first make a
+            # tensor-sized float copy of it (g · mask either way: the same bits, -0.0 included)
+            np.multiply(g.numpy(), mask.numpy(), out=out.numpy())
+        else:
+            torch.mul(g, mask, out=out)
+        return out.view(grad.shape)
 
     # ---- descriptive
     def params(self) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from harness.compressors.wire import Payload
 
 
 def _sub(ctx: Context, key: str) -> Context:
-    return Context(ctx.boundary, ctx.direction, ctx.step, ctx.seed, state=ctx.state.setdefault(key, {}))
+    return Context(
+        ctx.boundary, ctx.direction, ctx.step, ctx.seed, state=ctx.state.setdefault(key, {}), buffers=ctx.buffers
+    )
 
 
 class _Wrapper(Compressor):
@@ -60,10 +62,16 @@ class ErrorFeedback(_Wrapper):
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         e = ctx.state.get("e")
-        v = x.detach() + e if e is not None and e.shape == x.shape else x.detach()
+        if e is not None and e.shape == x.shape:
+            v = torch.add(x.detach(), e, out=ctx.empty(x.shape, x.dtype, x.device))
+        else:
+            v, e = x.detach(), None
         p = self.inner.encode(v, _sub(ctx, "inner"))
         # the sender decodes its own payload to know exactly what the receiver sees
-        ctx.state["e"] = v - self.inner.decode(p, _sub(ctx, "inner_mirror"))
+        seen = self.inner.decode(p, _sub(ctx, "inner_mirror"))
+        if e is None:
+            e = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # the carried error: this side's state
+        ctx.state["e"] = torch.sub(v, seen, out=e)
         return p
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
@@ -83,12 +91,13 @@ class EF21(_Wrapper):
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         g = self._estimate(ctx, tuple(x.shape), x.dtype, x.device)
-        p = self.inner.encode(x.detach() - g, _sub(ctx, "inner"))
-        ctx.state["g"] = g + self.inner.decode(p, _sub(ctx, "inner_mirror"))
+        diff = torch.sub(x.detach(), g, out=ctx.empty(x.shape, x.dtype, x.device))
+        p = self.inner.encode(diff, _sub(ctx, "inner"))
+        ctx.state["g"] = g.add_(self.inner.decode(p, _sub(ctx, "inner_mirror")))  # the estimate, in place
         return p
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
-        g = self._estimate(ctx, shape, dtype, payload.device) + self.inner.decode(payload, _sub(ctx, "inner"))
+        g = self._estimate(ctx, shape, dtype, payload.device).add_(self.inner.decode(payload, _sub(ctx, "inner")))
         ctx.state["g"] = g
-        return g.clone()
+        return ctx.empty(shape, dtype, payload.device).copy_(g)

@@ -78,7 +78,9 @@ class LowRank(Compressor):
         b, n, d = fold(shape)
         p = payload.parts[0].view(dtype).view(b, n, r).float()
         q = payload.parts[1].view(dtype).view(b, d, r).float()
-        return (p @ q.transpose(1, 2)).to(dtype).view(shape)
+        out = ctx.empty((b, n, d), torch.float32, payload.device)
+        torch.matmul(p, q.transpose(1, 2), out=out)  # into the boundary's buffer
+        return (out if dtype == torch.float32 else out.to(dtype)).view(shape)
 
     def vjp(self, grad: torch.Tensor, payload: Payload, ctx: Context) -> torch.Tensor:
         """Both methods send x̃ = U Uᵀ x with U an orthonormal basis of P's columns (svd: the
@@ -88,7 +90,8 @@ class LowRank(Compressor):
         b, n, _ = fold(shape)
         u = torch.linalg.qr(payload.parts[0].view(dtype).view(b, n, r).float()).Q
         g = as_3d(grad).float()
-        return (u @ (u.transpose(1, 2) @ g)).to(grad.dtype).view(grad.shape)
+        out = torch.matmul(u, u.transpose(1, 2) @ g, out=ctx.empty(g.shape, torch.float32, g.device))
+        return out.to(grad.dtype).view(grad.shape)
 
 
 class AdaptiveLowRank(Compressor):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from basics.errors import ConfigError
@@ -50,10 +51,18 @@ class Mirror(Compressor):
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         g = as_3d(x.detach())
-        return Payload([torch.masked_select(g, self._mask(ctx))], shape_header(x))
+        mask = self._mask(ctx).expand_as(g)
+        if g.device.type == "cpu" and g.dtype in (torch.float32, torch.float64, torch.float16):
+            if not g.is_contiguous():
+                g = ctx.empty(g.shape, g.dtype, g.device).copy_(g)
+            kept = int(np.count_nonzero(mask.contiguous().numpy()))
+            values = ctx.empty((kept,), g.dtype, g.device)  # numpy's compress: one pass, into the buffer
+            np.compress(mask.contiguous().numpy().reshape(-1), g.numpy().reshape(-1), out=values.numpy())
+            return Payload([values], shape_header(x))
+        return Payload([torch.masked_select(g, mask)], shape_header(x))
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
-        out = torch.zeros(shape, dtype=dtype, device=payload.device)
+        out = ctx.zeros(shape, dtype, payload.device)
         as_3d(out).masked_scatter_(self._mask(ctx), part_as(payload.parts[0], dtype))
         return out

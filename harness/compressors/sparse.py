@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from basics.errors import ConfigError
 from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept
 from harness.compressors.shapes import fold, read_shape, shape_header
-from harness.compressors.wire import Payload, decode_positions, encode_positions, part_as
+from harness.compressors.wire import Payload, decode_positions, encode_mask_positions, part_as, unpack_mask
+
+
+def _numpy_ok(t: torch.Tensor) -> bool:
+    """CPU tensors numpy can view (not bfloat16): its selection and compaction are single passes."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
 
 
 class TopK(Compressor):
@@ -35,28 +41,66 @@ class TopK(Compressor):
         return x.reshape(-1, x.shape[-2] * x.shape[-1])
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
-        flat = self._rows(x.detach())
+        x = x.detach()
+        if not x.is_contiguous():  # e.g. a gradient autograd hands over strided: one copy, into a buffer
+            x = ctx.empty(x.shape, x.dtype, x.device).copy_(x)
+        flat = self._rows(x)
         rows, n = flat.shape
         k = kept(self._rate, n)
-        idx = flat.abs().topk(k, dim=1, sorted=False).indices.sort(dim=1).values
-        pos, mode = encode_positions(idx, n)
-        return Payload([flat.gather(1, idx).reshape(-1), pos], shape_header(x) + (mode, k))
+        mask = self.top_mask(flat, k, ctx)
+        values = ctx.empty((rows * k,), flat.dtype, flat.device)
+        if _numpy_ok(flat):  # numpy's compress: one pass, into the boundary's buffer
+            np.compress(mask.numpy().reshape(-1), flat.numpy().reshape(-1), out=values.numpy())
+        else:
+            values.copy_(flat.masked_select(mask))
+        pos, mode = encode_mask_positions(mask, k)
+        return Payload([values, pos], shape_header(x) + (mode, k))
 
-    def _kept(self, payload: Payload) -> tuple[torch.dtype, tuple, int, int, int, torch.Tensor]:
+    @staticmethod
+    def top_mask(flat: torch.Tensor, k: int, ctx: Context) -> torch.Tensor:
+        """(rows, n) bool: each row's k entries of largest magnitude. Found by selection (the
+        k-th largest |value| per row, then one comparison), not a sort. Ties at that value go
+        to the lowest positions (a rule torch.topk does not state)."""
+        rows, n = flat.shape
+        mag = ctx.empty(flat.shape, flat.dtype, flat.device)
+        torch.abs(flat, out=mag)
+        if _numpy_ok(flat):
+            m, row = mag.numpy(), ctx.empty((n,), flat.dtype, flat.device).numpy()
+            thr = torch.empty(rows, dtype=flat.dtype, device=flat.device)
+            for r in range(rows):  # selection in place, in a reused row buffer (np.partition would copy)
+                np.copyto(row, m[r])
+                row.partition(n - k)
+                thr[r] = float(row[n - k])
+        else:
+            thr = torch.kthvalue(mag, n - k + 1, dim=1).values
+        mask = ctx.empty(flat.shape, torch.bool, flat.device)
+        torch.ge(mag, thr.to(mag.device).unsqueeze(1), out=mask)
+        counts = np.count_nonzero(mask.numpy(), axis=1) if _numpy_ok(flat) else mask.sum(1).tolist()
+        for r in (i for i, c in enumerate(counts) if c != k):  # ties at the threshold: lowest positions first
+            tied = mag[r] == thr[r]
+            need = k - int((mag[r] > thr[r]).sum())
+            mask[r] = (mag[r] > thr[r]) | (tied & (tied.cumsum(0) <= need))
+        return mask
+
+    def _mask(self, payload: Payload, ctx: Context) -> tuple[torch.dtype, tuple, int, int, int, torch.Tensor]:
         dtype, shape, (mode, k) = read_shape(payload.header)
         rows, n = self._rows(torch.empty(shape, dtype=dtype, device="meta")).shape
-        return dtype, shape, rows, n, k, decode_positions(payload.parts[1], mode, rows, k, n)
+        if mode == 0:
+            mask = unpack_mask(payload.parts[1], rows, n)
+        else:
+            idx = decode_positions(payload.parts[1], mode, rows, k, n)
+            mask = ctx.zeros((rows, n), torch.bool, payload.device).scatter_(1, idx, True)
+        return dtype, shape, rows, n, k, mask
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
-        _, shape, rows, n, _, idx = self._kept(payload)
-        mask = torch.zeros(rows, n, dtype=torch.bool, device=payload.device)
-        mask.scatter_(1, idx, True)
+        _, shape, _, _, _, mask = self._mask(payload, ctx)
         return as_3d(mask.view(shape))
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
-        dtype, shape, rows, n, k, idx = self._kept(payload)
-        out = torch.zeros(rows, n, dtype=dtype, device=payload.device)
-        out.scatter_(1, idx, part_as(payload.parts[0], dtype).view(rows, k))
+        dtype, shape, rows, n, k, mask = self._mask(payload, ctx)
+        out = ctx.zeros((rows, n), dtype, payload.device)
+        # values in row-major order of the mask = each row's kept positions in order
+        out.masked_scatter_(mask.to(payload.device), part_as(payload.parts[0], dtype))
         return out.view(shape)
 
 
@@ -79,14 +123,21 @@ class RandK(Compressor):
 
     @staticmethod
     def _positions(ctx: Context, n: int, k: int, device: torch.device) -> torch.Tensor:
+        """The step's kept positions, drawn once per side and step (both sides draw the same)."""
+        cached = ctx.state.get("_positions")
+        if cached is not None and cached[0] == (ctx.step, n, k, str(device)):
+            return cached[1]
         # drawn on the CPU (seeded, identical on every device and on both ends), then moved
-        return torch.randperm(n, generator=ctx.generator(salt=1))[:k].sort().values.to(device)
+        pos = torch.randperm(n, generator=ctx.generator(salt=1))[:k].sort().values.to(device)
+        ctx.state["_positions"] = ((ctx.step, n, k, str(device)), pos)
+        return pos
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         flat = x.detach().reshape(-1, x.shape[-2] * x.shape[-1]) if x.dim() >= 3 else x.detach().reshape(1, -1)
         k = kept(self._rate, flat.shape[1])
-        vals = flat[:, self._positions(ctx, flat.shape[1], k, flat.device)]
-        return Payload([vals.contiguous().view(-1)], shape_header(x) + (k,))
+        vals = ctx.empty((flat.shape[0], k), flat.dtype, flat.device)
+        torch.index_select(flat, 1, self._positions(ctx, flat.shape[1], k, flat.device), out=vals)
+        return Payload([vals.view(-1)], shape_header(x) + (k,))
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
         _, shape, (k,) = read_shape(payload.header)
@@ -97,18 +148,19 @@ class RandK(Compressor):
         return mask.view(1, rows_n, d) if len(shape) >= 3 else as_3d(mask.view(shape))
 
     def vjp(self, grad: torch.Tensor, payload: Payload, ctx: Context) -> torch.Tensor:
-        g = super().vjp(grad, payload, ctx)
+        g = super().vjp(grad, payload, ctx)  # a fresh tensor (the boundary's buffer): scaled in place
         if self.scale:  # decode multiplies the kept values by N/k: so does its Jacobian
             _, shape, (k,) = read_shape(payload.header)
             n = shape[-2] * shape[-1] if len(shape) >= 3 else int(torch.Size(shape).numel())
-            g = g * (n / k)
+            g.mul_(n / k)
         return g
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, (k,) = read_shape(payload.header)
         n = shape[-2] * shape[-1] if len(shape) >= 3 else int(torch.Size(shape).numel())
         rows = int(torch.Size(shape).numel()) // n
-        out = torch.zeros(rows, n, dtype=dtype, device=payload.device)
+        out = ctx.zeros((rows, n), dtype, payload.device)
         vals = part_as(payload.parts[0], dtype).view(rows, k)
-        out[:, self._positions(ctx, n, k, payload.device)] = vals * (n / k) if self.scale else vals
+        pos = self._positions(ctx, n, k, payload.device)
+        out.index_copy_(1, pos, vals * (n / k) if self.scale else vals)
         return out.view(shape)

@@ -15,18 +15,21 @@ from harness.compressors.wire import Payload, decode_positions, encode_positions
 CHUNK_BYTES = 1 << 22  # temporaries of ~4 MB stay in cache; one 67 MB square() would not
 
 
-def squared_norms(g: torch.Tensor, axis: int) -> torch.Tensor:
+def squared_norms(g: torch.Tensor, axis: int, ctx: Context | None = None) -> torch.Tensor:
     """Squared ℓ2 norms of the columns (axis=2) or rows (axis=1) of each (n×d) instance, in fp32.
 
-    Computed in slices so no tensor-sized temporary is allocated (that alone costs more
-    than the reduction: fresh pages fault in)."""
+    Computed in slices whose square lands in one reused scratch buffer, so no tensor-sized
+    temporary is allocated (that alone costs more than the reduction: fresh pages fault in)."""
     b, n, d = g.shape
     if axis == 1:  # a contiguous reduction: fast as it is
         return torch.linalg.vector_norm(g, dim=2, dtype=torch.float32).square()
     acc = torch.zeros(b, d, device=g.device)
     step = max(1, CHUNK_BYTES // max(1, b * d * 4))
+    scratch = (ctx or Context()).empty((b, step, d), torch.float32, g.device)
     for part in g.split(step, dim=1):
-        acc += part.float().square().sum(1)
+        sq = scratch[:, : part.shape[1]]
+        torch.square(part.float(), out=sq)
+        acc += sq.sum(1)
     return acc
 
 
@@ -45,14 +48,13 @@ class _AxisMask(Compressor):
         b, n, d = g.shape
         size = g.shape[self.axis]
         k = kept(self._rate, size)
-        norms = squared_norms(g, self.axis)  # (b, size)
+        norms = squared_norms(g, self.axis, ctx)  # (b, size)
         idx = norms.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
-        if self.axis == 2:
-            vals = g.gather(2, idx.unsqueeze(1).expand(b, n, k))
-        else:
-            vals = g.gather(1, idx.unsqueeze(2).expand(b, k, d))
+        vals = ctx.empty((b, n, k) if self.axis == 2 else (b, k, d), g.dtype, g.device)
+        for i in range(b):  # each instance's kept columns (rows): one index_select, into the buffer
+            torch.index_select(g[i], self.axis - 1, idx[i], out=vals[i])
         pos, mode = encode_positions(idx, size)
-        return Payload([vals.contiguous().view(-1), pos], shape_header(x) + (mode, k))
+        return Payload([vals.view(-1), pos], shape_header(x) + (mode, k))
 
     def _kept(self, payload: Payload) -> tuple[torch.dtype, tuple, tuple[int, int, int], int, torch.Tensor]:
         dtype, shape, (mode, k) = read_shape(payload.header)
@@ -67,7 +69,7 @@ class _AxisMask(Compressor):
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, (b, n, d), k, idx = self._kept(payload)
-        out = torch.zeros(b, n, d, dtype=dtype, device=payload.device)
+        out = ctx.zeros((b, n, d), dtype, payload.device)
         vals = part_as(payload.parts[0], dtype)
         if self.axis == 2:
             out.scatter_(2, idx.unsqueeze(1).expand(b, n, k), vals.view(b, n, k))

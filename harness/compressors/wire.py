@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 DTYPES: list[torch.dtype] = [
@@ -143,6 +144,8 @@ def _bit_weights(device: torch.device) -> torch.Tensor:
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """A bool tensor -> uint8, 8 bits per byte (little-endian within a byte)."""
     flat = bits.reshape(-1)
+    if flat.device.type == "cpu":  # numpy's packbits: the same bytes, one pass
+        return torch.from_numpy(np.packbits(flat.numpy(), bitorder="little"))
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
@@ -150,7 +153,30 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
+    if packed.device.type == "cpu":
+        return torch.from_numpy(np.unpackbits(packed.numpy(), count=n, bitorder="little")).view(torch.bool)
     return ((packed.unsqueeze(1) & _bit_weights(packed.device)) != 0).reshape(-1)[:n]
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A (rows, n) bool mask -> each row packed to ⌈n/8⌉ bytes (little-endian bits): the bitmask
+    form of :func:`encode_positions`."""
+    rows, n = mask.shape
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.packbits(mask.numpy(), axis=1, bitorder="little")).view(-1)
+    pad = (-n) % 8
+    if pad:
+        mask = torch.cat([mask, mask.new_zeros(rows, pad)], 1)
+    return pack_bits(mask)
+
+
+def unpack_mask(data: torch.Tensor, rows: int, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_mask`: the (rows, n) bool mask."""
+    stride = n + ((-n) % 8)
+    if data.device.type == "cpu":
+        packed = data.numpy().reshape(rows, stride // 8)
+        return torch.from_numpy(np.unpackbits(packed, axis=1, count=n, bitorder="little")).view(torch.bool)
+    return unpack_bits(data, rows * stride).view(rows, stride)[:, :n]
 
 
 def pack_uint(values: torch.Tensor, width: int) -> torch.Tensor:
@@ -208,19 +234,24 @@ def encode_positions(idx: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
     if mask_bytes <= packed_bytes:
         mask = torch.zeros(rows, n, dtype=torch.bool, device=idx.device)
         mask.scatter_(1, idx, True)
-        pad = (-n) % 8
-        if pad:
-            mask = torch.cat([mask, mask.new_zeros(rows, pad)], 1)
-        return pack_bits(mask), 0
+        return pack_mask(mask), 0
     return pack_uint(idx, width), 1
+
+
+def encode_mask_positions(mask: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
+    """:func:`encode_positions` from the (rows, n) kept mask itself (k kept per row): the same
+    bytes, without building index tensors when the bitmask is the cheaper form."""
+    rows, n = mask.shape
+    if rows * ((n + 7) // 8) <= (rows * k * index_width(n) + 7) // 8:
+        return pack_mask(mask), 0
+    idx = mask.nonzero()[:, 1].view(rows, k)  # row-major: each row's positions in order
+    return pack_uint(idx, index_width(n)), 1
 
 
 def decode_positions(data: torch.Tensor, mode: int, rows: int, k: int, n: int) -> torch.Tensor:
     """Inverse of :func:`encode_positions`: (rows, k) sorted indices."""
     if mode == 0:
-        stride = n + ((-n) % 8)
-        mask = unpack_bits(data, rows * stride).view(rows, stride)[:, :n]
-        return mask.nonzero()[:, 1].view(rows, k)
+        return unpack_mask(data, rows, n).nonzero()[:, 1].view(rows, k)
     return unpack_uint(data, rows * k, index_width(n)).to(torch.int64).view(rows, k)
 
 

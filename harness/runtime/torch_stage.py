@@ -113,7 +113,7 @@ class _Encode(torch.autograd.Function):
         mask = codec.kept_mask(p, cctx)
         if mask is None:
             return grad_values.view(shape), None, None
-        out = torch.zeros(as_3d(torch.empty(shape, device="meta")).shape, dtype=grad_values.dtype)
+        out = cctx.zeros(as_3d(torch.empty(shape, device="meta")).shape, grad_values.dtype, grad_values.device)
         return out.masked_scatter(mask.expand_as(out), grad_values).view(shape), None, None
 
 
@@ -169,7 +169,9 @@ class CompressedStage(nn.Module):
             x = inputs[0]
         else:
             t0 = time.perf_counter()
-            x = self.codec.decode(as_payload(inputs), self.codecs.ctx(self.stage - 1, "forward", "recv", self.step, m))
+            # unbuffered: autograd follows the decoded values back to the received parts
+            rctx = self.codecs.ctx(self.stage - 1, "forward", "recv", self.step, m, buffered=False)
+            x = self.codec.decode(as_payload(inputs), rctx)
             self.times["decode"] += time.perf_counter() - t0
             if self.training_run:  # what goes back to the previous stage: the values' gradient
                 self.counters["bytes_bwd"] += inputs[0].numel() * inputs[0].element_size()

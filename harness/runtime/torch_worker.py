@@ -13,6 +13,7 @@ Compression is in the stages' graph (``torch_stage.py``).
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 from datetime import timedelta
@@ -111,7 +112,7 @@ class TorchStageWorker:
 
     def step(self, step: int) -> dict:
         spec = self.spec
-        start = time.time()
+        start, faults0 = time.time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         before = dict(self.module.counters), dict(self.module.times)
         self.module.new_step(step)
         self.losses = []
@@ -148,6 +149,7 @@ class TorchStageWorker:
             "decode_s": times["decode"] - before[1]["decode"],
             "recv_wait_s": None,
             "send_wait_s": None,
+            "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0,
             **{k: v - before[0][k] for k, v in counters.items()},
         }
 

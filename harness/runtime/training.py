@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from harness.compressors import Compressor, Context, build
 from harness.compressors.base import ForwardRecord
+from harness.compressors.buffers import BufferPool
 from harness.config.profiles import load_profile
 from harness.config.schema import RunSpec
 from harness.model.stages import Geometry, stage_flops
@@ -101,6 +102,8 @@ class BoundaryCodecs:
         self.micro = spec.train.micro_batches
         self._state: dict[tuple[int, str, str], dict] = {}
         self.exact = spec.train.boundary_grad == "exact"
+        # the boundaries' buffers: codecs write into them instead of allocating every micro-batch
+        self.buffers = BufferPool()
 
     @classmethod
     def built(cls, spec: RunSpec, inference: bool = False) -> BoundaryCodecs:
@@ -108,8 +111,17 @@ class BoundaryCodecs:
         return cls(spec, build(spec.compression.fwd), build(spec.compression.bwd), inference)
 
     def ctx(
-        self, boundary: int, direction: str, side: str, step: int, m: int, forward: ForwardRecord | None = None
+        self,
+        boundary: int,
+        direction: str,
+        side: str,
+        step: int,
+        m: int,
+        forward: ForwardRecord | None = None,
+        buffered: bool = True,
     ) -> Context:
+        """``buffered``: the codec may write into the boundaries' reused buffers (not where autograd
+        follows the codec's output, as in ``runtime: torch``'s in-graph decode)."""
         state = self._state.setdefault((boundary, direction, side), {})
         return Context(
             boundary=boundary,
@@ -118,6 +130,7 @@ class BoundaryCodecs:
             seed=self.seed,
             state=state,
             forward=forward,
+            buffers=self.buffers if buffered else None,
         )
 
     def codec(self, direction: str) -> Compressor:

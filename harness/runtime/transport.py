@@ -24,6 +24,7 @@ from datetime import timedelta
 import torch
 from torch.distributed import ProcessGroupGloo, TCPStore
 
+from harness.compressors.buffers import BufferPool
 from harness.compressors.wire import Payload, align, parse_header_block, part_bytes
 
 FWD, BWD = 0, 1  # tags: the two directions of a link never mix
@@ -50,6 +51,7 @@ class LinkChannel:
         self.send_wait_s = 0.0
         self._inbox: dict[int, queue.Queue] = {}
         self._closed = False
+        self._buffers = BufferPool()  # receive buffers, by size
 
     def _post(self, t: torch.Tensor, tag: int) -> None:
         work = self.pg.send([t], self.peer, tag)
@@ -98,7 +100,7 @@ class LinkChannel:
         frame = torch.empty(2, dtype=torch.int64)
         self.pg.recv([frame], self.peer, tag).wait()
         total, head = (int(v) for v in frame)
-        buf = torch.empty(total, dtype=torch.uint8)
+        buf = self._buffers.empty((total,), torch.uint8, "cpu")  # reused once nothing holds the last payload
         self.pg.recv([buf[:head]], self.peer, tag).wait()
         _, specs, off = parse_header_block(buf)
         for dtype, numel in specs:

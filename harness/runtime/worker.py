@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -85,7 +86,7 @@ class StageWorker:
     def step(self, step: int) -> dict:
         spec, M = self.spec, self.spec.train.micro_batches
         t = {"compute": 0.0, "encode": 0.0, "decode": 0.0, "recv_wait": 0.0}
-        start = time.time()
+        start, faults0 = time.time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         sent0 = self._counters()
         sw0 = sum(c.send_wait_s for c in (self.prev, self.next) if c)
         x_mb = y_mb = None
@@ -157,6 +158,9 @@ class StageWorker:
             "decode_s": t["decode"],
             "recv_wait_s": t["recv_wait"],
             "send_wait_s": send_wait,
+            # pages this process faulted in during the step: fresh memory (a codec that allocates
+            # its output every micro-batch shows here, under a malloc that returns it to the kernel)
+            "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0,
             **{k: v - sent0[k] for k, v in self._counters().items()},
         }
 
