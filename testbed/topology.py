@@ -27,6 +27,7 @@ from basics.errors import ConfigError, FieldError, from_validation
 from basics.units import (
     parse_duration,
 )
+from testbed.addresses import MAX_BOTTLENECKS, MAX_LINKS
 from testbed.distributions import BandwidthParam, DelayParam, Fixed, JitterParam, LossParam, Strict
 
 MIN_RESAMPLE_S = 0.1  # the shortest link-plan window: one shaper change per link direction each
@@ -191,12 +192,12 @@ class LinkEvent(Strict):
 class Topology(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
-    # link i is addressed 198.18.i.0/24 (netns.py): one octet, so at most 256 links
-    stages: int = Field(ge=2, le=257)
+    # every link is addressed in 198.18.0.0/15 (testbed/addresses.py): 16,384 links
+    stages: int = Field(ge=2, le=MAX_LINKS + 1)
     shaper: Literal["tbf", "htb"] = "tbf"
     defaults: LinkParams | None = None
     links: list[LinkSpec] = []
-    bottlenecks: list[Bottleneck] = []
+    bottlenecks: list[Bottleneck] = Field(default_factory=list, max_length=MAX_BOTTLENECKS)
     events: list[LinkEvent] = []
 
     @model_validator(mode="after")

@@ -159,8 +159,22 @@ def test_a_shared_bottleneck_is_named_as_itself_not_as_its_first_link() -> None:
 
 
 def test_stage_count_is_bounded_by_the_link_addressing() -> None:
-    """Link i is 198.18.i.0/24: 256 links, 257 stages (the many-stages benchmark runs 96)."""
-    assert build_topology({"name": "wide", "stages": 257, "defaults": {"bandwidth": "1Gbit"}}).stages == 257
+    """Link i owns a /29 of 198.18.0.0/15: 16,384 links, 16,385 stages; no two links share an address."""
+    from testbed.addresses import MAX_LINKS, host_address, link_addresses
+
+    top = MAX_LINKS + 1
+    assert build_topology({"name": "wide", "stages": top, "defaults": {"bandwidth": "1Gbit"}}).stages == top
     with pytest.raises(ConfigError) as exc:
-        build_topology({"name": "wider", "stages": 258, "defaults": {"bandwidth": "1Gbit"}})
+        build_topology({"name": "wider", "stages": top + 1, "defaults": {"bandwidth": "1Gbit"}})
     assert exc.value.field == "stages"
+    seen = set()
+    for i in range(MAX_LINKS):
+        for bn in (False, True):
+            ad = link_addresses(i, bottleneck=bn)
+            ours = {ad.a, ad.b, ad.a_router, ad.b_router} - {None}
+            assert all(a.startswith(("198.18.", "198.19.")) for a in ours)
+            if not bn:
+                assert not ours & seen
+                seen |= ours
+    assert link_addresses(MAX_LINKS - 1).b == "198.19.255.250"
+    assert len({host_address(s) for s in range(top)}) == top

@@ -1,9 +1,8 @@
 """The embedded default backend: one Linux network namespace per stage, a veth pair per link.
 
 Addresses come from 198.18.0.0/15, the range reserved for network benchmarks
-(RFC 2544): link ``i`` is 198.18.i.1 (stage i) and 198.18.i.2 (stage i+1).
-A link inside a shared bottleneck is routed through two router namespaces
-joined by a trunk veth shaped to the bottleneck's rate.
+(RFC 2544; ``testbed/addresses.py``). A link inside a shared bottleneck is routed through
+two router namespaces joined by a trunk veth shaped to the bottleneck's rate.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 from pyroute2 import IPRoute, NetlinkError, netns
 
 from testbed import shaping
+from testbed.addresses import host_address, link_addresses, trunk_addresses
 from testbed.backends.base import Backend, LinkEnd, LinkInfo
 from testbed.capabilities import require_for
 from testbed.linkstate import LinkState
@@ -67,32 +67,32 @@ class NetnsBackend(Backend):
                 _enable_forwarding(rb)
                 bn_name = topo.bottlenecks[k].name
                 ta, tb = f"{self.run_id}t{k}a", f"{self.run_id}t{k}b"
-                self._veth(root, ipr, ta, ra, f"198.20.{k}.1", tb, rb, f"198.20.{k}.2", prefix=30)
+                t_a, t_b = trunk_addresses(k)
+                self._veth(root, ipr, ta, ra, t_a, tb, rb, t_b)
                 self._shape(ipr, ra, ta, bottleneck_label(bn_name), "forward", initial)
                 self._shape(ipr, rb, tb, bottleneck_label(bn_name), "backward", initial)
             for i in range(topo.stages - 1):
                 a_ns, b_ns = self.hosts[i], self.hosts[i + 1]
                 a_if, b_if = f"{self.run_id}l{i}a", f"{self.run_id}l{i}b"
                 bn = bottleneck_of.get((i, i + 1))
+                ad = link_addresses(i, bottleneck=bn is not None)
                 if bn is None:
-                    a_ip, b_ip = f"198.18.{i}.1", f"198.18.{i}.2"
-                    self._veth(root, ipr, a_if, a_ns, a_ip, b_if, b_ns, b_ip)
+                    self._veth(root, ipr, a_if, a_ns, ad.a, b_if, b_ns, ad.b)
                 else:
                     # stage i -- router A ==trunk== router B -- stage i+1
                     ra, rb = routers[bn.name]
-                    k = list(routers).index(bn.name)
-                    a_ip, b_ip = f"198.18.{i}.1", f"198.19.{i}.2"
-                    self._veth(root, ipr, a_if, a_ns, a_ip, f"{self.run_id}l{i}x", ra, f"198.18.{i}.254")
-                    self._veth(root, ipr, f"{self.run_id}l{i}y", rb, f"198.19.{i}.254", b_if, b_ns, b_ip)
-                    _route(ipr[a_ns], f"198.19.{i}.0/24", f"198.18.{i}.254")
-                    _route(ipr[b_ns], f"198.18.{i}.0/24", f"198.19.{i}.254")
-                    _route(ipr[ra], f"198.19.{i}.0/24", f"198.20.{k}.2")
-                    _route(ipr[rb], f"198.18.{i}.0/24", f"198.20.{k}.1")
+                    t_a, t_b = trunk_addresses(list(routers).index(bn.name))
+                    self._veth(root, ipr, a_if, a_ns, ad.a, f"{self.run_id}l{i}x", ra, ad.a_router)
+                    self._veth(root, ipr, f"{self.run_id}l{i}y", rb, ad.b_router, b_if, b_ns, ad.b)
+                    _route(ipr[a_ns], ad.b_net, ad.a_router)
+                    _route(ipr[b_ns], ad.a_net, ad.b_router)
+                    _route(ipr[ra], ad.b_net, t_b)
+                    _route(ipr[rb], ad.a_net, t_a)
                 label = f"{i}-{i + 1}"
                 self._shape(ipr, a_ns, a_if, label, "forward", initial)
                 self._shape(ipr, b_ns, b_if, label, "backward", initial)
                 self.links.append(
-                    LinkInfo(i, LinkEnd(a_ns, a_if, a_ip), LinkEnd(b_ns, b_if, b_ip), bn.name if bn else None)
+                    LinkInfo(i, LinkEnd(a_ns, a_if, ad.a), LinkEnd(b_ns, b_if, ad.b), bn.name if bn else None)
                 )
             self._host_addresses(ipr, routers)
 
@@ -111,12 +111,13 @@ class NetnsBackend(Backend):
                 _route(ipr[link.b.host], f"{lo_addr}/32", link.a.address)
                 continue
             ra, rb = routers[link.bottleneck]
-            k = list(routers).index(link.bottleneck)
-            _route(ipr[link.a.host], f"{hi_addr}/32", f"198.18.{i}.254")
-            _route(ipr[ra], f"{hi_addr}/32", f"198.20.{k}.2")
+            t_a, t_b = trunk_addresses(list(routers).index(link.bottleneck))
+            ad = link_addresses(i, bottleneck=True)
+            _route(ipr[link.a.host], f"{hi_addr}/32", ad.a_router)
+            _route(ipr[ra], f"{hi_addr}/32", t_b)
             _route(ipr[rb], f"{hi_addr}/32", link.b.address)
-            _route(ipr[link.b.host], f"{lo_addr}/32", f"198.19.{i}.254")
-            _route(ipr[rb], f"{lo_addr}/32", f"198.20.{k}.1")
+            _route(ipr[link.b.host], f"{lo_addr}/32", ad.b_router)
+            _route(ipr[rb], f"{lo_addr}/32", t_a)
             _route(ipr[ra], f"{lo_addr}/32", link.a.address)
 
     def _create_hosts(self, names: list[str]) -> None:
@@ -136,7 +137,7 @@ class NetnsBackend(Backend):
         b_if: str,
         b_ns: str,
         b_ip: str,
-        prefix: int = 24,
+        prefix: int = 30,
     ) -> None:
         # Recorded before creation; created in the root ns, then each end moved into its host.
         self.record.add("veth", a_if)
@@ -186,11 +187,6 @@ class NetnsBackend(Backend):
 
     def exec_argv(self, stage: int, argv: list[str]) -> list[str]:
         return [sys.executable, "-m", "testbed.backends.nsenter", self.hosts[stage], "--", *argv]
-
-
-def host_address(stage: int) -> str:
-    """Stage ``stage``'s host address (198.21.0.0/16: apart from the link subnets 198.18-20)."""
-    return f"198.21.{stage // 250}.{stage % 250 + 1}"
 
 
 def _enable_forwarding(ns: str) -> None:
