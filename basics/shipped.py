@@ -72,8 +72,10 @@ def find(kind: str, name_or_path: str | Path, field: str) -> Path:
     for cand in (text, *(text + s for s in SUFFIXES), text + ".py"):
         if not Path(cand).is_absolute() and (root / cand).is_file():
             return root / cand
+    if "/" in text or Path(text).suffix:  # meant as a file
+        raise ConfigError(field, f"{kind} file {text!r} not found (`pipenem list` shows the shipped ones)")
     names = ", ".join(s.name for s in listing(kind))
-    raise ConfigError(field, f"{text!r} is neither a file nor a shipped {kind} (shipped: {names}; `pipenem list`)")
+    raise ConfigError(field, f"no file and no shipped {kind} named {text!r} was found (shipped: {names})")
 
 
 def shipped(kind: str, name: str) -> Path:

@@ -114,20 +114,16 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.2):
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def worker_pids(run_dir: Path | str | None = None) -> dict[int, int]:
-    """{stage: pid} of the stage workers running (of the run writing into ``run_dir``, when given:
-    a concurrent test's workers never match)."""
+def worker_pids(run_dir: Path | str) -> dict[int, int]:
+    """{stage: pid} of the running stage workers of the run writing into ``run_dir`` (each stage
+    writes ``stage{N}.pid`` when it starts; a concurrent test's stages never match)."""
     found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for f in Path(run_dir).glob("stage*.pid"):
         try:
-            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            pid = int(f.read_text())
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError):
             continue
-        argv = [a.decode(errors="replace") for a in argv if a]
-        for module in ("harness.runtime.worker", "harness.runtime.torch_worker"):
-            if module in argv and len(argv) >= 2 and argv[-1].isdigit():
-                if run_dir is None or Path(argv[-2]).resolve() == Path(run_dir).resolve():
-                    found[int(argv[-1])] = int(name)
+        if state != "Z":
+            found[int(f.stem.removeprefix("stage"))] = pid
     return found

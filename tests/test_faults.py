@@ -91,7 +91,7 @@ def _interrupt_training(
         act(proc)
         t0 = time.time()
         out, _ = proc.communicate(timeout=150)
-        return proc.returncode, out, time.time() - t0
+        return proc.returncode, " ".join(out.split()), time.time() - t0  # the words, however the console wrapped
     finally:
         if proc.poll() is None:
             proc.kill()

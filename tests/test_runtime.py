@@ -179,3 +179,28 @@ def test_exact_boundary_gradients_and_mirror_match_the_twin_and_links_carry_payl
     bwd_ratio = result.link_wire_ratio("backward")
     assert 1.9 < bwd_ratio < 2.0  # dense / (values + frame + header + control)
     assert result.link_wire_ratio("forward") < bwd_ratio  # the forward also carries column indices
+
+
+@needs_netns
+def test_stages_are_forked_from_one_single_threaded_server_and_train_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fork server imported torch once and forks every stage into its namespace: it has one
+    thread whenever it forks; each stage is its child; the losses equal stages started apiece."""
+    from harness.runtime.forkserver import ForkedStage
+
+    spec = build_spec(_spec(train={"steps": 4}))
+    seen: dict = {}
+
+    def look(procs: list) -> None:
+        assert all(isinstance(p, ForkedStage) for p in procs)
+        server = procs[0].server.pid
+        seen["threads"] = len(os.listdir(f"/proc/{server}/task"))
+        seen["parents"] = {int(Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for p in procs}
+        seen["server"] = server
+
+    forked = run_pipeline(spec, tmp_path / "forked", on_start=look).losses()
+    assert seen["threads"] == 1 and seen["parents"] == {seen["server"]}
+    monkeypatch.setenv("PIPENEM_FORK", "0")
+    apiece = run_pipeline(spec, tmp_path / "apiece").losses()
+    assert forked == apiece and len(forked) == 4

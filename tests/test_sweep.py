@@ -91,7 +91,7 @@ def test_trial_ids_follow_the_topology_content_not_its_path(tmp_path: Path) -> N
         ({"compresor": [{"label": "none"}]}, None, "axes.compresor: unknown axis"),
         ({"mode": []}, None, "axes.mode: empty"),
         ({"compressor": []}, None, "axes.compressor: empty"),
-        ({}, "nope.yaml", "topology: topology file"),
+        ({}, "nope.yaml", "not found"),
         ({"execution": ["twin"], "compute": ["modeled"]}, None, "axes: the sweep is empty"),
     ],
 )

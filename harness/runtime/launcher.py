@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from harness.config.schema import RunSpec
 from harness.results.atomic import atomic_write
 from harness.runtime.check import CheckedRun, as_checked
+from harness.runtime.forkserver import ForkedStage, ForkServer
 from harness.runtime.supervise import StageFailed, StageStalled, Supervisor
 from testbed.backends import make_backend
 from testbed.linkwatch import LinkWatch
@@ -104,9 +106,10 @@ def run_pipeline(
         counters0 = backend.link_counters()
         watch = LinkWatch(backend, run.message_bytes, spec.train.stall_timeout)
         lines: queue.Queue = queue.Queue()
+        server = _fork_server(run, backend)
         try:
             for i in range(run.stages):
-                procs.append(_start_stage(run, backend, i, run_dir, store))
+                procs.append(_start_stage(run, backend, i, run_dir, store, server))
                 threading.Thread(target=_pump, args=(i, procs[-1], lines), daemon=True).start()
             if on_start:
                 on_start(procs)
@@ -117,6 +120,8 @@ def run_pipeline(
                 if p.poll() is None:
                     p.kill()
                     p.wait()
+            if server is not None:
+                server.close()
             store.unlink(missing_ok=True)
         counters1 = backend.link_counters()
         applied = backend.applied()
@@ -141,11 +146,47 @@ def run_pipeline(
     return result
 
 
-def _start_stage(run: CheckedRun, backend, i: int, run_dir: Path, store: Path) -> subprocess.Popen:
-    """Stage ``i``'s worker process inside its host, given its meta line on stdin."""
+def _stage_module(run: CheckedRun) -> str:
+    return "harness.runtime.torch_worker" if run.spec.runtime == "torch" else "harness.runtime.worker"
+
+
+def _fork_server(run: CheckedRun, backend) -> ForkServer | None:
+    """The run's fork server (stages in namespaces share one imported torch), or None where each
+    stage starts an interpreter of its own (containers; ``PIPENEM_FORK=0``)."""
+    if backend.kind != "netns" or os.environ.get("PIPENEM_FORK", "1") == "0":
+        return None
+    # through harness.runtime.allocator: tcmalloc preloaded where the host has it, for every child
+    argv = [sys.executable, "-m", "harness.runtime.allocator", "-m", "harness.runtime.forkserver", _stage_module(run)]
+    log.debug("fork server: %s", " ".join(argv))
+    # one OpenMP thread while it imports: torch's import otherwise starts a thread pool, and a
+    # process with threads must not fork (each child sets its own count: compute.threads)
+    server = ForkServer(argv, {**_worker_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    backend.record.add_process(server.pid)
+    return server
+
+
+def _start_stage(
+    run: CheckedRun, backend, i: int, run_dir: Path, store: Path, server: ForkServer | None
+) -> subprocess.Popen | ForkedStage:
+    """Stage ``i``'s worker process inside its host, given its meta: forked by the run's fork
+    server into the stage's namespace, or started there as a process of its own."""
+    meta = {
+        "spec": run.spec.model_dump(mode="json"),
+        "stages": run.stages,
+        "partition": run.partition,
+        "geometry": asdict(run.geometry),
+        "links": _links_meta(backend, run.stages)[i],
+        "host_addresses": backend.host_addresses,
+        "store": str(store),
+    }
+    if server is not None:
+        p = server.start(i, backend.hosts[i], _stage_module(run), str(run_dir), meta)
+        backend.record.add_process(p.pid)
+        return p
     # through harness.runtime.allocator: tcmalloc preloaded where the stage's host has it
-    module = "harness.runtime.torch_worker" if run.spec.runtime == "torch" else "harness.runtime.worker"
-    argv = backend.exec_argv(i, [sys.executable, "-m", "harness.runtime.allocator", "-m", module, str(run_dir), str(i)])
+    argv = backend.exec_argv(
+        i, [sys.executable, "-m", "harness.runtime.allocator", "-m", _stage_module(run), str(run_dir), str(i)]
+    )
     log.debug("stage %d: %s", i, " ".join(argv))
     p = subprocess.Popen(
         argv,
@@ -157,15 +198,6 @@ def _start_stage(run: CheckedRun, backend, i: int, run_dir: Path, store: Path) -
         env=_worker_env(),
     )
     backend.record.add_process(p.pid)
-    meta = {
-        "spec": run.spec.model_dump(mode="json"),
-        "stages": run.stages,
-        "partition": run.partition,
-        "geometry": asdict(run.geometry),
-        "links": _links_meta(backend, run.stages)[i],
-        "host_addresses": backend.host_addresses,
-        "store": str(store),
-    }
     p.stdin.write(json.dumps(meta) + "\n")
     p.stdin.close()
     return p
@@ -195,8 +227,6 @@ def _link_totals(rows: list[dict], stages: int, counters0: dict, counters1: dict
 
 
 def _worker_env() -> dict[str, str]:
-    import os
-
     # c10d warns that a netns has no resolvable hostname; it binds by address, so that is noise
     return {**os.environ, "TORCH_CPP_LOG_LEVEL": "ERROR", "PYTHONUNBUFFERED": "1"}
 

@@ -7,9 +7,10 @@ way a run can go wrong into one exception naming its culprit:
   *first* (each stage says when it failed, ``messages`` event ``failed``) and quoting it; peers
   that only saw their connection close are named after it, as consequences. Peers' exits are
   awaited for at most :data:`GRACE_S` before deciding;
-- a stage process that is stopped (SIGSTOP, a debugger) or that no stage hears from: :class:`StageStalled`
-  after the stall bound (``train.stall_timeout``, else :data:`FLOOR_S`; for silence, at least
-  :data:`SILENCE_FACTOR` × the longest step so far);
+- a stage process that is stopped (SIGSTOP, a debugger): :class:`StageStalled` after the stall
+  bound (``train.stall_timeout``, else :data:`FLOOR_S`); a run no stage says anything in: after
+  twice the bound (at least :data:`SILENCE_FACTOR` × the longest step so far), so that a down or
+  crawling link is named by the link watch first;
 - a link that is down or crawling: the testbed's ``LinkStalled``; a dead link-plan applier: its error.
 """
 
@@ -215,9 +216,10 @@ class Supervisor:
         if len(self.heard) < len(self.procs) or not any(step is not None for _, step in self.heard.values()):
             return  # not every stage has joined yet, or no step has ended: joining has its own timeouts
         last = max(t for t, _ in self.heard.values())
-        bound = self.stall_timeout
-        if bound is None:
-            bound = max(FLOOR_S, SILENCE_FACTOR * self.longest_step)
+        # twice the stall bound: a link that is down or crawling is the link watch's to name first
+        bound = 2 * (
+            self.stall_timeout if self.stall_timeout is not None else max(FLOOR_S, SILENCE_FACTOR * self.longest_step)
+        )
         if now - last <= bound:
             return
         stopped = self._stopped(now)

@@ -180,7 +180,9 @@ class CompressedStage(nn.Module):
         if self.last:
             return x
         t0 = time.perf_counter()
-        cctx = self.codecs.ctx(self.stage, "forward", "send", self.step, m)
+        # unbuffered too: torch's schedule keeps what a stage sent in its graph in ways a buffer
+        # pool cannot see; in-graph codecs allocate (runtime: pipenem's do not)
+        cctx = self.codecs.ctx(self.stage, "forward", "send", self.step, m, buffered=False)
         out = _Encode.apply(x, self.codec, cctx)
         self.times["encode"] += time.perf_counter() - t0
         self._check(x, out, cctx)

@@ -12,6 +12,7 @@ Compression is in the stages' graph (``torch_stage.py``).
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import sys
@@ -177,7 +178,11 @@ class TorchStageWorker:
 
 
 def main(run_dir: str, stage: int) -> None:
-    serve(run_dir, stage, lambda spec, meta: TorchStageWorker(spec, stage, meta))
+    main_with_meta(run_dir, stage, json.loads(sys.stdin.readline()))
+
+
+def main_with_meta(run_dir: str, stage: int, meta: dict) -> None:
+    serve(run_dir, stage, lambda spec, meta: TorchStageWorker(spec, stage, meta), meta)
 
 
 if __name__ == "__main__":

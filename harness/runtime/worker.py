@@ -247,18 +247,23 @@ class StageWorker:
 
 
 def main(run_dir: str, stage: int) -> None:
-    serve(run_dir, stage, lambda spec, meta: StageWorker(spec, stage, meta))
+    main_with_meta(run_dir, stage, json.loads(sys.stdin.readline()))
 
 
-def serve(run_dir: str, stage: int, make: Callable[[RunSpec, dict], Any]) -> None:
-    """A stage process of either runtime: read the launcher's meta line, build the stage worker
+def main_with_meta(run_dir: str, stage: int, meta: dict) -> None:
+    """The stage with its launcher's meta already read (a process forked by the fork server)."""
+    serve(run_dir, stage, lambda spec, meta: StageWorker(spec, stage, meta), meta)
+
+
+def serve(run_dir: str, stage: int, make: Callable[[RunSpec, dict], Any], meta: dict) -> None:
+    """A stage process of either runtime: from the launcher's meta, build the stage worker
     with ``make(spec, meta)`` (anything with ``step(step) -> row`` and ``close()``), run every
     step with progress for the launcher, then write the rows. Every step after at most
     :data:`ALIVE_EVERY_S` it says it is alive (the launcher's watch for a stage that stops);
     an exception is said with the time it happened (the launcher names the stage that failed
     first, not a peer that only saw its connection close) before the traceback."""
-    meta = json.loads(sys.stdin.readline())
     spec = RunSpec.model_validate(meta["spec"])
+    Path(run_dir, f"stage{stage}.pid").write_text(str(os.getpid()))  # which process is this stage
     try:
         worker = make(spec, meta)
         messages.emit("joined", stage=stage)
