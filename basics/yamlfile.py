@@ -1,7 +1,8 @@
 """Reading a user's YAML file: every problem is one ConfigError naming the file (and the position).
 
 Refused, not guessed: a file that is not UTF-8 text, malformed YAML, a mapping that gives
-the same key twice (YAML would silently keep the last one), and aliases.
+the same key twice (YAML would silently keep the last one), and a document whose aliases
+expand it beyond any config's size.
 """
 
 from __future__ import annotations
@@ -13,19 +14,41 @@ import yaml
 
 from basics.errors import ConfigError
 
+MAX_VALUES = 100_000  # values a document may expand to, aliases followed (configs hold hundreds)
+
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping, and aliases (``*name``): a few
-    nested aliases expand into gigabytes once a config is validated or copied (a "YAML bomb"),
-    and a config never needs them."""
+    """SafeLoader that refuses a key given twice in one mapping, and a document that expands, its
+    aliases (``*name``) followed, to more than :data:`MAX_VALUES` values: a few nested aliases
+    would otherwise grow to gigabytes once a config is validated or copied (a "YAML bomb")."""
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{event.anchor}) are not allowed: write the value out", event.start_mark
-            )
-        return super().compose_node(parent, index)
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            total = _expanded(node, {})
+            if total > MAX_VALUES:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"the document expands to {total:,} values once its aliases are followed (at most {MAX_VALUES:,})",
+                    node.start_mark,
+                )
+        return node
+
+
+def _expanded(node: yaml.Node, seen: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias written out (memoised: linear)."""
+    if id(node) in seen:
+        return seen[id(node)]
+    seen[id(node)] = MAX_VALUES + 1  # a cycle expands without end
+    if isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded(n, seen) for n in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded(k, seen) + _expanded(v, seen) for k, v in node.value)
+    else:
+        total = 1
+    seen[id(node)] = min(total, 10 * MAX_VALUES)
+    return seen[id(node)]
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:

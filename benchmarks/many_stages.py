@@ -14,6 +14,7 @@ MemAvailable drop, both at their peak, and per stage. Needs root.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -84,9 +85,11 @@ def point(stages: int, mode: str, steps: int, tmp: Path) -> dict:
     sampler = MemorySampler()
     sampler.start()
     t0 = time.time()
-    result = run_pipeline(
-        spec, tmp / f"run-{stages}-{mode}", on_start=lambda procs: sampler.pids.extend(p.pid for p in procs)
-    )
+    def follow(procs: list) -> None:  # the stages, and the fork server they share pages with
+        servers = {p.server.pid for p in procs if hasattr(p, "server")}
+        sampler.pids.extend([*(p.pid for p in procs), *servers])
+
+    result = run_pipeline(spec, tmp / f"run-{stages}-{mode}", on_start=follow)
     t_end = time.time()
     sampler.stop.set()
     sampler.join()
@@ -111,7 +114,11 @@ def main() -> None:
     ap.add_argument("--stages", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--mode", nargs="+", default=["infer", "train"])
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--apiece", action="store_true", help="each stage its own interpreter (PIPENEM_FORK=0)")
     a = ap.parse_args()
+    if a.apiece:
+        os.environ["PIPENEM_FORK"] = "0"
+    print(f"stage processes: {'one interpreter each' if a.apiece else 'forked from one fork server'}")
     print(
         f"{'stages':>6} {'mode':>5} {'joined s':>9} {'steps s':>8} {'teardown s':>10} {'wall s':>7} "
         f"{'PSS GiB':>8} {'PSS/stage MiB':>13} {'MemAvail drop GiB':>17}"
