@@ -85,6 +85,7 @@ def point(stages: int, mode: str, steps: int, tmp: Path) -> dict:
     sampler = MemorySampler()
     sampler.start()
     t0 = time.time()
+
     def follow(procs: list) -> None:  # the stages, and the fork server they share pages with
         servers = {p.server.pid for p in procs if hasattr(p, "server")}
         sampler.pids.extend([*(p.pid for p in procs), *servers])

@@ -60,7 +60,8 @@ def serve_forever(module: str) -> None:
     import importlib
 
     import torch  # noqa: F401  (the import every child shares)
-    from pyroute2 import netns  # noqa: F401  (setns in the children)
+
+    import testbed.backends.nsenter  # noqa: F401  (setns in the children)
 
     importlib.import_module(module)
     _rehearse()
@@ -171,9 +172,9 @@ def _fork_stage(cmd: dict) -> tuple[int, int, int]:
         _die_with_parent()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
-        from pyroute2 import netns
+        from testbed.backends.nsenter import enter
 
-        netns.setns(cmd["netns"], flags=0)  # into the stage's host before anything touches the network
+        enter(cmd["netns"])  # into the stage's host before anything touches the network
         code = _run_stage(cmd)
     except BaseException:  # the stage's traceback, then its exit status, as a process of its own
         import traceback
@@ -240,9 +241,7 @@ class ForkServer:
     """The launcher's handle on the fork server process of one run."""
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env
-        )
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.stages: dict[int, ForkedStage] = {}
         self._exited = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -251,9 +250,7 @@ class ForkServer:
     def pid(self) -> int:
         return self.proc.pid
 
-    def start(
-        self, stage: int, netns: str, module: str, run_dir: str, meta: dict, timeout: float = 60
-    ) -> ForkedStage:
+    def start(self, stage: int, netns: str, module: str, run_dir: str, meta: dict, timeout: float = 60) -> ForkedStage:
         """Fork stage ``stage`` into ``netns``; returns once its pid is known."""
         fs = ForkedStage(stage, self)
         self.stages[stage] = fs

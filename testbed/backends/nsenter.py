@@ -12,12 +12,17 @@ import sys
 from pyroute2 import netns
 
 
+def enter(name: str) -> None:
+    """Move the calling thread (the process, if it has one thread) into network namespace ``name``."""
+    netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--":
         sys.stderr.write("usage: python -m testbed.backends.nsenter NETNS -- COMMAND [ARGS...]\n")
         raise SystemExit(2)
     name, cmd = argv[0], argv[2:]
-    netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
+    enter(name)
     os.execvp(cmd[0], cmd)
 
 
