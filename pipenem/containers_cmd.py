@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from basics.terminal import make_console
 
 containers_app = typer.Typer(help="The stage image of the docker backend.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 @containers_app.command("build")

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from basics.errors import ConfigError
+from basics.terminal import make_console
 from pipenem.needs import need
 
 
@@ -96,7 +96,7 @@ def fidelity_cmd(
     rate_list = _parse_rates(rates)
     x, source = _source(tensor, config, boundary, shape, rank, seed)
     names = [n.strip() for n in compressors.split(",") if n.strip()] if compressors else standalone_names()
-    console = Console(stderr=json_out)
+    console = make_console(stderr=json_out)
     with console.status("measuring") as status:
         rows = fidelity_table(
             x, names, rate_list, rank, bound_for, on_compressor=lambda c: status.update(f"measuring {c.describe()}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from basics.errors import ConfigError
+from basics.terminal import make_console
 
 KINDS = ("suites", "topologies", "configs")
 
@@ -21,7 +21,7 @@ def list_cmd(
 
     if kind is not None and kind not in KINDS:
         raise ConfigError("KIND", f"{kind!r}: one of {', '.join(KINDS)}")
-    console = Console()
+    console = make_console()
     for plural, singular in (("suites", "suite"), ("topologies", "topology"), ("configs", "config")):
         if kind not in (None, plural):
             continue

@@ -12,10 +12,10 @@ import logging
 import sys
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from basics.errors import ConfigError, Terminated, UnsupportedError
+from basics.terminal import make_console
 from pipenem.containers_cmd import containers_app
 from pipenem.fidelity_cmd import fidelity_cmd
 from pipenem.list_cmd import list_cmd
@@ -23,6 +23,7 @@ from pipenem.report_cmd import report_cmd
 from pipenem.reproduce_cmd import reproduce_cmd
 from pipenem.run_cmd import run_cmd
 from pipenem.topo_cmd import doctor_cmd, topo_app
+from pipenem.trace_cmd import trace_cmd
 from pipenem.train_cmd import train_cmd
 
 app = typer.Typer(
@@ -36,11 +37,12 @@ app.command("fidelity")(fidelity_cmd)
 app.command("train")(train_cmd)
 app.command("run")(run_cmd)
 app.command("report")(report_cmd)
+app.command("trace")(trace_cmd)
 app.command("reproduce")(reproduce_cmd)
 app.add_typer(topo_app, name="topo")
 app.add_typer(containers_app, name="containers")
 
-err_console = Console(stderr=True)
+err_console = make_console(stderr=True)
 
 
 def _version(value: bool) -> None:

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from basics.errors import ConfigError
+from basics.terminal import make_console
 from basics.units import format_rate
 
 if TYPE_CHECKING:
     from testbed.topology import Topology
 
-console = Console()
+console = make_console()
 topo_app = typer.Typer(help="Validate, inspect, bring up, probe and clean emulated topologies.", no_args_is_help=True)
 
 FileArg = Annotated[Path, typer.Argument(help="topology file (YAML or Mininet .py), or a shipped one by name")]

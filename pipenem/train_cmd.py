@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from basics.terminal import make_console
 from pipenem.needs import need
 
 if TYPE_CHECKING:
     from harness.runtime.check import CheckedRun
 
-console = Console()
+console = make_console()
 
 
 def train_cmd(
@@ -75,8 +75,29 @@ def _distributed(run: CheckedRun, out: Path, backend: str, quiet: bool) -> None:
         if not quiet:
             console.print(Text.assemble((f"[stage {stage}] ", "dim"), line), highlight=False)  # literally, never markup
 
+    import time
+
+    from harness.results.timeline import trial_figures
+    from harness.sweep.progress import HEARTBEAT_S
+
+    beat = {"t": time.time(), "t0": time.time()}
+    steps = run.spec.train.steps
+
+    def heartbeat(stage: int, msg: dict) -> None:  # a line at most every HEARTBEAT_S: fine in a log too
+        now = time.time()
+        if msg.get("event") != "step" or stage != result_stage or now - beat["t"] < HEARTBEAT_S:
+            return
+        beat["t"] = now
+        loss = msg.get("loss")
+        tps = (msg["step"] + 1) * run.spec.train.batch * run.spec.model.ctx / (now - beat["t0"])
+        console.print(
+            f"step {msg['step']}/{steps}" + (f" loss {loss:.3f}" if loss is not None else "") + f", {tps:,.0f} tok/s",
+            highlight=False,
+        )
+
+    result_stage = run.stages - 1
     try:
-        result = run_pipeline(run, out, backend_name=backend, on_log=log)
+        result = run_pipeline(run, out, backend_name=backend, on_log=log, on_progress=heartbeat)
     except (StageFailed, StageStalled, LinkStalled, PlanApplierDied) as exc:
         console.print(Text.assemble(("failed: ", "bold red"), str(exc), "; the network and all stages were torn down"))
         if isinstance(exc, StageFailed) and exc.tail:
@@ -84,6 +105,7 @@ def _distributed(run: CheckedRun, out: Path, backend: str, quiet: bool) -> None:
                 Text(f"last output of stage {exc.stage}:\n" + "\n".join(exc.tail), style="dim"), highlight=False
             )
         raise typer.Exit(1) from None
+    train = run.spec.train
     summary = {
         **run.settings("distributed"),
         **provenance(),
@@ -99,6 +121,7 @@ def _distributed(run: CheckedRun, out: Path, backend: str, quiet: bool) -> None:
         "compression": run.spec.compression.model_dump(),
         "link_wire_ratio": {d: result.link_wire_ratio(d) for d in ("forward", "backward")},
         "applied": result.applied,  # every link state the link plan applied (events included), with its time
+        **trial_figures(result.spans, result.link_load, result.stages, run.spec.train.micro_batches, train.mode),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     _print_distributed(run, summary, backend, out)
@@ -127,3 +150,12 @@ def _print_distributed(run: CheckedRun, summary: dict, backend: str, out: Path) 
         f"throughput {summary['tokens_per_s']:,.0f} tokens/s (measured after 1 warm-up step; compute "
         f"{run.spec.compute.mode}); summary in {out / 'summary.json'}"
     )
+    if summary["bubble_fraction"] is not None:
+        util = [summary[f"slow_link_util_{d}"] for d in ("fwd", "bwd")]
+        shown = " / ".join("-" if u is None else f"{u:.2f}" for u in util)
+        console.print(
+            f"bubble {summary['bubble_fraction']:.3f} per stage {summary['bubble_by_stage']} (ideal "
+            f"{summary['bubble_ideal']:.3f}); slow link {summary['slow_link']} utilisation fwd / bwd {shown}; "
+            f"timeline: pipenem trace {out}",
+            highlight=False,
+        )

@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from basics.errors import ConfigError
+from basics.terminal import make_console
 from reports import figures, html
 from reports.figures import Published
 from reports.summary import convergence_summary, fmt_interval
 from reports.tables import Tables, load
 from reports.verdicts import Verdict
 
-console = Console()
+console = make_console()
 
 
 def build_report(

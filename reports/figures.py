@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def seed_band(curves: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series, in
         pd.Series([e.hi for e in est], idx),
         per_seed.shape[1],
     )
+
+
+def _finite(v: object) -> bool:
+    return v is not None and bool(np.isfinite(v))
 
 
 def _colour(label: str, pub: Published | None) -> str | None:
@@ -187,7 +192,8 @@ def throughput_gain(tables: Tables, out: Path, pub: Published | None = None) -> 
     ax.set_ylabel("throughput gain over no compression (×)")
     ax.set_title("Throughput gain (tokens/s, pipeline over emulated links)")
     ax.legend(fontsize=8, loc="upper right")
-    ax.set_ylim(0, max([r[3] for r in rows] + [c for _, c in claimed]) * 1.25)
+    tops = [v for v in [r[2] for r in rows] + [r[3] for r in rows] + [c for _, c in claimed] if _finite(v)]
+    ax.set_ylim(0, max(tops, default=1.0) * 1.25)  # a trial without measured wire ratios has no bound
     ax.grid(axis="y", alpha=0.3)
     return _save(
         fig,
@@ -266,31 +272,120 @@ def time_to_target(tables: Tables, out: Path, pub: Published | None = None) -> F
     )
 
 
-def bytes_per_link(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
+def bytes_per_link(tables: Tables, out: Path, pub: Published | None = None) -> list[Figure]:
+    """One picture per topology: links of different networks never share a bar group."""
     lk, t = tables.links, tables.ok
     if lk.empty or t.empty:
-        return None
-    tot = lk[lk["window"] == -1].merge(t[["trial_id", "compressor", "rate", "mode"]], on="trial_id")
-    if tot.empty:
-        return None
+        return []
+    tot = lk[lk["window"] == -1].merge(t[["trial_id", "compressor", "rate", "mode", "topology"]], on="trial_id")
     tot["trial"] = (
         tot["compressor"] + " " + tot["rate"].map(lambda r: "" if pd.isna(r) else f"{r:g}") + " " + tot["mode"]
     )
-    piv = tot.pivot_table(index=["link", "direction"], columns="trial", values="payload_bytes", aggfunc="sum")
-    fig, ax = plt.subplots(figsize=(8, 4))
-    piv.plot.bar(ax=ax, logy=True)
-    ax.set_ylabel("payload bytes sent (log)")
-    ax.set_xlabel("link, direction")
-    ax.set_title("Bytes per link and direction")
-    ax.legend(fontsize=7)
-    return _save(
-        fig,
-        out,
-        "bytes_per_link",
-        "Payload bytes each link carried per trial, counted from the payloads (the "
-        "interface counters agree within the overhead in the links table). "
-        + provenance(t[t["execution"] == "distributed"]),
-    )
+    figs = []
+    for topo in sorted(tot["topology"].unique()):
+        mine = tot[tot["topology"] == topo]
+        piv = mine.pivot_table(index=["link", "direction"], columns="trial", values="payload_bytes", aggfunc="sum")
+        fig, ax = plt.subplots(figsize=(8, 4))
+        piv.plot.bar(ax=ax, logy=True)
+        ax.set_ylabel("payload bytes sent (log)")
+        ax.set_xlabel("link, direction")
+        ax.set_title(f"Bytes per link and direction, topology {topo}")
+        ax.legend(fontsize=7)
+        figs.append(
+            _save(
+                fig,
+                out,
+                "bytes_per_link_" + re.sub(r"[^\w.-]", "_", str(topo)),
+                f"Payload bytes each link of topology {topo} carried per trial, counted from the payloads (the "
+                "interface counters agree within the overhead in the links table). "
+                + provenance(t[t["trial_id"].isin(set(mine["trial_id"]))]),
+            )
+        )
+    return figs
+
+
+GANTT_COLOURS = {"fwd": "#4c72b0", "bwd": "#dd8452", "encode": "#55a868", "decode": "#8fd19e", "optim": "#8172b3"}
+
+
+def steady_step(spans: pd.DataFrame) -> int:
+    """The step a Gantt picture shows: the middle one of those after the warm-up step."""
+    steps = sorted(spans["step"].unique())
+    steady = steps[1:] or steps
+    return int(steady[len(steady) // 2])
+
+
+def gantt_axes(ax: plt.Axes, spans: pd.DataFrame, step: int) -> bool:
+    """Draw step ``step`` of ``spans`` on ``ax``: stages as rows, compute and codec as bars,
+    payload arrivals as thin grey lines; False when the step has nothing to draw."""
+    s = spans[spans["step"] == step]
+    busy = s[s["kind"].isin(list(GANTT_COLOURS))]
+    if busy.empty:
+        return False
+    t0 = busy["t0"].min()
+    stages = sorted(s["stage"].unique())
+    for r in s.itertuples(index=False):
+        y = r.stage
+        if r.kind in GANTT_COLOURS:
+            ax.barh(y, (r.t1 - r.t0) * 1e3, left=(r.t0 - t0) * 1e3, height=0.6, color=GANTT_COLOURS[r.kind])
+            if r.kind in ("fwd", "bwd") and pd.notna(r.micro):
+                ax.text(
+                    ((r.t0 + r.t1) / 2 - t0) * 1e3, y, f"{'F' if r.kind == 'fwd' else 'B'}{int(r.micro)}",
+                    ha="center", va="center", fontsize=7, color="white",
+                )  # fmt: skip
+        elif r.kind == "arrive":
+            ax.barh(y + 0.38, (r.t1 - r.t0) * 1e3, left=(r.t0 - t0) * 1e3, height=0.12, color="#999999")
+    ax.set_yticks(stages, [f"stage {i}" for i in stages])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"ms into step {step}")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in GANTT_COLOURS.values()]
+    handles.append(plt.Rectangle((0, 0), 1, 1, color="#999999"))
+    ax.legend(
+        handles, [*GANTT_COLOURS, "payload arriving"], fontsize=7, ncol=6, loc="upper center",
+        bbox_to_anchor=(0.5, -0.25 - 0.3 / len(stages)),
+    )  # fmt: skip
+    return True
+
+
+GANTT_NOTE = (
+    "what each stage did when, from its recorded spans (F/B = forward/backward of micro-batch N, on the "
+    "stages' shared monotonic clock); white space is bubble (waiting for a payload, a send window or "
+    "the gradient-norm sum); the grey line above a row is a payload arriving. "
+    "`pipenem trace` gives the whole run for Perfetto."
+)
+
+
+def gantt(tables: Tables, out: Path, pub: Published | None = None) -> list[Figure]:
+    """One picture per distributed trial with a timeline: one steady step, stages as rows."""
+    t = tables.ok
+    if t.empty or "execution" not in t.columns:
+        return []
+    figs = []
+    for row in t[t["execution"] == "distributed"].itertuples(index=False):
+        spans = tables.timeline("spans", row.trial_id)
+        if spans.empty:
+            continue
+        step = steady_step(spans)
+        fig, ax = plt.subplots(figsize=(10, 1.1 + 0.55 * spans["stage"].nunique()))
+        if not gantt_axes(ax, spans, step):
+            plt.close(fig)
+            continue
+        rate = "" if pd.isna(row.rate) else f" {row.rate:g}"
+        bubble = (
+            "" if pd.isna(row.bubble_fraction) else f"; bubble {row.bubble_fraction:.2f} (ideal {row.bubble_ideal:.2f})"
+        )
+        ax.set_title(f"{row.compressor}{rate} {row.mode}, {row.schedule}, runtime {row.runtime}{bubble}", fontsize=9)
+        figs.append(
+            _save(
+                fig,
+                out,
+                f"gantt_{row.trial_id}",
+                f"One steady step (step {step}) of trial {row.trial_id} ({row.compressor}{rate}, {row.mode}): "
+                + GANTT_NOTE
+                + " "
+                + provenance(t[t["trial_id"] == row.trial_id]),
+            )
+        )
+    return figs
 
 
 def bandwidth_applied(tables: Tables, out: Path, pub: Published | None = None) -> Figure | None:
@@ -431,9 +526,11 @@ def gap_by_scale(tables: Tables, out: Path, pub: Published | None = None) -> Fig
     )
 
 
-ALL = (loss_by_rate, gap_by_scale, throughput_gain, time_to_target, bytes_per_link, bandwidth_applied, fidelity)
+ALL = (loss_by_rate, gap_by_scale, throughput_gain, time_to_target, bandwidth_applied, fidelity)
+MANY = (bytes_per_link, gantt)  # each gives a list: one picture per topology, per trial
 
 
 def render_all(tables: Tables, out: Path, pub: Published | None = None) -> list[Figure]:
     out.mkdir(parents=True, exist_ok=True)
-    return [fig for make in ALL if (fig := make(tables, out, pub)) is not None]
+    figs = [fig for make in ALL if (fig := make(tables, out, pub)) is not None]
+    return figs + [fig for make in MANY for fig in make(tables, out, pub)]

@@ -15,10 +15,16 @@ from reports.summary import CONVERGENCE_NOTE, convergence_summary, throughput_su
 from reports.tables import Tables, provenance
 from reports.verdicts import Verdict
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+# wide tables scroll inside their own box: the page itself never scrolls sideways
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+.wide{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}
 th{background:#f3f3f3}figure{margin:2em 0}figcaption{font-size:13px;color:#444}img{max-width:100%}
 .reproduced{color:#16691e;font-weight:600}.not{color:#a40000;font-weight:600}.bound{color:#7a4c00;font-weight:600}"""
+
+
+def _table(df: pd.DataFrame) -> str:
+    return "<div class='wide'>" + df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-") + "</div>"
 
 
 def _cls(verdict: str) -> str:
@@ -43,8 +49,8 @@ def write(
         parts.append(
             "<h2>Claims</h2><p>Measured values with their 95% interval and n (seeds for convergence, steps "
             "for throughput). A verdict is decided only when the whole interval clears the rule's threshold; "
-            "otherwise it is inconclusive.</p><table><tr><th>claim</th><th>as published</th><th>measured</th>"
-            "<th>bound</th><th>verdict</th><th>reason</th></tr>"
+            "otherwise it is inconclusive.</p><div class='wide'><table><tr><th>claim</th><th>as published</th>"
+            "<th>measured</th><th>bound</th><th>verdict</th><th>reason</th></tr>"
         )
         for v in verdicts:
             measured = html.escape(v.measured) + (f"<br><i>{html.escape(v.explanation)}</i>" if v.explanation else "")
@@ -53,13 +59,10 @@ def write(
                 f"<td>{html.escape(v.bound)}</td><td class='{_cls(v.verdict)}'>{html.escape(v.shown)}</td>"
                 f"<td>{html.escape(v.reason)}</td></tr>"
             )
-        parts.append("</table>")
+        parts.append("</table></div>")
     conv = convergence_summary(tables)
     if not conv.empty:
-        parts.append(
-            f"<h2>Convergence over seeds</h2><p>{html.escape(CONVERGENCE_NOTE)}</p>"
-            + conv.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
-        )
+        parts.append(f"<h2>Convergence over seeds</h2><p>{html.escape(CONVERGENCE_NOTE)}</p>" + _table(conv))
     thr = throughput_summary(tables)
     if not thr.empty:
         parts.append(
@@ -67,8 +70,7 @@ def write(
             "steps after the first (warm-up); link wire ratio = dense bytes / bytes the links carried; "
             "codec_s = encode + decode seconds per step of the stage that spends the most on them, "
             "codec_share = codec_s / step_s (codec: real = timed on this host's CPU, modeled = bytes / "
-            "the profile's memory bandwidth).</p>"
-            + thr.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-")
+            "the profile's memory bandwidth).</p>" + _table(thr)
         )
     if verdicts:
         pd.DataFrame([v.row() for v in verdicts]).to_csv(out / "verdicts.csv", index=False)
@@ -81,7 +83,7 @@ def write(
     t = tables.trials
     if not t.empty:
         cols = [c for c in REPORT_TRIAL_COLUMNS if c in t.columns]
-        parts.append("<h2>Trials</h2>" + t[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"))
+        parts.append("<h2>Trials</h2>" + _table(t[cols]))
     lk = tables.links
     if not lk.empty:
         tot = lk[lk["window"] == -1].copy()
@@ -89,9 +91,7 @@ def write(
             tot["overhead"] = tot["interface_bytes"] / tot["payload_bytes"]
             parts.append(
                 "<h2>Bytes per link (payload vs interface counters)</h2>"
-                + tot[["trial_id", "link", "direction", "payload_bytes", "interface_bytes", "overhead"]].to_html(
-                    index=False, float_format=lambda v: f"{v:.4g}", na_rep="-"
-                )
+                + _table(tot[["trial_id", "link", "direction", "payload_bytes", "interface_bytes", "overhead"]])
             )
     for name in ("trials", "steps", "links", "fidelity"):
         df = getattr(tables, name)

@@ -17,6 +17,11 @@ class Tables:
     steps: pd.DataFrame
     links: pd.DataFrame
     fidelity: pd.DataFrame
+    root: Path | None = None  # where the per-trial timeline tables are (spans/, link_load/)
+
+    def timeline(self, table: str, trial_id: str) -> pd.DataFrame:
+        """One trial's ``spans`` or ``link_load`` rows (empty when it has none: twin trials)."""
+        return read_table(self.root / table / f"{trial_id}.parquet") if self.root else pd.DataFrame()
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -30,7 +35,7 @@ def load(root: str | Path) -> Tables:
     def read(name: str) -> pd.DataFrame:
         return read_table(root / f"{name}.parquet")
 
-    return Tables(read("trials"), read("steps"), read("links"), read("fidelity"))
+    return Tables(read("trials"), read("steps"), read("links"), read("fidelity"), root)
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -107,6 +112,8 @@ def step_seconds(tables: Tables, trial_id: str, skip: int = 1) -> list[float]:
     when its last stage finishes and starts when the previous step ended, as the trial's
     tokens_per_s is measured (its tokens ÷ the sum of these)."""
     s = tables.steps
+    if s.empty:  # trials whose steps table is missing (copied without it)
+        return []
     s = s[s["trial_id"] == trial_id]
     if s.empty:
         return []

@@ -1,4 +1,6 @@
-"""The results store: Parquet tables ``trials``, ``steps``, ``links`` (+ ``fidelity``) in one folder.
+"""The results store: Parquet tables ``trials``, ``steps``, ``links`` (+ ``fidelity``) in one folder,
+and per trial the timeline tables ``spans/<trial_id>.parquet`` and ``link_load/<trial_id>.parquet``
+(tens of thousands of rows a trial: one file each, so a sweep never rewrites them all).
 
 A sweep appends trial by trial: each append rewrites a table to a temporary file and
 renames it into place, so a reader (or an interrupted sweep) only ever sees whole
@@ -16,6 +18,7 @@ from basics.errors import ConfigError
 from harness.results.atomic import atomic_write
 
 TABLES = ("trials", "steps", "links", "fidelity")
+PER_TRIAL = ("spans", "link_load")
 
 
 class ResultStore:
@@ -23,8 +26,13 @@ class ResultStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def path(self, table: str) -> Path:
-        return self.root / f"{table}.parquet"
+    def path(self, table: str, trial_id: str | None = None) -> Path:
+        return self.root / table / f"{trial_id}.parquet" if trial_id else self.root / f"{table}.parquet"
+
+    def read_trial(self, table: str, trial_id: str) -> pd.DataFrame:
+        """One trial's rows of a per-trial table (``spans``, ``link_load``); empty if it has none."""
+        p = self.path(table, trial_id)
+        return pd.read_parquet(p) if p.exists() else pd.DataFrame()
 
     def read(self, table: str) -> pd.DataFrame:
         p = self.path(table)
@@ -55,16 +63,24 @@ class ResultStore:
         t = self.read("trials")
         return set(t["trial_id"]) if not t.empty else set()
 
-    def record_trial(self, trial_row: dict, steps: list[dict], links: list[dict]) -> None:
+    def record_trial(
+        self, trial_row: dict, steps: list[dict], links: list[dict], per_trial: dict[str, list[dict]] | None = None
+    ) -> None:
         """All of a trial's rows or none: every table is written to a temporary file first (a full
         disk fails there, leaving the old tables), then renamed into place, the trial row last —
-        its presence marks the trial finished."""
-        staged = [(t, self._merged(t, rows)) for t, rows in (("steps", steps), ("links", links)) if rows]
-        staged.append(("trials", self._merged("trials", [trial_row])))
+        its presence marks the trial finished. ``per_trial``: rows of the per-trial tables."""
+        tid = trial_row["trial_id"]
+        staged = [(self.path(t, tid), pd.DataFrame(rows)) for t, rows in (per_trial or {}).items() if rows]
+        for t in PER_TRIAL:
+            if not (per_trial or {}).get(t):
+                self.path(t, tid).unlink(missing_ok=True)  # a re-run without a timeline leaves no stale one
+        staged += [(self.path(t), self._merged(t, rows)) for t, rows in (("steps", steps), ("links", links)) if rows]
+        staged.append((self.path("trials"), self._merged("trials", [trial_row])))
         written: list[Path] = []
         try:
-            for table, df in staged:
-                tmp = self.path(table).with_name(self.path(table).name + ".tmp")
+            for path, df in staged:
+                path.parent.mkdir(exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
                 written.append(tmp)
                 df.to_parquet(tmp, index=False)
         except BaseException as exc:
@@ -73,8 +89,8 @@ class ResultStore:
             if isinstance(exc, OSError) and exc.filename is None:
                 exc.filename = str(written[-1]).removesuffix(".tmp")  # pyarrow's I/O errors do not say which file
             raise
-        for (table, _), tmp in zip(staged, written, strict=True):
-            os.replace(tmp, self.path(table))
+        for (path, _), tmp in zip(staged, written, strict=True):
+            os.replace(tmp, path)
 
 
 def time_to_target(steps: list[dict], target: float | None) -> float | None:

@@ -20,8 +20,10 @@ from harness.config.schema import RunSpec
 from harness.results.atomic import atomic_write
 from harness.runtime.check import CheckedRun, as_checked
 from harness.runtime.forkserver import ForkedStage, ForkServer
+from harness.runtime.spans import span_rows
 from harness.runtime.supervise import StageFailed, StageStalled, Supervisor
 from testbed.backends import make_backend
+from testbed.linkload import LinkLoad
 from testbed.linkwatch import LinkWatch
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class RunResult:
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     allocator: str = ""  # the stage workers' malloc (their timings depend on it)
+    spans: list[dict] = field(default_factory=list)  # what each stage did when (spans.py), monotonic seconds
+    link_load: list[dict] = field(default_factory=list)  # bytes on the wire over time (testbed/linkload.py)
 
     def link_wire_ratio(self, direction: str) -> float | None:
         """Dense bytes / bytes the links actually carried in one direction (frames, headers,
@@ -52,6 +56,10 @@ class RunResult:
     def losses(self) -> list[float]:
         last = self.stages - 1
         return [r["loss"] for r in sorted(self.steps, key=lambda r: r["step"]) if r["stage"] == last]
+
+    def tokens(self) -> int:
+        """Tokens the run processed, every step."""
+        return self.spec.train.batch * self.spec.model.ctx * self.spec.train.steps
 
     def throughput(self, skip: int = 1) -> float:
         """Tokens/s over the steps after ``skip`` warm-up steps: from the end of the last
@@ -105,9 +113,11 @@ def run_pipeline(
         store = run_dir.resolve() / f"torch-store-{backend.run_id}"
         counters0 = backend.link_counters()
         watch = LinkWatch(backend, run.message_bytes, spec.train.stall_timeout)
+        load = LinkLoad(backend).start()
         lines: queue.Queue = queue.Queue()
-        server = _fork_server(run, backend)
+        server = None
         try:
+            server = _fork_server(run, backend)
             for i in range(run.stages):
                 procs.append(_start_stage(run, backend, i, run_dir, store, server))
                 threading.Thread(target=_pump, args=(i, procs[-1], lines), daemon=True).start()
@@ -115,6 +125,7 @@ def run_pipeline(
                 on_start(procs)
             Supervisor(procs, lines, backend, watch, spec.train.stall_timeout, on_log, on_progress).run()
         finally:
+            link_load = load.stop()
             watch.close()
             for p in procs:
                 if p.poll() is None:
@@ -126,11 +137,13 @@ def run_pipeline(
         counters1 = backend.link_counters()
         applied = backend.applied()
         run_id = backend.run_id
-    rows, allocators = [], set()
+    atomic_write(run_dir / "link_load.json", lambda tmp: tmp.write_text(json.dumps(link_load)))
+    rows, allocators, spans = [], set(), []
     for i in range(run.stages):
         out = json.loads((run_dir / f"stage{i}.json").read_text())
         rows += out["steps"]
         allocators.add(out["allocator"])
+        spans += span_rows(i, out.get("spans"))
     result = RunResult(
         spec,
         backend_name,
@@ -141,6 +154,8 @@ def run_pipeline(
         applied=applied,
         wall_s=time.time() - t_start,
         allocator=", ".join(sorted(allocators)),
+        spans=spans,
+        link_load=link_load,
     )
     result.links = _link_totals(rows, run.stages, counters0, counters1)
     return result

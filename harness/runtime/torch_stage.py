@@ -18,6 +18,7 @@ which torch needs (it preallocates receive buffers from example tensors).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ from harness.compressors import Compressor
 from harness.compressors.base import Context, as_3d
 from harness.compressors.wire import Payload
 from harness.config.schema import RunSpec
+from harness.runtime.spans import Spans
 from harness.runtime.training import BoundaryCodecs, ModeledCompute
 
 # pipenem's schedule names -> torch's single-stage-per-rank schedules
@@ -100,21 +102,27 @@ class _Encode(torch.autograd.Function):
     gradient placed where they were taken from (the kept mask; ``none``: the identity)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, codec: Compressor, cctx: object):
+    def forward(ctx, x: torch.Tensor, codec: Compressor, cctx: object, on_backward: Callable | None = None):
         p = codec.encode(x, cctx)
         ctx.meta = (codec, p, cctx, x.shape)
+        ctx.on_backward = on_backward  # (t0, t1) of placing the gradient: a span of its own
         rest = [*p.parts[1:], torch.tensor(p.header, dtype=torch.int64)]
         ctx.mark_non_differentiable(*rest)
         return (p.parts[0], *rest)
 
     @staticmethod
     def backward(ctx, grad_values: torch.Tensor, *_):
+        t0 = time.monotonic()
         codec, p, cctx, shape = ctx.meta
         mask = codec.kept_mask(p, cctx)
         if mask is None:
-            return grad_values.view(shape), None, None
-        out = cctx.zeros(as_3d(torch.empty(shape, device="meta")).shape, grad_values.dtype, grad_values.device)
-        return out.masked_scatter(mask.expand_as(out), grad_values).view(shape), None, None
+            grad = grad_values.view(shape)
+        else:
+            out = cctx.zeros(as_3d(torch.empty(shape, device="meta")).shape, grad_values.dtype, grad_values.device)
+            grad = out.masked_scatter(mask.expand_as(out), grad_values).view(shape)
+        if ctx.on_backward is not None:
+            ctx.on_backward(t0, time.monotonic())
+        return grad, None, None, None
 
 
 class _Modeled(torch.autograd.Function):
@@ -158,6 +166,7 @@ class CompressedStage(nn.Module):
         self.times = {"encode": 0.0, "decode": 0.0}
         self.expected: list[torch.Size] | None = None  # the sent tensors' shapes torch preallocated for
         self._checked = False
+        self.spans = Spans()
 
     def new_step(self, step: int) -> None:
         self.step, self._m = step, 0
@@ -168,23 +177,29 @@ class CompressedStage(nn.Module):
         if self.first:
             x = inputs[0]
         else:
-            t0 = time.perf_counter()
+            t0 = time.monotonic()
             # unbuffered: autograd follows the decoded values back to the received parts
             rctx = self.codecs.ctx(self.stage - 1, "forward", "recv", self.step, m, buffered=False)
             x = self.codec.decode(as_payload(inputs), rctx)
-            self.times["decode"] += time.perf_counter() - t0
+            t1 = time.monotonic()
+            self.times["decode"] += t1 - t0
+            self.spans.add("decode", self.step, m, "forward", t0, t1)
             if self.training_run:  # what goes back to the previous stage: the values' gradient
                 self.counters["bytes_bwd"] += inputs[0].numel() * inputs[0].element_size()
                 self.counters["dense_bwd"] += x.numel() * x.element_size()
         x = self.inner(x)
         if self.last:
             return x
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         # unbuffered too: torch's schedule keeps what a stage sent in its graph in ways a buffer
         # pool cannot see; in-graph codecs allocate (runtime: pipenem's do not)
         cctx = self.codecs.ctx(self.stage, "forward", "send", self.step, m, buffered=False)
-        out = _Encode.apply(x, self.codec, cctx)
-        self.times["encode"] += time.perf_counter() - t0
+        step = self.step
+        placed = lambda b0, b1: self.spans.add("decode", step, m, "backward", b0, b1)  # noqa: E731
+        out = _Encode.apply(x, self.codec, cctx, placed)
+        t1 = time.monotonic()
+        self.times["encode"] += t1 - t0
+        self.spans.add("encode", self.step, m, "forward", t0, t1)
         self._check(x, out, cctx)
         self.counters["bytes_fwd"] += sum(t.numel() * t.element_size() for t in out)
         self.counters["dense_fwd"] += x.numel() * x.element_size()

@@ -28,6 +28,7 @@ from torch.distributed import pipelining
 from harness.config.schema import RunSpec
 from harness.model.data import Batches, load_streams
 from harness.model.stages import Geometry, build_stages
+from harness.runtime.torch_spans import TorchSpans
 from harness.runtime.torch_stage import TORCH_SCHEDULES, CompressedStage, ModeledStage, example_payload
 from harness.runtime.training import (
     BoundaryCodecs,
@@ -96,6 +97,9 @@ class TorchStageWorker:
         self.pp_stage = pipelining.PipelineStage(
             self.module, stage, stages, torch.device("cpu"), input_args=inp, output_args=out
         )
+        self.spans = self.module.spans  # the codec's spans and (torch_spans) the schedule's
+        self.timeline = TorchSpans(self.spans)
+        self.timeline.instrument(self.pp_stage)
         self.losses: list[float] = []
         schedule = getattr(pipelining, TORCH_SCHEDULES[spec.train.schedule])
         # the loss is divided by M here and torch does not scale again: the gradients are those
@@ -116,6 +120,7 @@ class TorchStageWorker:
         start, faults0 = time.time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         before = dict(self.module.counters), dict(self.module.times)
         self.module.new_step(step)
+        self.timeline.new_step(step)
         self.losses = []
         x = y = None
         if self.batches is not None:
@@ -133,8 +138,12 @@ class TorchStageWorker:
                 self.losses = [lm_loss(o, t).item() for o, t in zip(out.chunk(m), y.chunk(m), strict=True)]
         total = None
         if self.training and not self.modeled:
+            t0 = time.monotonic()
             total = self._model_sq_norm() if spec.train.grad_clip else None
+            t1 = time.monotonic()
             optimizer_step(self.module.inner, self.opt, step, spec, total)
+            self.spans.add("norm", step, None, None, t0, t1)
+            self.spans.add("optim", step, None, None, t1, time.monotonic())
         counters, times = self.module.counters, self.module.times
         return {
             "step": step,

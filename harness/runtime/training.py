@@ -138,8 +138,11 @@ class BoundaryCodecs:
 
     def boundary_grad(self, grad: torch.Tensor, sent: ForwardRecord) -> torch.Tensor:
         """The gradient the sender of the activations back-propagates, from the one it received:
-        through its forward compressor's Jacobian (``exact``) or unchanged (``straight-through``)."""
-        return sent.codec.vjp(grad, sent.payload, sent.ctx) if self.exact else grad
+        through its forward compressor's Jacobian (``exact``) or unchanged (``straight-through``).
+        A gradient that already lies on a mask Jacobian's support (``mirror``'s) is its own vjp."""
+        if not self.exact or (getattr(self.bwd, "on_forward_support", False) and sent.codec.jacobian == "mask"):
+            return grad
+        return sent.codec.vjp(grad, sent.payload, sent.ctx)
 
 
 class ModeledCompute:

@@ -31,6 +31,7 @@ from harness.runtime import messages
 from harness.runtime.allocator import active
 from harness.runtime.devices import stage_device
 from harness.runtime.pipeline import SCHEDULES
+from harness.runtime.spans import Spans
 from harness.runtime.training import (
     BoundaryCodecs,
     ModeledCompute,
@@ -81,6 +82,7 @@ class StageWorker:
             train, _ = load_streams(spec.data, spec.seed)
             self.batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
         self.prev, self.next = join_links(meta["links"])
+        self.spans = Spans()
 
     # ------------------------------------------------------------------ one step
     def step(self, step: int) -> dict:
@@ -104,13 +106,15 @@ class StageWorker:
         for kind, m in actions:
             if kind == "F":
                 inp = self._receive(FWD, "forward", step, m, t) if not self.first else (x_mb[m] if x_mb else None)
-                t0 = time.perf_counter()
+                t0 = time.monotonic()
                 if self.modeled:
                     out = self.sim.forward()
                 else:
                     with torch.set_grad_enabled(not self.inference), autocast(spec, self.device):
                         out = self.module(inp)
-                t["compute"] += time.perf_counter() - t0
+                t1 = time.monotonic()
+                t["compute"] += t1 - t0
+                self.spans.add("fwd", step, m, None, t0, t1)
                 if self.last:
                     if self.modeled:
                         saved[m] = (inp, None)  # nothing to back-propagate: backward is a modeled sleep
@@ -124,21 +128,25 @@ class StageWorker:
             else:
                 inp, out = saved.pop(m)
                 grad = self._receive(BWD, "backward", step, m, t) if not self.last else None
-                t0 = time.perf_counter()
+                t0 = time.monotonic()
                 if self.modeled:
                     g_in = self.sim.backward()
                 else:
                     out.backward(grad) if grad is not None else out.backward()
                     g_in = inp.grad if not self.first else None
-                t["compute"] += time.perf_counter() - t0
+                t1 = time.monotonic()
+                t["compute"] += t1 - t0
+                self.spans.add("bwd", step, m, None, t0, t1)
                 if not self.first:
                     self._send(self.prev, BWD, "backward", self.stage - 1, g_in, step, m, t)
         total = None
         if not self.inference and not self.modeled:
-            total = self._model_sq_norm(t) if spec.train.grad_clip else None
-            t0 = time.perf_counter()
+            total = self._model_sq_norm(t, step) if spec.train.grad_clip else None
+            t0 = time.monotonic()
             optimizer_step(self.module, self.opt, step, spec, total)
-            t["compute"] += time.perf_counter() - t0
+            t1 = time.monotonic()
+            t["compute"] += t1 - t0
+            self.spans.add("optim", step, None, None, t0, t1)
         if not self.inference:
             for c in (self.prev, self.next):
                 if c:
@@ -178,7 +186,7 @@ class StageWorker:
     def _send(
         self, chan: LinkChannel, tag: int, direction: str, boundary: int, x: torch.Tensor, step: int, m: int, t: dict
     ) -> None:
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         codec = self.codecs.codec(direction)
         ctx = self.codecs.ctx(
             boundary,
@@ -195,17 +203,21 @@ class StageWorker:
             payload = codec.encode(x, ctx)
             if self.codec_modeled:
                 self.sim.payloads[direction] = payload
-            t["encode"] += time.perf_counter() - t0
+            t["encode"] += time.monotonic() - t0
+        self.spans.add("encode", step, m, direction, t0, time.monotonic())
         if direction == "forward" and not self.inference:
             self._sent[m] = ForwardRecord(codec, payload, ctx)
-        chan.send(payload, tag, dense_bytes=x.numel() * x.element_size())
+        done = lambda t0, t1: self.spans.add("send", step, m, direction, t0, t1)  # noqa: E731
+        chan.send(payload, tag, dense_bytes=x.numel() * x.element_size(), on_done=done)
 
     def _receive(self, tag: int, direction: str, step: int, m: int, t: dict) -> torch.Tensor:
         chan = self.prev if direction == "forward" else self.next
         boundary = self.stage - 1 if direction == "forward" else self.stage
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         payload = chan.recv(tag).to(self.device)  # the wire bytes onto the device that decodes them
-        t1 = time.perf_counter()
+        t1 = time.monotonic()
+        self.spans.add("recv", step, m, direction, t0, t1)
+        self.spans.add("arrive", step, m, direction, *chan.arrival[tag])
         codec = self.codecs.codec(direction)
         sent = self._sent.pop(m) if direction == "backward" else None
         ctx = self.codecs.ctx(boundary, direction, "recv", step, m, forward=sent)
@@ -217,19 +229,20 @@ class StageWorker:
             x = codec.decode(payload, ctx)
             if sent is not None:
                 x = self.codecs.boundary_grad(x, sent)
-            t["decode"] += time.perf_counter() - t1
+            t["decode"] += time.monotonic() - t1
+        self.spans.add("decode", step, m, direction, t1, time.monotonic())
         if direction == "forward" and not self.inference:
             self._received[m] = ForwardRecord(codec, payload, ctx)
             x = x.detach().requires_grad_(True)  # a leaf: its grad is what goes back
         return x
 
-    def _model_sq_norm(self, t: dict) -> torch.Tensor:
+    def _model_sq_norm(self, t: dict, step: int) -> torch.Tensor:
         """The whole model's squared gradient norm: partial sums travel up the chain, the
         total comes back down (two 8-byte messages per link and step, on their own tags)."""
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         acc = grad_sq_norm(self.module)
-        t["compute"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t["compute"] += time.monotonic() - t0
+        t0 = time.monotonic()
         if not self.first:
             acc = self.prev.recv(NORM_UP).parts[0][0] + acc
         if not self.last:
@@ -237,7 +250,8 @@ class StageWorker:
             acc = self.next.recv(NORM_DOWN).parts[0][0]
         if not self.first:
             self.prev.send(Payload([acc.reshape(1)], ()), NORM_DOWN)
-        t["recv_wait"] += time.perf_counter() - t0
+        t["recv_wait"] += time.monotonic() - t0
+        self.spans.add("norm", step, None, None, t0, time.monotonic())
         return acc
 
     def close(self) -> None:
@@ -278,7 +292,8 @@ def serve(run_dir: str, stage: int, make: Callable[[RunSpec, dict], Any], meta: 
     except Exception as exc:
         messages.emit("failed", stage=stage, error=f"{type(exc).__name__}: {exc}"[:2000], at=time.time())
         raise
-    _write_steps(Path(run_dir), stage, steps)
+    spans = getattr(worker, "spans", None)
+    _write_steps(Path(run_dir), stage, steps, spans.as_json() if spans is not None else None)
 
 
 ALIVE_EVERY_S = 2.0
@@ -293,16 +308,12 @@ def _report_step(spec: RunSpec, row: dict) -> None:
         messages.emit("step", stage=stage, step=step, loss=None)
 
 
-def _write_steps(run_dir: Path, stage: int, steps: list[dict]) -> None:
-    """``RUN_DIR/stage{N}.json``: this stage's per-step rows (all or nothing)."""
+def _write_steps(run_dir: Path, stage: int, steps: list[dict], spans: dict | None) -> None:
+    """``RUN_DIR/stage{N}.json``: this stage's per-step rows and spans (all or nothing)."""
     out = run_dir / f"stage{stage}.json"
+    doc = {"stage": stage, "pid": os.getpid(), "allocator": active(), "steps": steps, "spans": spans}
     try:
-        atomic_write(
-            out,
-            lambda tmp: tmp.write_text(
-                json.dumps({"stage": stage, "pid": os.getpid(), "allocator": active(), "steps": steps})
-            ),
-        )
+        atomic_write(out, lambda tmp: tmp.write_text(json.dumps(doc)))
     except OSError as exc:  # e.g. a full disk: one line naming the file, nothing half-written left
         messages.emit("error", stage=stage, text=f"cannot write {out}: {exc.strerror or exc}")
         os._exit(1)

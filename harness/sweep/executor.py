@@ -18,6 +18,7 @@ from typing import Protocol
 from basics.errors import ConfigError
 from harness.results.schema import link_row, provenance, run_settings, trial_row
 from harness.results.store import ResultStore, time_to_target
+from harness.results.timeline import trial_figures
 from harness.runtime.allocator import active
 from harness.sweep.suite import Trial
 
@@ -29,6 +30,11 @@ class TrialOutcome:
     row: dict
     steps: list[dict] = field(default_factory=list)
     links: list[dict] = field(default_factory=list)
+    spans: list[dict] = field(default_factory=list)  # the stages' timeline (distributed trials)
+    link_load: list[dict] = field(default_factory=list)  # bytes on the wire over time (distributed trials)
+
+    def per_trial(self) -> dict[str, list[dict]]:
+        return {"spans": self.spans, "link_load": self.link_load}
 
 
 class Executor(Protocol):
@@ -74,6 +80,8 @@ class LocalExecutor:
                 time_to_target_s=time_to_target(rows, spec.train.target_loss),
             )
             links: list[dict] = []
+            spans: list[dict] = []
+            load: list[dict] = []
             base["allocator"] = active()
         else:
             from harness.runtime.launcher import run_pipeline
@@ -97,10 +105,14 @@ class LocalExecutor:
                 allocator=result.allocator,
                 fwd_link_wire_ratio=result.link_wire_ratio("forward"),
                 bwd_link_wire_ratio=result.link_wire_ratio("backward") if trial.mode == "train" else None,
+                wire_bytes_per_token=sum(t["interface_bytes"] for t in result.links) / result.tokens(),
+                **trial_figures(result.spans, result.link_load, result.stages, spec.train.micro_batches, trial.mode),
             )
             links = link_rows(trial.trial_id, result)
+            spans = [{**r, "trial_id": trial.trial_id} for r in result.spans]
+            load = [{**r, "trial_id": trial.trial_id} for r in result.link_load]
         base.update(status="ok", error=None, wall_s=time.time() - t0, finished_at=time.time())
-        return TrialOutcome(trial_row(base), steps, links)
+        return TrialOutcome(trial_row(base), steps, links, spans, load)
 
 
 def trial_columns(trial: Trial) -> dict:
@@ -239,7 +251,7 @@ def run_trials(
         except Exception as exc:  # one failed trial must not stop the sweep
             record_failure(store, emit, trial, exc, traceback.format_exc())
             continue
-        store.record_trial(outcome.row, outcome.steps, outcome.links)
+        store.record_trial(outcome.row, outcome.steps, outcome.links, outcome.per_trial())
         emit("done", trial, outcome.row)
     return store
 
@@ -271,7 +283,7 @@ def _run_pool(trials: list[Trial], out: Path, store: ResultStore, emit: Callable
             except Exception as exc:  # recorded, the sweep goes on
                 record_failure(store, emit, trial, exc, "".join(traceback.format_exception(exc)))
                 continue
-            store.record_trial(outcome.row, outcome.steps, outcome.links)
+            store.record_trial(outcome.row, outcome.steps, outcome.links, outcome.per_trial())
             emit("done", trial, outcome.row)
     except BaseException:
         # Ctrl-C (or a failure here): twin trials hold no network, so their processes are ended

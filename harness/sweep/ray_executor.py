@@ -138,7 +138,7 @@ class RayExecutor:
                         cause = getattr(exc, "cause", None) or exc
                         record_failure(store, emit, trial, cause, "".join(traceback.format_exception(exc)))
                         continue
-                    store.record_trial(outcome.row, outcome.steps, outcome.links)
+                    store.record_trial(outcome.row, outcome.steps, outcome.links, outcome.per_trial())
                     emit("done", trial, outcome.row)
         except KeyboardInterrupt:
             self._cancel(pending)

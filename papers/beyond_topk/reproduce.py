@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from basics.terminal import make_console
 from harness.results.outdir import exclusive
 from harness.sweep.suite import load_suite
 
-console = Console()
+console = make_console()
 FIDELITY_RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
