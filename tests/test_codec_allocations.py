@@ -123,3 +123,48 @@ def test_stage_workers_fault_in_no_fresh_memory_per_step_on_the_system_malloc(tm
         seen = (stage, [s["faults"] for s in rows["steps"]])
         assert later[len(later) // 2] < 4096, seen  # the median step: < 16 MiB of fresh pages
         assert later[-1] < 16384, seen  # no step faults in a whole 64 MiB tensor
+
+
+POOLED = [
+    {"name": "topk", "rate": 0.5},
+    {"name": "topk", "rate": 0.9},
+    {"name": "randk", "rate": 0.9},
+    {"name": "column", "rate": 0.9},
+    {"name": "row", "rate": 0.9},
+    {"name": "quantize", "bits": 4},
+    {"name": "quantize", "bits": 2},
+    {"name": "fp16"},
+    {"name": "bf16"},
+    {"name": "lowrank", "rank": 4},
+    {"name": "ef", "inner": {"name": "topk", "rate": 0.9}},
+]
+
+
+@pytest.mark.parametrize("spec", POOLED, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_a_pooled_buffer_is_never_handed_out_while_a_payload_holds_it(spec: dict) -> None:
+    """A GPipe step keeps every micro-batch's forward payload until its backward (the exact
+    vjp reads its kept positions): encoding the next micro-batches through the same pool must
+    leave the earlier payloads, their decoded tensors and their vjps untouched. (The pool once
+    returned its own tensor object, whose Python references do not count as storage uses: a
+    topk payload's positions were overwritten by the next micro-batch's, silently changing
+    the exact boundary gradient.)"""
+    from harness.compressors import Context, build
+    from harness.compressors.buffers import BufferPool
+
+    pool = BufferPool()
+    c = build(spec)
+    g = torch.Generator().manual_seed(0)
+
+    def ctx(m: int) -> Context:
+        return Context(boundary=0, direction="forward", step=m, seed=0, state={}, buffers=pool)
+
+    kept = []
+    for m in range(4):
+        x = torch.randn(4, 64, 64, generator=g)
+        p = c.encode(x, ctx(m))
+        grad = torch.randn(4, 64, 64, generator=g)
+        kept.append((m, p, p.to_bytes().clone(), c.decode(p, ctx(m)).clone(), grad, c.vjp(grad, p, ctx(m)).clone()))
+    for m, p, wire, decoded, grad, vjp in kept:
+        assert torch.equal(p.to_bytes(), wire), f"micro-batch {m}'s payload changed under it"
+        assert torch.equal(c.decode(p, ctx(m)), decoded)
+        assert torch.equal(c.vjp(grad, p, ctx(m)), vjp)

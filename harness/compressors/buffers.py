@@ -40,11 +40,13 @@ class BufferPool:
             pool = self._free.setdefault(key, [])
             for t in pool:
                 if not _in_use(t):
-                    return t
+                    return t.view(t.shape)
             t = torch.empty(key[0], dtype=dtype, device=key[2])
             pool.append(t)
             self.allocated += 1
-            return t
+            # a view, never the pool's own tensor: Python references to one tensor object do not
+            # count as uses of its storage, so a payload holding the pool's object would look free
+            return t.view(t.shape)
 
     def zeros(
         self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: torch.device | str
