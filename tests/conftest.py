@@ -12,6 +12,16 @@ from pathlib import Path
 # core is busy, OpenMP's spinning threads made one batched least-squares test take 80 s, not 0.1 s.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import signal
+
+# A shell that starts a job in the background without job control (`cmd &` in a script, a
+# CI runner's wrapper) starts it with SIGINT *ignored*, and an ignored signal stays ignored
+# across exec: every pipenem the tests start would then shrug off the Ctrl-C they send it
+# (Python installs its KeyboardInterrupt handler only where SIGINT is at its default). A
+# handler installed here is reset to the default on exec, so the children get Ctrl-C again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
