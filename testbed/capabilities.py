@@ -41,7 +41,7 @@ def is_root() -> bool:
 @cache
 def kernel_features() -> dict[str, str | None]:
     """{feature: None if present, else the kernel's error}, probed in a scratch netns."""
-    from pyroute2 import IPRoute, NetlinkError, netns
+    from testbed.netlink import IPRoute, NetlinkError, netns
 
     feats: dict[str, str | None] = {}
     if not is_root():

@@ -23,7 +23,7 @@ DEFAULT_HZ = 25.0
 
 def _open_net_dev(host: str) -> int:
     """A descriptor of ``/proc/net/dev`` as the namespace ``host`` sees it."""
-    from pyroute2 import netns
+    from testbed.netlink import netns
 
     box: dict[str, Any] = {}
 

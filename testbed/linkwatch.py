@@ -69,7 +69,7 @@ class LinkWatch:
     """Poll with :meth:`check` (cheap; it samples at most every ``POLL_S``); raises LinkStalled."""
 
     def __init__(self, backend: Any, message_bytes: int, stall_timeout: float | None = None) -> None:
-        from pyroute2 import IPRoute
+        from testbed.netlink import IPRoute
 
         self.backend, self.message_bytes, self.stall_timeout = backend, message_bytes, stall_timeout
         self._handles: dict[str, Any] = {}

@@ -25,10 +25,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import netns
-
 from basics.errors import UnsupportedError
 from testbed.backends.netns import NetnsBackend
+from testbed.netlink import netns
 from testbed.topology import Topology
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,12 @@ import sys
 from contextlib import ExitStack
 from typing import Any
 
-from pyroute2 import IPRoute, NetlinkError, netns
-
 from testbed import shaping
 from testbed.addresses import host_address, link_addresses, trunk_addresses
 from testbed.backends.base import Backend, LinkEnd, LinkInfo
 from testbed.capabilities import require_for
 from testbed.linkstate import LinkState
+from testbed.netlink import IPRoute, NetlinkError, netns
 from testbed.registry import proc_start_time
 from testbed.topology import Topology, bottleneck_label
 
