@@ -16,6 +16,7 @@ from torch.utils._pytree import tree_flatten
 from harness.config.schema import build_spec
 from harness.runtime.check import check_run
 from harness.runtime.twin import run_twin
+from tests.codec_golden import SPECS  # every built-in codec the golden digests cover
 from tests.conftest import TOPOLOGIES, needs_netns, pipenem
 
 LARGE = 1 << 20  # bytes: the boundary tensors here are 2 MiB (twin) and 64 MiB (distributed)
@@ -126,22 +127,7 @@ def test_stage_workers_fault_in_no_fresh_memory_per_step_on_the_system_malloc(tm
         assert later[-1] < 16384, seen  # no step faults in a whole 64 MiB tensor
 
 
-POOLED = [
-    {"name": "topk", "rate": 0.5},
-    {"name": "topk", "rate": 0.9},
-    {"name": "randk", "rate": 0.9},
-    {"name": "column", "rate": 0.9},
-    {"name": "row", "rate": 0.9},
-    {"name": "quantize", "bits": 4},
-    {"name": "quantize", "bits": 2},
-    {"name": "fp16"},
-    {"name": "bf16"},
-    {"name": "lowrank", "rank": 4},
-    {"name": "ef", "inner": {"name": "topk", "rate": 0.9}},
-]
-
-
-@pytest.mark.parametrize("spec", POOLED, ids=lambda c: "-".join(str(v) for v in c.values()))
+@pytest.mark.parametrize("spec", SPECS, ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_a_pooled_buffer_is_never_handed_out_while_a_payload_holds_it(spec: dict) -> None:
     """A GPipe step keeps every micro-batch's forward payload until its backward (the exact
     vjp reads its kept positions): encoding the next micro-batches through the same pool must

@@ -69,10 +69,10 @@ class ResultStore:
         """All of a trial's rows or none: every table is written to a temporary file first (a full
         disk fails there, leaving the old tables), then renamed into place, the trial row last —
         its presence marks the trial finished. ``per_trial``: rows of the per-trial tables."""
-        tid = trial_row["trial_id"]
-        staged = [(self.path(t, tid), pd.DataFrame(rows)) for t, rows in (per_trial or {}).items() if rows]
+        tid, per_trial = trial_row["trial_id"], per_trial or {}
+        staged = [(self.path(t, tid), pd.DataFrame(rows)) for t, rows in per_trial.items() if rows]
         for t in PER_TRIAL:
-            if not (per_trial or {}).get(t):
+            if not per_trial.get(t):
                 self.path(t, tid).unlink(missing_ok=True)  # a re-run without a timeline leaves no stale one
         staged += [(self.path(t), self._merged(t, rows)) for t, rows in (("steps", steps), ("links", links)) if rows]
         staged.append((self.path("trials"), self._merged("trials", [trial_row])))

@@ -37,13 +37,7 @@ def ideal_bubble(stages: int, micro_batches: int) -> float:
 
 
 def _union_length(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
-    total, end = 0.0, lo
-    for a, b in sorted(intervals):
-        a, b = max(a, end), min(b, hi)
-        if b > a:
-            total += b - a
-            end = b
-    return total
+    return sum(max(0.0, min(b, hi) - max(a, lo)) for a, b in _merge(intervals))
 
 
 def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
