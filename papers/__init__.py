@@ -13,7 +13,7 @@ from types import ModuleType
 
 from basics.errors import ConfigError
 
-PAPERS = {"beyond-topk": "papers.beyond_topk"}
+PAPERS = {"beyond-topk": "papers.beyond_topk", "mp-compression": "papers.mp_compression"}
 
 
 def get(name: str, field: str = "PAPER") -> ModuleType:

@@ -24,7 +24,10 @@ def reproduce_cmd(
     ] = False,
     tier: Annotated[
         str | None,
-        typer.Option(help="any tier of the paper by name (beyond-topk: quick, scaling, paper, paper-gpu, gpu-subset)"),
+        typer.Option(
+            help="any tier of the paper by name (beyond-topk: quick, scaling, paper, paper-gpu, gpu-subset; "
+            "mp-compression: quick, paper)"
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="results + report folder")] = Path("results/reproduce"),
     check: Annotated[

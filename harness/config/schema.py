@@ -126,12 +126,22 @@ def nearest_valid_heads(d: int, wanted: int) -> int:
     return min(valid, key=lambda h: (abs(h - wanted), h))
 
 
+IMAGE_CLASSES = {"digits": 10}  # the image datasets and their class counts (harness/model/images.py)
+
+
 class DataConfig(_Strict):
-    dataset: Literal["synthetic", "pystdlib", "text", "c4"] = "synthetic"
+    # digits: images (8×8 handwritten digits, shipped; harness/model/images.py) for a classifier
+    dataset: Literal["synthetic", "pystdlib", "text", "c4", "digits"] = "synthetic"
     paths: list[str] = []  # text: files/globs; c4: json.gz shards
     eval_fraction: float = Field(0.05, gt=0, lt=0.5)
-    # a local `tokenizers` JSON (tokenizer.json) instead of bytes, for any dataset; needs pipenem[hf]
+    # a local `tokenizers` JSON (tokenizer.json) instead of bytes, for any text dataset; needs pipenem[hf]
     tokenizer: str | None = None
+
+    @model_validator(mode="after")
+    def _images(self) -> DataConfig:
+        if self.dataset == "digits" and (self.tokenizer is not None or self.paths):
+            raise FieldError("tokenizer" if self.tokenizer is not None else "paths", "digits is an image dataset")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -144,6 +154,13 @@ class TrainConfig(_Strict):
     lr: float = Field(3e-4, gt=0)
     warmup: int = Field(100, ge=0)
     decay_steps: int | None = Field(None, ge=1)  # lr reaches 0 at this step (default: steps); > warmup
+    # after warm-up the lr falls to 0 at decay_steps: linearly (Beyond Top-K's recipe) or along a
+    # cosine (torch's CosineAnnealingLR with eta_min 0: the recipe of seed 003's ResNet runs)
+    lr_schedule: Literal["linear", "cosine"] = "linear"
+    # adamw (decoupled weight decay; the default: the LM recipes) or sgd (momentum, L2 weight
+    # decay added to the gradient as torch.optim.SGD does; the ResNet recipe)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     weight_decay: float = Field(0.01, ge=0)
     # the whole model's gradient norm is clipped to this (> 0); null turns clipping off
     grad_clip: float | None = Field(1.0, gt=0)
@@ -156,6 +173,10 @@ class TrainConfig(_Strict):
     # seconds (default: 10× the largest message's transfer time at the planned rate, ≥ 30 s).
     stall_timeout: float | None = Field(None, gt=0)
     compress_inference: bool = True  # inference with C_fwd (False: measure the train/infer mismatch)
+    # the held-out evaluation at the end also runs once with no boundary compressor, recorded
+    # beside the compressed one (eval_loss_uncompressed, eval_accuracy_uncompressed): what a
+    # model trained with compression does when served without it. Default off: one more pass.
+    eval_uncompressed: bool = False
     target_loss: float | None = None
 
     @model_validator(mode="after")

@@ -7,7 +7,7 @@ import torch
 
 from basics.errors import ConfigError
 from harness.config.schema import RunSpec
-from harness.model.data import Batches, load_streams
+from harness.model.data import load_streams, make_batches
 from harness.model.stages import build_stages
 
 
@@ -24,7 +24,7 @@ def boundary_activation(spec: RunSpec, partition: list[int], boundary: int | Non
         raise ConfigError("--boundary", f"{k} is not a boundary of {stages} stages (0 … {stages - 2})")
     mods = build_stages(spec.model, partition, spec.seed)
     train, _ = load_streams(spec.data, spec.seed)
-    x, _ = Batches(train, spec.model.ctx, spec.train.batch, spec.seed).get(0)
+    x, _ = make_batches(train, spec.model.ctx, spec.train.batch, spec.seed).get(0)
     x = x.chunk(spec.train.micro_batches)[0]
     with torch.no_grad():
         for mod in mods[: k + 1]:

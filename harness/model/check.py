@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from basics.errors import ConfigError
-from harness.config.schema import AnyModel, DataConfig, FactoryModelConfig, HFModelConfig
+from harness.config.schema import IMAGE_CLASSES, AnyModel, DataConfig, FactoryModelConfig, HFModelConfig
 from harness.model.stages import Geometry, geometry
 
 
@@ -11,7 +11,7 @@ def check_model(model: AnyModel, data: DataConfig | None = None) -> Geometry:
     """The model's geometry, after what only its own library can say (a transformers config's
     fields, a factory's import), its own limits (a learned position table's length) and the
     data's needs: a vocabulary that holds every token id (bytes: 256; a ``data.tokenizer``: its
-    vocabulary). ConfigError naming the field."""
+    vocabulary; an image dataset: its classes). ConfigError naming the field."""
     geo = geometry(model)  # unknown transformers config fields or model type: refused here
     if isinstance(model, HFModelConfig):
         _check_positions(model)
@@ -20,7 +20,11 @@ def check_model(model: AnyModel, data: DataConfig | None = None) -> Geometry:
         from harness.model.factory import load_factory
 
         load_factory(model.factory)
-    if data is not None and data.tokenizer is not None:
+    n_classes = IMAGE_CLASSES.get(data.dataset) if data is not None else None
+    if n_classes is not None:
+        if geo.vocab < n_classes:
+            raise ConfigError(field, f"{geo.vocab} outputs cannot score the {n_classes} classes of {data.dataset}")
+    elif data is not None and data.tokenizer is not None:
         from harness.model.tokenizer import load_tokenizer
 
         need = load_tokenizer(data.tokenizer).vocab

@@ -7,6 +7,8 @@
   text present on every machine); files are split into train/eval by a hash of their name.
 - ``text``: any local files (globs).
 - ``c4``: local C4 ``json.gz`` shards in their real format, loaded with 🤗 ``datasets``.
+- ``digits``: images, not text: the 8×8 handwritten digits that ship with pipenem
+  (``images.py``); a batch is (images (b, 1, 8, 8), labels (b,)), the model a classifier.
 
 Every stage process builds the same stream and draws the same batches from
 ``(seed, step)``, so only the first stage reads inputs and only the last reads targets.
@@ -23,10 +25,34 @@ import numpy as np
 import torch
 
 from basics.errors import ConfigError
-from harness.config.schema import DataConfig
+from harness.config.schema import IMAGE_CLASSES, DataConfig
+from harness.model.images import SIDE, ImageBatches, ImageSet, held_out_batches, load_digits
 from harness.model.tokenizer import ByteTokenizer, FileTokenizer, load_tokenizer
 
 MAX_BYTES = 16 * 1024 * 1024  # cap per split, to bound memory in every stage process
+Source = torch.Tensor | ImageSet  # a token stream, or images with labels
+
+
+def classes(cfg: DataConfig) -> int | None:
+    """The number of classes of an image dataset; None for text (a language model's targets)."""
+    return IMAGE_CLASSES.get(cfg.dataset)
+
+
+def example_input(cfg: DataConfig, ctx: int, batch: int) -> torch.Tensor:
+    """Zeros shaped as a batch of inputs: token ids (batch, ctx), or images (batch, 1, H, W)."""
+    if classes(cfg):
+        return torch.zeros(batch, 1, SIDE, SIDE)
+    return torch.zeros(batch, ctx, dtype=torch.int64)
+
+
+def logits_shape(cfg: DataConfig, ctx: int, batch: int, vocab: int) -> tuple[int, ...]:
+    """What the last stage returns: (batch, ctx, vocab) next-token logits, or (batch, classes)."""
+    return (batch, vocab) if classes(cfg) else (batch, ctx, vocab)
+
+
+def targets_per_sample(cfg: DataConfig, ctx: int) -> int:
+    """What throughput counts per sample: its ``ctx`` tokens (text), or the one image (images)."""
+    return 1 if classes(cfg) else ctx
 
 
 def synthetic_text(n_bytes: int, seed: int) -> str:
@@ -78,7 +104,7 @@ def _read(files: list[Path]) -> str:
 def data_files(cfg: DataConfig) -> list[Path]:
     """The local files a ``text``/``c4`` dataset reads ([] for the built-in ones); ConfigError
     naming ``data.paths`` when none is given or none matches."""
-    if cfg.dataset in ("synthetic", "pystdlib"):
+    if cfg.dataset in ("synthetic", "pystdlib", "digits"):
         return []
     if not cfg.paths:
         raise ConfigError("data.paths", f"the {cfg.dataset} dataset needs local files (paths)")
@@ -88,8 +114,11 @@ def data_files(cfg: DataConfig) -> list[Path]:
     return files
 
 
-def load_streams(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train tokens, eval tokens): uint8 bytes, or int32 ids of ``cfg.tokenizer``."""
+def load_streams(cfg: DataConfig, seed: int) -> tuple[Source, Source]:
+    """(train, held-out): token streams (uint8 bytes, or int32 ids of ``cfg.tokenizer``), or the
+    image sets of an image dataset."""
+    if cfg.dataset == "digits":
+        return load_digits(cfg.eval_fraction)
     tok = load_tokenizer(cfg.tokenizer)
     if cfg.dataset == "synthetic":
         text = synthetic_text(1_000_000, seed)
@@ -146,3 +175,22 @@ class Batches:
         idx = starts.unsqueeze(1) + torch.arange(self.ctx + 1)
         window = self.stream[idx].long()
         return window[:, :-1], window[:, 1:]
+
+
+AnyBatches = Batches | ImageBatches
+
+
+def make_batches(source: Source, ctx: int, batch: int, seed: int) -> AnyBatches:
+    """The training batches of a source: token windows of ``ctx + 1``, or images and labels."""
+    if isinstance(source, ImageSet):
+        return ImageBatches(source, batch, seed)
+    return Batches(source, ctx, batch, seed)
+
+
+def eval_batches(source: Source, ctx: int, size: int, seed: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out batches of ``size``: ``n`` seeded token windows (text), or the whole held-out
+    image set in order (images; ``n`` does not apply)."""
+    if isinstance(source, ImageSet):
+        return held_out_batches(source, size)
+    batches = Batches(source, ctx, size, seed + 1)
+    return [batches.get(k) for k in range(n)]

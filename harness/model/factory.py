@@ -2,10 +2,13 @@
 
 The function is imported by its path (as third-party compressors are) and called as
 ``build_stages(partition, seed, **args)``; it returns one ``nn.Module`` per stage. Stage 0
-takes token ids (b, ctx) int64, every other stage the previous one's output; every stage
-but the last returns (b, ctx, d_model) activations (what crosses a link), the last returns
-logits (b, ctx, vocab). It must build the same weights from the same seed in every process
-(the stages and the twin each call it). ``examples/factory_model.py`` is a complete example.
+takes token ids (b, ctx) int64 — or images (b, 1, H, W) with an image dataset — every other
+stage the previous one's output; every stage but the last returns (b, ctx, d_model)
+activations (what crosses a link; a CNN's feature map as (b, positions, channels)), the last
+returns logits (b, ctx, vocab), or (b, classes) for images. It must build the same weights
+from the same seed in every process (the stages and the twin each call it).
+``examples/factory_model.py`` is a complete language model, ``papers/mp_compression/resnet.py``
+a complete CNN.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from harness.compressors.base import Context, ForwardRecord
 from harness.config.profiles import DeviceProfile, load_profile
 from harness.config.schema import RunSpec
 from harness.model.check import check_buildable, check_model, resolve_partition
-from harness.model.data import data_files
+from harness.model.data import data_files, targets_per_sample
 from harness.model.stages import Geometry
 from harness.runtime.devices import check_torch_device
 from harness.runtime.torch_stage import check_schedule, check_torch_runtime
@@ -55,7 +55,8 @@ class CheckedRun:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.spec.train.batch * self.geometry.ctx
+        """What throughput counts per step: tokens, or images (an image dataset)."""
+        return self.spec.train.batch * targets_per_sample(self.spec.data, self.geometry.ctx)
 
     def payload_wire_ratio(self, direction: str) -> float:
         """Dense bytes / payload bytes of this run's compressor on one boundary micro-batch of

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.config.schema import RunSpec
+from harness.model.data import targets_per_sample
 from harness.results.atomic import atomic_write
 from harness.runtime.check import CheckedRun, as_checked
 from harness.runtime.forkserver import ForkedStage, ForkServer
@@ -58,8 +59,8 @@ class RunResult:
         return [r["loss"] for r in sorted(self.steps, key=lambda r: r["step"]) if r["stage"] == last]
 
     def tokens(self) -> int:
-        """Tokens the run processed, every step."""
-        return self.spec.train.batch * self.spec.model.ctx * self.spec.train.steps
+        """Tokens (images, for an image dataset) the run processed, every step."""
+        return self.spec.train.batch * targets_per_sample(self.spec.data, self.spec.model.ctx) * self.spec.train.steps
 
     def throughput(self, skip: int = 1) -> float:
         """Tokens/s over the steps after ``skip`` warm-up steps: from the end of the last
@@ -70,7 +71,7 @@ class RunResult:
         ends = {s: max(r["end"] for r in self.steps if r["step"] == s) for s in range(n)}
         starts = min(r["start"] for r in self.steps if r["step"] == 0)
         t0 = ends[skip - 1] if skip else starts
-        tokens = self.spec.train.batch * self.spec.model.ctx * (n - skip)
+        tokens = self.spec.train.batch * targets_per_sample(self.spec.data, self.spec.model.ctx) * (n - skip)
         return tokens / (ends[n - 1] - t0)
 
 

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.distributed import pipelining
 
 from harness.config.schema import RunSpec
-from harness.model.data import Batches, load_streams
+from harness.model.data import example_input, load_streams, logits_shape, make_batches, targets_per_sample
 from harness.model.stages import Geometry, build_stages
 from harness.runtime.torch_spans import TorchSpans
 from harness.runtime.torch_stage import TORCH_SCHEDULES, CompressedStage, ModeledStage, example_payload
@@ -57,7 +57,7 @@ class TorchStageWorker:
         stages, partition = meta["stages"], meta["partition"]
         geo = Geometry(**meta["geometry"])
         self.spec, self.stage, self.stages = spec, stage, stages
-        self.ctx, self.tokens = geo.ctx, spec.train.batch * geo.ctx
+        self.ctx, self.tokens = geo.ctx, spec.train.batch * targets_per_sample(spec.data, geo.ctx)
         self.first, self.last = stage == 0, stage == stages - 1
         self.training = spec.train.mode == "train"
         torch.set_num_threads(spec.compute.threads)
@@ -74,7 +74,7 @@ class TorchStageWorker:
         self.batches = None
         if (self.first or self.last) and not self.modeled:
             train, _ = load_streams(spec.data, spec.seed)
-            self.batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
+            self.batches = make_batches(train, spec.model.ctx, spec.train.batch, spec.seed)
         address = meta["host_addresses"][stage]
         dist.Backend.register_backend(
             BACKEND, lambda store, rank, size, timeout: _process_group(store, rank, size, timeout, address)
@@ -83,15 +83,10 @@ class TorchStageWorker:
         dist.init_process_group(BACKEND, store=store, rank=stage, world_size=stages, timeout=TIMEOUT)
         mb = spec.train.batch // spec.train.micro_batches
         grad, shape = self.training, (mb, geo.ctx, geo.d_model)
-        inp = (
-            (torch.zeros(mb, geo.ctx, dtype=torch.int64),) if self.first else example_payload(spec, codecs, shape, grad)
-        )
-        width = geo.d_model if self.modeled else geo.vocab  # modeled: the noise tensor, not logits
-        out = (
-            torch.zeros(mb, geo.ctx, width, requires_grad=grad)
-            if self.last
-            else example_payload(spec, codecs, shape, grad)
-        )
+        inp = (example_input(spec.data, geo.ctx, mb),) if self.first else example_payload(spec, codecs, shape, grad)
+        # modeled: the noise tensor, not logits
+        last_shape = shape if self.modeled else logits_shape(spec.data, geo.ctx, mb, geo.vocab)
+        out = torch.zeros(last_shape, requires_grad=grad) if self.last else example_payload(spec, codecs, shape, grad)
         if not self.last:
             self.module.expected = [t.shape for t in out]
         self.pp_stage = pipelining.PipelineStage(
@@ -126,7 +121,7 @@ class TorchStageWorker:
         if self.batches is not None:
             x, y = self.batches.get(step)
         elif self.modeled:  # the tokens are never read: shapes for torch's micro-batch split
-            x = y = torch.zeros(spec.train.batch, self.ctx, dtype=torch.int64)
+            x = y = example_input(spec.data, self.ctx, spec.train.batch)
         args = (x,) if self.first else ()
         kwargs = {"target": y} if self.last else {}
         if self.training:

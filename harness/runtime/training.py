@@ -5,6 +5,7 @@ twin's losses match the distributed run's."""
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import torch
@@ -22,18 +23,25 @@ def make_optimizer(stage: torch.nn.Module, spec: RunSpec) -> torch.optim.Optimiz
     params = [p for p in stage.parameters() if p.requires_grad]
     if not params:
         return None
+    t = spec.train
     # foreach=False: the same elementwise kernels whether the model is split or not
-    return torch.optim.AdamW(params, lr=spec.train.lr, weight_decay=spec.train.weight_decay, foreach=False)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, foreach=False)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, foreach=False)
 
 
 def lr_at(step: int, spec: RunSpec) -> float:
-    """Linear warm-up, then linear decay to 0 at ``decay_steps`` (default: the run's steps)."""
+    """Linear warm-up, then decay to 0 at ``decay_steps`` (default: the run's steps): linear, or
+    along half a cosine (``lr_schedule: cosine``, torch's CosineAnnealingLR with eta_min 0)."""
     t = spec.train
     if t.warmup and step < t.warmup:
         return t.lr * (step + 1) / t.warmup
     end = t.decay_steps or t.steps
     span = max(1, end - t.warmup)
-    return t.lr * max(0.0, 1.0 - (step - t.warmup) / span)
+    done = min(1.0, (step - t.warmup) / span)
+    if t.lr_schedule == "cosine":
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+    return t.lr * max(0.0, 1.0 - done)
 
 
 def grad_sq_norm(stage: torch.nn.Module) -> torch.Tensor:

@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import torch
 
+from harness.compressors import Compressor, build
 from harness.compressors.base import ForwardRecord
 from harness.config.schema import RunSpec
-from harness.model.data import Batches, load_streams
+from harness.model.data import AnyBatches, Source, eval_batches, load_streams, make_batches
 from harness.model.stages import build_stages
 from harness.runtime.check import CheckedRun, as_checked
 from harness.runtime.devices import stage_device
@@ -58,7 +59,7 @@ def run_twin(
     run: CheckedRun | RunSpec, on_step: Callable[[dict], None] | None = None, eval_batches: int = 0
 ) -> list[dict]:
     """Train (or run inference) in one process; one row per step (loss, time); the last row
-    also has the held-out loss over ``eval_batches`` batches."""
+    also has the held-out loss and accuracy over ``eval_batches`` batches (:func:`evaluate`)."""
     run = as_checked(run)
     spec = run.spec
     torch.set_num_threads(spec.compute.threads)
@@ -67,7 +68,7 @@ def run_twin(
     opts = [None if inference else make_optimizer(m, spec) for m in mods]
     codecs = BoundaryCodecs(spec, run.fwd, run.bwd, inference=inference)
     train, held_out = load_streams(spec.data, spec.seed)
-    batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
+    batches = make_batches(train, spec.model.ctx, spec.train.batch, spec.seed)
     M = spec.train.micro_batches
     order = backward_order(spec.train.schedule, M)
     rows = []
@@ -89,7 +90,7 @@ def run_twin(
             "end": time.time(),
         }
         if eval_batches and step == spec.train.steps - 1:
-            row["eval_loss"] = evaluate(mods, codecs, held_out, spec, eval_batches)
+            row.update(evaluate(mods, codecs, held_out, spec, eval_batches))
         rows.append(row)
         if on_step:
             on_step(row)
@@ -97,7 +98,7 @@ def run_twin(
 
 
 def _forward_backward(
-    mods: list, codecs: BoundaryCodecs, batches: Batches, spec: RunSpec, step: int, order: list[int], inference: bool
+    mods: list, codecs: BoundaryCodecs, batches: AnyBatches, spec: RunSpec, step: int, order: list[int], inference: bool
 ) -> list[float]:
     """One step's micro-batches forward (in order) and backward (in the schedule's order);
     parameter gradients accumulate as on the stages. Returns the micro-batch losses."""
@@ -129,7 +130,7 @@ def stage_gradient_norms(run: CheckedRun | RunSpec, step: int = 0) -> list[float
     spec = run.spec
     mods = _placed(spec, build_stages(spec.model, run.partition, spec.seed))
     train, _ = load_streams(spec.data, spec.seed)
-    batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
+    batches = make_batches(train, spec.model.ctx, spec.train.batch, spec.seed)
     _forward_backward(
         mods,
         BoundaryCodecs(spec, run.fwd, run.bwd),
@@ -155,22 +156,47 @@ def _device(mod: torch.nn.Module) -> torch.device:
     return mod.pipenem_device
 
 
+def evaluate(mods: list, codecs: BoundaryCodecs, source: Source, spec: RunSpec, n: int) -> dict[str, float]:
+    """Held-out loss and accuracy (of the argmax: images, or next tokens) through the same
+    boundaries (forward compressor, inference contexts); with ``train.eval_uncompressed`` also
+    with no compressor at the boundaries. Layers run in eval mode (batch norm: running stats)."""
+    batches = eval_batches(source, spec.model.ctx, spec.train.batch // spec.train.micro_batches, spec.seed, n)
+    was = [m.training for m in mods]
+    for m in mods:
+        m.eval()
+    try:
+        out = _held_out(mods, codecs, codecs.codec("forward"), batches, spec, "eval")
+        if spec.train.eval_uncompressed:
+            plain = _held_out(mods, codecs, build("none"), batches, spec, "eval-plain")
+            out |= {f"{k}_uncompressed": v for k, v in plain.items()}
+    finally:
+        for m, w in zip(mods, was, strict=True):
+            m.train(w)
+    return out
+
+
 @torch.no_grad()
-def evaluate(mods: list, codecs: BoundaryCodecs, stream: torch.Tensor, spec: RunSpec, n: int) -> float:
-    """Held-out loss through the same boundaries (forward compressor, inference contexts)."""
-    batches = Batches(stream, spec.model.ctx, spec.train.batch // spec.train.micro_batches, spec.seed + 1)
-    total = 0.0
-    for k in range(n):
-        x, y = batches.get(k)
+def _held_out(
+    mods: list, codecs: BoundaryCodecs, c: Compressor, batches: list, spec: RunSpec, side: str
+) -> dict[str, float]:
+    losses, sizes, correct = [], [], 0
+    for k, (x, y) in enumerate(batches):
         h = x.to(_device(mods[0]))
         for i, mod in enumerate(mods):
             if i > 0:
-                c = codecs.codec("forward")
                 h = c.decode(
-                    c.encode(h, codecs.ctx(i - 1, "forward", "eval-send", -1, k)).to(_device(mod)),
-                    codecs.ctx(i - 1, "forward", "eval-recv", -1, k),
+                    c.encode(h, codecs.ctx(i - 1, "forward", f"{side}-send", -1, k)).to(_device(mod)),
+                    codecs.ctx(i - 1, "forward", f"{side}-recv", -1, k),
                 )
             with autocast(spec, _device(mod)):
                 h = mod(h)
-        total += lm_loss(h, y.to(h.device)).item()
-    return total / n
+        y = y.to(h.device)
+        losses.append(lm_loss(h, y).item())
+        sizes.append(y.numel())
+        correct += int((h.argmax(-1) == y).sum())
+    # equal batches (text): the plain mean, as before accuracy was recorded; images: per image
+    if len(set(sizes)) == 1:
+        loss = sum(losses) / len(losses)
+    else:
+        loss = sum(v * n for v, n in zip(losses, sizes, strict=True)) / sum(sizes)
+    return {"eval_loss": loss, "eval_accuracy": correct / sum(sizes)}

@@ -24,7 +24,7 @@ import torch
 from harness.compressors.base import ForwardRecord
 from harness.compressors.wire import Payload
 from harness.config.schema import RunSpec
-from harness.model.data import Batches, load_streams
+from harness.model.data import load_streams, make_batches, targets_per_sample
 from harness.model.stages import Geometry, build_stages
 from harness.results.atomic import atomic_write
 from harness.runtime import messages
@@ -72,7 +72,7 @@ class StageWorker:
         self.opt = None if self.inference else make_optimizer(self.module, spec)
         self.codecs = BoundaryCodecs.built(spec, inference=self.inference)
         geo = Geometry(**meta["geometry"])
-        self.tokens = spec.train.batch * geo.ctx
+        self.tokens = spec.train.batch * targets_per_sample(spec.data, geo.ctx)
         self.sim = (
             ModeledCompute(spec, geo, partition[stage], self.last, self.device, self.module) if self.modeled else None
         )
@@ -80,7 +80,7 @@ class StageWorker:
         self.batches = None
         if not self.modeled and (self.first or self.last):
             train, _ = load_streams(spec.data, spec.seed)
-            self.batches = Batches(train, spec.model.ctx, spec.train.batch, spec.seed)
+            self.batches = make_batches(train, spec.model.ctx, spec.train.batch, spec.seed)
         self.prev, self.next = join_links(meta["links"])
         self.spans = Spans()
 

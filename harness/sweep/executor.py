@@ -23,6 +23,8 @@ from harness.runtime.allocator import active
 from harness.sweep.suite import Trial
 
 Progress = Callable[[dict], None]
+# what the twin's held-out evaluation gives a trial row (harness/runtime/twin.py: evaluate)
+EVAL_COLUMNS = ("eval_loss", "eval_accuracy", "eval_loss_uncompressed", "eval_accuracy_uncompressed")
 
 
 @dataclass
@@ -75,7 +77,7 @@ class LocalExecutor:
                 tokens_per_s=tokens / (rows[-1]["end"] - rows[0]["start"]),
                 throughput_kind="single-process CPU (no network)",
                 final_loss=_tail_mean(losses),
-                eval_loss=rows[-1].get("eval_loss"),
+                **{k: rows[-1].get(k) for k in EVAL_COLUMNS},
                 initial_loss=losses[0],
                 time_to_target_s=time_to_target(rows, spec.train.target_loss),
             )

@@ -9,7 +9,6 @@ the paper's bounds, then writes the report and the verdict table. Tiers (``paper
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -68,35 +67,20 @@ def reproduce(tier: str, out: Path, check: bool, jobs: int) -> None:
 
 def _reproduce(tier: str, out: Path, check: bool, jobs: int) -> None:
     from harness.results.store import ResultStore
-    from harness.sweep.progress import sweep_with_progress
     from papers.beyond_topk.paper import SUITES, TIERS, TITLE, suite_file
     from papers.beyond_topk.report import report
-    from reports.console import summary_table, verdict_table
-    from reports.tables import load
+    from papers.reproduction import publish, run_tier
 
     t0 = time.time()
     paths = [suite_file(p) for p in SUITES[tier]]
-    trials, seen = [], set()
-    for p in paths:
-        for t in load_suite(p)[1]:
-            if t.trial_id not in seen:  # suites share some trials (same config, same id)
-                seen.add(t.trial_id)
-                trials.append(t)
-    console.print(f"reproducing Beyond Top-K ({TIERS[tier]}): {len(trials)} trials -> {out}")
-    counts = sweep_with_progress(trials, out, retry_failed=True, title="beyond-topk", jobs=jobs)
+    counts = run_tier("Beyond Top-K", TIERS[tier], paths, out, jobs, "beyond-topk")
     with console.status("measuring subspace fidelity"):
         store = ResultStore(out)
         rows = fidelity_rows(paths[0])  # on the model of the tier's first convergence suite
         store.path("fidelity").unlink(missing_ok=True)
         store.append("fidelity", rows)
     path, vs = report(out, title=f"{TITLE} reproduction ({TIERS[tier]})")
-    (out / "verdicts.json").write_text(json.dumps([v.row() for v in vs], indent=1))
-    console.print(summary_table(load(out)))
-    console.print(verdict_table(vs, TITLE))
-    console.print(
-        f"{counts['done']} trials ran, {counts['skipped']} reused, {counts['failed']} failed; "
-        f"wall {time.time() - t0:.0f} s; report {path}"
-    )
+    publish(out, vs, TITLE, counts, path, t0)
     if check:
         problems = system_property_problems(vs) if tier != "scaling" else []  # the scaling tier has no throughput
         for p in problems:
