@@ -8,6 +8,7 @@ this process writes the tables.
 
 from __future__ import annotations
 
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -275,9 +276,17 @@ def _run_pool(trials: list[Trial], out: Path, store: ResultStore, emit: Callable
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
         futures = {}
-        for trial in trials:
-            futures[pool.submit(_run_in_child, trial, out / "runs" / trial.trial_id)] = trial
-            emit("start", trial, {})
+        # The workers are spawned inside submit(). They inherit a blocked SIGINT: a Ctrl-C at the
+        # terminal reaches the whole process group, and a worker still importing torch would die
+        # in spawn_main with a traceback; this process ends them below instead. A Ctrl-C that
+        # arrives while blocked here stays pending and is raised on unblocking.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for trial in trials:
+                futures[pool.submit(_run_in_child, trial, out / "runs" / trial.trial_id)] = trial
+                emit("start", trial, {})
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         for fut in as_completed(futures):
             trial = futures[fut]
             try:
