@@ -18,6 +18,7 @@ from basics.errors import ConfigError, Terminated, UnsupportedError
 from basics.terminal import make_console
 from pipenem.containers_cmd import containers_app
 from pipenem.fidelity_cmd import fidelity_cmd
+from pipenem.guest_cmd import guest_cmd
 from pipenem.list_cmd import list_cmd
 from pipenem.report_cmd import report_cmd
 from pipenem.reproduce_cmd import reproduce_cmd
@@ -39,6 +40,7 @@ app.command("run")(run_cmd)
 app.command("report")(report_cmd)
 app.command("trace")(trace_cmd)
 app.command("reproduce")(reproduce_cmd)
+app.command("guest", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(guest_cmd)
 app.add_typer(topo_app, name="topo")
 app.add_typer(containers_app, name="containers")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -266,47 +267,82 @@ def probe_cmd(
     direction: Annotated[str | None, typer.Option(help="forward or backward (default both)")] = None,
     timeline: Annotated[bool, typer.Option(help="print achieved vs configured per interval")] = False,
     backend: Annotated[str, typer.Option(help="netns or docker")] = "netns",
+    pings: Annotated[int, typer.Option(help="UDP probes per link direction for RTT and loss (0: goodput only)")] = 500,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Bring up, measure every link's TCP goodput both ways, tear down."""
+    """Bring up; measure every link's RTT and loss (UDP probes) and TCP goodput both ways,
+    the goodput judged against the rate and against what TCP can reach there; tear down."""
     from testbed.probe import probe, probe_targets
 
     for name, value in (("--seconds", seconds), ("--interval", interval)):
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(name, f"must be a finite number of seconds > 0, got {value}")
+    if not 0 <= pings <= 100_000:
+        raise ConfigError("--pings", f"must be from 0 to 100000, got {pings}")
     topo = load_topology(file)
     targets = probe_targets(topo, link, direction)
     results = []
     with _backend(topo, backend=backend) as b, console.status("probing") as status:
         for i, d in targets:
             status.update(f"probing link {i}-{i + 1} {d} ({seconds:g}s)")
-            results.append(probe(b, i, d, seconds=seconds, interval=interval))
+            results.append(probe(b, i, d, seconds=seconds, interval=interval, pings=pings))
     if json_out:
-        doc = {"topology": topo.name, "seed": topo.seed, "backend": backend, "shaper": topo.shaper}
+        from testbed.tcpmodel import MATHIS_C, MSS
+
+        doc = {
+            "topology": topo.name,
+            "seed": topo.seed,
+            "backend": backend,
+            "shaper": topo.shaper,
+            "kernel": os.uname().release,
+            "units": "rates bit/s, RTT ms (round trip, both directions' delay), loss percent of this direction",
+            "tcp_model": f"min(rate·{MSS}/1514, MSS/RTT·{MATHIS_C:.3f}/√loss [Mathis et al. 1997], "
+            "receive window/RTT); MSS {MSS} B; RTT as measured (median), loss as configured",
+        }
         print(json.dumps({**doc, "results": [r.row() for r in results]}, indent=1))
         return
     _print_probe(topo, results, backend, seconds, timeline)
 
 
 def _print_probe(topo: Topology, results: list, backend: str, seconds: float, timeline: bool) -> None:
+    pinged = any(r.pings for r in results)
     table = Table(
-        title=f"{topo.name}: TCP goodput per link ({backend} backend, {topo.shaper}, seed {topo.seed}, "
-        f"{seconds:g}s transfers, first {0.3:g}s excluded)"
+        title=f"{topo.name}: per link ({backend} backend, {topo.shaper}, kernel {os.uname().release}, "
+        f"seed {topo.seed}, {seconds:g}s transfers, first {0.3:g}s excluded"
+        + (f", {results[0].pings} UDP probes per direction)" if pinged else ")")
     )
-    for col in ("link", "direction", "configured", "achieved", "ratio"):
+    cols = ["link", "direction"]
+    if pinged:
+        cols += ["RTT conf.", "RTT min / med / p99", "loss conf.", "loss meas."]
+    cols += ["configured", "achieved", "ratio", "TCP bound", "limited by", "vs TCP"]
+    for col in cols:
         table.add_column(col, justify="right")
     for r in results:
         colour = "green" if r.ratio >= 0.93 else "red"
-        table.add_row(
-            r.link,
-            r.direction,
+        tcp_colour = "green" if r.tcp_ratio >= 0.8 else "red"
+        row = [r.link, r.direction]
+        if pinged:
+            row += [
+                f"{r.rtt_ms_configured:.1f} ms",
+                f"{r.rtt_ms_min:.1f} / {r.rtt_ms_median:.1f} / {r.rtt_ms_p99:.1f} ms",
+                f"{r.loss_configured:.1f}%",
+                f"{r.loss_measured:.1f}%",
+            ]
+        row += [
             format_rate(r.configured_bps),
             format_rate(r.achieved_bps),
             f"[{colour}]{r.ratio:.3f}[/]",
-        )
+            format_rate(r.tcp_bound_bps),
+            r.tcp_limit,
+            f"[{tcp_colour}]{r.tcp_ratio:.3f}[/]",
+        ]
+        table.add_row(*row)
     console.print(table)
     console.print(
-        "ratio ceiling ≈ 0.956: TCP payload per Ethernet frame (1448 of 1514 bytes); the shaper counts frames."
+        "ratio: achieved / configured rate, ceiling ≈ 0.956 (TCP payload per Ethernet frame, 1448 of 1514 bytes; "
+        "the shaper counts frames). TCP bound: min(that ceiling, Mathis et al.'s MSS/RTT·1.22/√loss on a lossy "
+        "link, receive window/RTT on a long one), at the measured median RTT and the configured loss; "
+        "'vs TCP' = achieved / bound (CUBIC with SACK beats Mathis's Reno model: ≥ 1 is expected on lossy links)."
     )
     if not timeline:
         return

@@ -118,6 +118,20 @@ def doctor() -> list[Check]:
     for key, meaning in meanings.items():
         err = feats.get(key)
         checks.append(Check(key, err is None, "present" if err is None else err, meaning))
+    if os.environ.get("PIPENEM_IN_GUEST") != "1":
+        from testbed import guest
+
+        ok, detail = guest.available()
+        checks.append(
+            Check(
+                "netem guest",
+                ok,
+                detail,
+                "delay / jitter / loss on this host: pipenem guest -- ARGS… (one CPU; its timing is the guest's)"
+                if feats.get("netem")
+                else "a kernel with netem as a process (not needed here: this kernel has netem)",
+            )
+        )
     d = docker_engine()
     checks.append(
         Check("docker engine", d is None, "answers" if d is None else d, "the docker backend (one container per stage)")
@@ -140,5 +154,6 @@ def require_for(topology: Topology) -> None:
             where,
             f"{what} needs netem, which this kernel does not have "
             f"({feats['netem']}); pipenem refuses rather than silently dropping it. "
-            "Remove delay/jitter/loss or use a kernel with sch_netem.",
+            "Remove delay/jitter/loss, use a kernel with sch_netem, or run it in pipenem's netem guest: "
+            "pipenem guest -- ARGS… (see pipenem doctor).",
         )

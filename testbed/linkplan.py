@@ -67,6 +67,8 @@ class LinkPlan:
             delay_s=values["delay"],
             jitter_s=values["jitter"],
             loss_pct=values["loss"],
+            loss_burst=channel.params.loss_burst or 1.0,
+            reorder=bool(channel.params.reorder),
         )
 
     @staticmethod

@@ -22,10 +22,13 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 
 from basics.units import format_rate
 from testbed import shaping
 from testbed.linkstate import LinkState
+
+STATE_FIELDS = [f.name for f in fields(LinkState)]
 
 IFF_UP = 0x1  # the administrative "up" flag of an interface (a planned outage clears it)
 
@@ -78,7 +81,7 @@ def main() -> None:
             elif os.getppid() != parent:
                 return  # owner died (SIGKILL): stop touching links; `topo clean` removes them
             key = (e["link"], e["direction"])
-            state = LinkState(e["rate_bps"], e["delay_s"], e["jitter_s"], e["loss_pct"], e.get("up", True))
+            state = LinkState(**{f: e[f] for f in STATE_FIELDS if f in e})
             notes = []
             for h, idx, where in targets.get(key, []):
                 notes += _apply(h, idx, where, cfg, state, set_rate.get(key), planned_up.get(key, True))

@@ -14,3 +14,5 @@ class LinkState:
     jitter_s: float = 0.0
     loss_pct: float = 0.0
     up: bool = True  # False during a planned outage (the link's interfaces are set down)
+    loss_burst: float = 1.0  # mean length of a loss burst in packets (1: independent random loss)
+    reorder: bool = False  # whether jitter may reorder packets (netem's default; pipenem's is not to)

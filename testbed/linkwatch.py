@@ -14,9 +14,11 @@ A link **stalls** when, for longer than its bound,
   link (a stage computing; small messages awaiting delayed ACKs) has neither.
 
 The bound is ``stall_timeout`` when the user sets one; otherwise the time the largest
-message needs at the planned rate, × :data:`SLOW_FACTOR`, but at least
-:data:`FLOOR_S`. A short outage (below the bound) is ridden through: TCP retransmits and
-the transfer resumes. Planned bandwidth (events included) is what is expected, so a
+message needs at the planned rate plus one round trip of planned delay, × :data:`SLOW_FACTOR`,
+but at least :data:`FLOOR_S`. On a lossy link the expected rate is what one TCP flow can reach
+there (Mathis's bound at the planned round trip, :mod:`testbed.tcpmodel`), not the shaped
+rate. A short outage (below the bound) is ridden through: TCP retransmits and the transfer
+resumes. Planned bandwidth (events included) is what is expected, so a
 link slowed *by the plan* is not a stall.
 
 Netlink handles stay open per namespace (opening one forks; poll from one thread only).
@@ -37,6 +39,7 @@ from pyroute2.netlink.nlsocket import NetlinkSocket
 
 from basics.units import format_rate
 from testbed import shaping
+from testbed.tcpmodel import mathis_bps
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ class LinkWatch:
         self._diag.clear()
 
     # ---------------------------------------------------------------- bounds
-    def expected_bps(self, label: str, direction: str, now: float) -> float:
+    def planned_bps(self, label: str, direction: str, now: float) -> float:
         """The rate the link plan gives this channel now (events included)."""
         t = max(0.0, now - (self.backend.t0 or now))
         try:
@@ -105,10 +108,32 @@ class LinkWatch:
         except KeyError:
             return float("inf")
 
-    def bound_s(self, rate_bps: float) -> float:
+    def rtt_s(self, label: str, direction: str, now: float) -> float:
+        """The round trip the plan gives this channel now: both directions' netem delay."""
+        t = max(0.0, now - (self.backend.t0 or now))
+        try:
+            return sum(self.backend.plan.state_at(label, d, t).delay_s for d in ("forward", "backward"))
+        except KeyError:
+            return 0.0
+
+    def expected_bps(self, label: str, direction: str, now: float) -> float:
+        """What TCP can carry on this channel now: the planned rate, or less where loss bounds
+        a TCP flow at the planned round trip (Mathis, testbed.tcpmodel): a lossy link that
+        moves at what TCP can reach there is slow, not stalled."""
+        rate = self.planned_bps(label, direction, now)
+        t = max(0.0, now - (self.backend.t0 or now))
+        try:
+            loss = self.backend.plan.state_at(label, direction, t).loss_pct / 100
+        except KeyError:
+            return rate
+        return min(rate, mathis_bps(self.rtt_s(label, direction, now), loss))
+
+    def bound_s(self, rate_bps: float, rtt_s: float = 0.0) -> float:
+        """How long a channel may crawl or be down before it is a stall: the largest message's
+        time on it (bytes / rate, plus a round trip of delay) × SLOW_FACTOR, at least FLOOR_S."""
         if self.stall_timeout is not None:
             return self.stall_timeout
-        return max(FLOOR_S, SLOW_FACTOR * self.message_bytes * 8 / rate_bps)
+        return max(FLOOR_S, SLOW_FACTOR * (self.message_bytes * 8 / rate_bps + rtt_s))
 
     # ---------------------------------------------------------------- sampling
     def _where(self, end: Any) -> tuple[Any, int]:
@@ -156,7 +181,7 @@ class LinkWatch:
         stalled = []
         for ch in self._channels:
             rate = self.expected_bps(ch.label, ch.direction, now)
-            bound = self.bound_s(rate)
+            bound = self.bound_s(rate, self.rtt_s(ch.label, ch.direction, now))
             self._sample(ch, now, bound)
             if ch.down_since is not None and now - ch.down_since > bound:
                 raise LinkStalled(ch.label, None, self._down_text(ch, now) + f" (bound {bound:.0f} s)")
@@ -189,7 +214,7 @@ class LinkWatch:
 
     def _shaper_below_plan(self, ch: _Channel, now: float) -> str:
         """'' unless the sender's shaper is set to well under the planned rate."""
-        planned = self.expected_bps(ch.label, ch.direction, now)
+        planned = self.planned_bps(ch.label, ch.direction, now)
         try:
             rate = shaping.applied_rate(*self._where(ch.sender), self.backend.topology.shaper)
         except Exception:  # a diagnosis only; the namespace may be going away
@@ -215,7 +240,7 @@ class LinkWatch:
                 continue
             rate = self.expected_bps(ch.label, ch.direction, now)
             try:
-                self._sample(ch, now, self.bound_s(rate))
+                self._sample(ch, now, self.bound_s(rate, self.rtt_s(ch.label, ch.direction, now)))
             except Exception:  # the namespace may be going away: explain what we have
                 pass
             if ch.down_since is not None:

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from testbed import netem
 from testbed.linkstate import LinkState
 
 log = logging.getLogger(__name__)
@@ -50,21 +51,23 @@ class BucketParams:
     limit: int  # bytes of queue
 
 
-def bucket(rate_bps: float) -> BucketParams:
-    """Token-bucket sizing derived from the rate (bit/s)."""
+def bucket(rate_bps: float, latency_s: float = 0.0) -> BucketParams:
+    """Token-bucket sizing derived from the rate (bit/s) and the direction's netem latency:
+    with delay the queue holds at least 2 · rate · latency (chaos-mesh's rule), or the
+    shaper's tail drops throttle TCP on a long link."""
     rate = int(min(max(rate_bps, MIN_RATE_BPS), MAX_RATE_BPS) / 8)  # a distribution's tail stays packable
     burst = max(int(rate * BURST_TIME), MIN_BURST)
-    limit = max(int(rate * QUEUE_TIME), MIN_QUEUE) + burst
+    limit = max(int(rate * QUEUE_TIME), MIN_QUEUE, int(2 * rate * latency_s)) + burst
     return BucketParams(rate=rate, burst=burst, limit=limit)
 
 
+def latency(state: LinkState) -> float:
+    """The one-way latency netem adds in this window, jitter's spread included (seconds)."""
+    return state.delay_s + 2 * state.jitter_s
+
+
 def netem_args(state: LinkState) -> dict[str, Any]:
-    return {
-        "delay": int(round(state.delay_s * 1e6)),
-        "jitter": int(round(state.jitter_s * 1e6)),
-        "loss": state.loss_pct,
-        "limit": 100_000,
-    }
+    return netem.args(state, bucket(state.rate_bps).rate, QUEUE_TIME)
 
 
 def _tbf(ipr: Any, verb: str, index: int, handle: int, b: BucketParams, **kw: Any) -> None:
@@ -98,7 +101,7 @@ def change(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: b
 
 
 def _apply(ipr: Any, index: int, shaper: Shaper, state: LinkState, with_netem: bool, create: bool) -> None:
-    b = bucket(state.rate_bps)
+    b = bucket(state.rate_bps, latency(state) if with_netem else 0.0)
     verb = "add" if create else "change"
     log.debug(
         "tc %s %s on ifindex %d: rate %d B/s burst %d limit %d%s",

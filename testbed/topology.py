@@ -40,6 +40,11 @@ class LinkParams(Strict):
     delay: DelayParam | None = None
     jitter: JitterParam | None = None
     loss: LossParam | None = None
+    # netem's loss model and ordering (see testbed/netem.py); constant over the run
+    loss_burst: float | None = Field(
+        None, ge=1, le=1000, description="mean loss-burst length in packets (Gilbert-Elliott); absent: random loss"
+    )
+    reorder: bool | None = Field(None, description="let jitter reorder packets (netem's default); absent: no")
     resample_every: float | None = None
 
     @field_validator("resample_every", mode="before")

@@ -77,6 +77,49 @@ def _docker_reason() -> str | None:
 needs_docker = pytest.mark.skipif(_docker_reason() is not None, reason=_docker_reason() or "")
 
 
+def _netem_reason() -> str | None:
+    if NETNS_REASON:
+        return NETNS_REASON
+    from testbed.capabilities import kernel_features
+
+    why = kernel_features().get("netem")
+    if why is None:
+        return None
+    why = f"this kernel has no netem ({why}); tox -e netem runs these tests in pipenem's guest"
+    if os.environ.get("PIPENEM_REQUIRE_NETEM") == "1":  # tox -e netem: missing netem is a failure
+        raise RuntimeError(why)
+    return why
+
+
+NETEM_REASON = _netem_reason()
+needs_netem = pytest.mark.skipif(NETEM_REASON is not None, reason=NETEM_REASON or "")
+
+
+def _guest_reason() -> str | None:
+    if os.environ.get("PIPENEM_IN_GUEST") == "1":
+        return "already inside a guest"
+    if os.geteuid() != 0:
+        return "the guest's netns tests need root"
+    from testbed import guest
+
+    ok, why = guest.available()
+    return None if ok else f"no netem guest here: {why}"
+
+
+def needs_guest(fn):
+    """Skip unless a netem guest boots here (decided when the test runs: it boots one)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        why = _guest_reason()
+        if why:
+            pytest.skip(why)
+        return fn(*a, **kw)
+
+    return wrapper
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own run registry (inherited by the CLI subprocesses it starts)."""
