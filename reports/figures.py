@@ -123,6 +123,23 @@ def loss_by_rate(tables: Tables, out: Path, pub: Published | None = None) -> Fig
     )
 
 
+def _delay_note(tables: Tables, trials: pd.DataFrame) -> str:
+    """How delay enters these steps, when the links had any (the wire bound ignores it)."""
+    links = tables.links
+    if links.empty or "delay_s" not in links.columns:
+        return ""
+    mine = links[links["trial_id"].isin(set(trials["trial_id"])) & (links["window"] >= 0)]
+    top = float(mine["delay_s"].max()) if not mine.empty else 0.0
+    if not top > 0:
+        return ""
+    return (
+        f"These links add up to {top * 1e3:g} ms of one-way delay: the bound assumes bandwidth-bound links, "
+        "while delay is paid per hop of the schedule's critical path whatever the compression (pipenem's "
+        "runtime: 5 one-way delays per message over gloo, consecutive messages 4 apart; "
+        "harness/runtime/steptime.py), so gains there sit below it. "
+    )
+
+
 GAIN_GROUP = ("mode", "device", "topology", "d_model", "ctx", "batch")  # a gain compares runs equal in these
 
 
@@ -204,6 +221,7 @@ def throughput_gain(tables: Tables, out: Path, pub: Published | None = None) -> 
         "allows (the wire ratio of the bytes the links carried)"
         + (f" and {pub.name}'s claims" if claimed else "")
         + ". "
+        + _delay_note(tables, d)
         + provenance(d),
     )
 

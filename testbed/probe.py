@@ -125,8 +125,9 @@ ECHO_BUFFER = 8 << 20
 SO_RCVBUFFORCE = 33  # Linux; Python does not name it
 
 
-def _echo(bind: str, port: int, idle: float) -> None:
-    """Return every datagram to its sender; count what arrived; stop after ``idle`` s of silence."""
+def _echo(bind: str, port: int, idle: float, first: float) -> None:
+    """Return every datagram to its sender; record what arrived; stop after ``idle`` s of
+    silence (``first`` s before the first datagram: a link that loses everything ends too)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     # a burst of probes must not overflow our own receive buffer (that would count as the
     # link's loss): 8 MiB, past rmem_max where we may (root)
@@ -137,7 +138,7 @@ def _echo(bind: str, port: int, idle: float) -> None:
     sock.bind((bind, port))
     print("READY", flush=True)
     order: list[int] = []  # sequence numbers in arrival order
-    while select.select([sock], [], [], idle)[0] or not order:
+    while select.select([sock], [], [], idle if order else first)[0]:
         data, peer = sock.recvfrom(2048)
         if len(data) >= HEADER.size:
             order.append(HEADER.unpack_from(data)[0])
@@ -275,7 +276,10 @@ def latency(
     wait = max(1.0, 4 * rtt_cfg / 1e3)  # stragglers: a late reply is not a lost one
     echo = subprocess.Popen(
         backend.exec_argv(
-            r_stage, py + ["echo", "--bind", receiver.address, "--port", str(port), "--idle", str(wait + 1.0)]
+            r_stage,
+            py
+            + ["echo", "--bind", receiver.address, "--port", str(port), "--idle", str(wait + 1.0)]
+            + ["--first", str(count * interval + wait + 5.0)],
         ),
         stdout=subprocess.PIPE,
         text=True,
@@ -450,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--bind", required=True)
     e.add_argument("--port", type=int, default=ECHO_PORT)
     e.add_argument("--idle", type=float, default=2.0)
+    e.add_argument("--first", type=float, default=30.0)
     p = sub.add_parser("ping")
     p.add_argument("--to", required=True)
     p.add_argument("--port", type=int, default=ECHO_PORT)
@@ -462,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.cmd == "send":
         _send(a.to, a.port, a.seconds)
     elif a.cmd == "echo":
-        _echo(a.bind, a.port, a.idle)
+        _echo(a.bind, a.port, a.idle, a.first)
     else:
         _ping(a.to, a.port, a.count, a.interval, a.wait)
 
