@@ -290,8 +290,12 @@ def test_a_second_run_on_a_busy_out_folder_exits_2_at_once_and_the_first_is_unaf
         first.communicate(timeout=180)
         assert first.returncode == 0
     finally:
-        if first.poll() is None:
-            first.kill()
+        if first.poll() is None:  # a failed assertion: end it as a user would, so it removes its network
+            first.send_signal(signal.SIGINT)
+            try:
+                first.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                first.kill()
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["losses"]) == 400  # the first run's own spec, not the second's 15 steps
 
