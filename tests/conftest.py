@@ -140,6 +140,19 @@ def pipenem(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProce
     )
 
 
+def pipenem_in_own_session(*args: str) -> subprocess.Popen:
+    """The real CLI in its own process group, output captured: a Ctrl-C sent to the group
+    reaches it and its children, as from a terminal."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipenem.main", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def netns_names() -> set[str]:
     from pyroute2 import netns
 

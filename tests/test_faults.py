@@ -25,6 +25,7 @@ from tests.conftest import (
     needs_netns,
     netns_names,
     pipenem,
+    pipenem_in_own_session,
     wait_for,
     with_overrides,
     worker_pids,
@@ -548,14 +549,7 @@ def test_ctrl_c_of_a_parallel_sweep_ends_it_at_once(tmp_path: Path) -> None:
     suite.write_text(
         yaml.safe_dump({"name": "s", "topology": str(TOPOLOGIES / "ci-4stage.yaml"), "base": base, "axes": axes})
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipenem.main", "run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "2"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # Ctrl-C reaches the whole process group, as from a terminal
-    )
+    proc = pipenem_in_own_session("run", str(suite), "--out", str(tmp_path / "out"), "--jobs", "2")
     try:
         children = lambda: [p for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == proc.pid]  # noqa: E731
         wait_for(lambda: len(children()) >= 2, 120, "two twin processes")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from testbed import guest
 from testbed.topology_file import load_topology
-from tests.conftest import ROOT, TOPOLOGIES, needs_guest, netns_names, pipenem, wait_for
+from tests.conftest import TOPOLOGIES, needs_guest, netns_names, pipenem, pipenem_in_own_session, wait_for
 
 
 def _uml_pids() -> set[int]:
@@ -69,14 +68,7 @@ def test_a_timeout_stops_the_guest_and_leaves_nothing() -> None:
 @needs_guest
 def test_ctrl_c_shuts_the_guest_down() -> None:
     before = _scratch()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipenem.main", "guest", "--", "topo", "probe", "internet/lossy-3stage"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # Ctrl-C reaches the whole process group, as from a terminal
-    )
+    proc = pipenem_in_own_session("guest", "--", "topo", "probe", "internet/lossy-3stage")
     try:
         booted = lambda: any(Path(tempfile.gettempdir(), d, "booted").exists() for d in _scratch() - before)  # noqa: E731
         wait_for(booted, 60, "the guest to start its command")

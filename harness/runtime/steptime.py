@@ -124,7 +124,6 @@ class _Channel:
         # header's once the frame is in, the parts' once the header is parsed; the sender keeps
         # at most `window` pieces in flight and waits for the oldest beyond that
         go = ready
-        times = []
         frame_out = None
         for piece in range(PIECES):
             while len(self.pending) >= self.window:
@@ -140,7 +139,6 @@ class _Channel:
                 out = max(go, header_in + d, self.link_free)
                 self.link_free = out + wire
                 out = self.link_free
-            times.append(out)
             self.pending.append(out)
         return self.link_free + d, go
 
