@@ -9,7 +9,9 @@ buffer that is already allocated and faulted in — on the same tensor, in the s
 ``ratio`` = (encode + decode) / floor. Encode and decode run as the stage workers run them:
 the boundary's buffers (``harness.compressors.buffers``) are reused from the second step on, so
 nothing is allocated or faulted in on the codec path; times are medians over ``--repeat``
-steps after one warm-up step.
+steps after one warm-up step. The floor is timed inside every step, just before the encode, so
+that each codec is compared with the floor under the same conditions (on a shared VM the
+memory bandwidth drifts by ±20% over a minute).
 
 Both mallocs are measured, one process each (glibc's, then tcmalloc's where the host has it);
 ``PIPENEM_ALLOCATOR=system`` measures the system malloc only. ``--json`` prints one object per
@@ -64,18 +66,10 @@ def specs(rate: float) -> list[dict]:
     ]
 
 
-def median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up: buffers allocated and faulted in
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
-def time_codec(c, x: torch.Tensor, repeat: int) -> tuple[float, float, int]:
-    """(encode ms, decode ms, payload bytes): a boundary's sender and receiver, steps 1 … repeat."""
+def time_codec(c, x: torch.Tensor, repeat: int) -> tuple[float, float, float, int]:
+    """(encode ms, decode ms, floor ms, payload bytes): a boundary's sender and receiver, steps
+    1 … repeat, each step timing the floor first."""
+    dense, evict = torch.empty_like(x), torch.empty_like(x)
     send_pool, recv_pool = BufferPool(), BufferPool()
     sender, receiver = {}, {}
     step = {"k": 0}
@@ -93,8 +87,12 @@ def time_codec(c, x: torch.Tensor, repeat: int) -> tuple[float, float, int]:
         held["y"] = c.decode(held["p"], ctx(recv_pool, receiver if c.receiver_state else sender))
         step["k"] += 1
 
-    enc, dec = [], []
+    enc, dec, floor = [], [], []
     for k in range(repeat + 1):
+        tf = time.perf_counter()
+        dense.copy_(x)
+        t_floor = time.perf_counter() - tf
+        evict.zero_()  # untimed: the floor's read of x leaves no part of it in cache for the encode
         t0 = time.perf_counter()
         encode()
         t1 = time.perf_counter()
@@ -103,20 +101,20 @@ def time_codec(c, x: torch.Tensor, repeat: int) -> tuple[float, float, int]:
         if k:  # the first step allocates the boundary's buffers
             enc.append(t1 - t0)
             dec.append(t2 - t1)
-    return statistics.median(enc) * 1e3, statistics.median(dec) * 1e3, held["p"].nbytes
+            floor.append(t_floor)
+    ms = [statistics.median(v) * 1e3 for v in (enc, dec, floor)]
+    return ms[0], ms[1], ms[2], held["p"].nbytes
 
 
 def measure(shape: tuple[int, ...], rate: float, repeat: int, skip: set[str]) -> list[dict]:
     torch.set_num_threads(1)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    out = torch.empty_like(x)
-    floor = median_ms(lambda: out.copy_(x), repeat)
     rows = []
     for spec in specs(rate):
         c = build(spec)
         if c.name in skip:
             continue
-        enc, dec, nbytes = time_codec(c, x, repeat)
+        enc, dec, floor, nbytes = time_codec(c, x, repeat)
         target = TARGETS.get(c.name) if spec["name"] == c.name else None
         rows.append(
             {

@@ -7,8 +7,9 @@ N stages (odd links N(80, 16) Mbit/s, the others N(1024, 200)), modeled compute 
 d_model 64, one decoder layer per stage, ctx 128, batch 8 in 4 micro-batches. Printed per
 point: time until every stage joined its links (network up + processes started + torch
 imported + rendezvous), the steps, tear-down, the stage processes' summed PSS (their
-proportional share of memory, shared library pages split between them) and the machine's
-MemAvailable drop, both at their peak, and per stage. Needs root.
+proportional share of memory, shared library pages split between them), the growth of the
+machine's anonymous memory and its MemAvailable drop, each at its peak, and per stage.
+Needs root.
 """
 
 from __future__ import annotations
@@ -47,27 +48,32 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def mem_available_kib() -> int:
+def meminfo_kib(field: str) -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 
 
 class MemorySampler(threading.Thread):
-    """Peak summed PSS of the stage processes and peak MemAvailable drop, sampled every 0.5 s."""
+    """Peak summed PSS of the stage processes, peak growth of the machine's anonymous memory
+    (``AnonPages``: every physical anonymous page once, whoever maps it) and peak MemAvailable
+    drop, sampled every 0.5 s. The PSS sum reads one ``smaps_rollup`` per process and can miss
+    a short peak; ``AnonPages`` is one read, so both are printed."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.pids: list[int] = []
-        self.base = mem_available_kib()
-        self.peak_pss = self.peak_drop = 0
+        self.procs: list = []  # the stage processes and fork servers (a forked stage's pid arrives later)
+        self.base = meminfo_kib("MemAvailable")
+        self.base_anon = meminfo_kib("AnonPages")
+        self.peak_pss = self.peak_drop = self.peak_anon = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.5):
-            self.peak_pss = max(self.peak_pss, sum(pss_kib(p) for p in self.pids))
-            self.peak_drop = max(self.peak_drop, self.base - mem_available_kib())
+            self.peak_anon = max(self.peak_anon, meminfo_kib("AnonPages") - self.base_anon)
+            self.peak_drop = max(self.peak_drop, self.base - meminfo_kib("MemAvailable"))
+            self.peak_pss = max(self.peak_pss, sum(pss_kib(p.pid) for p in list(self.procs) if p.pid))
 
 
 def point(stages: int, mode: str, steps: int, tmp: Path) -> dict:
@@ -87,8 +93,8 @@ def point(stages: int, mode: str, steps: int, tmp: Path) -> dict:
     t0 = time.time()
 
     def follow(procs: list) -> None:  # the stages, and the fork server they share pages with
-        servers = {p.server.pid for p in procs if hasattr(p, "server")}
-        sampler.pids.extend([*(p.pid for p in procs), *servers])
+        servers = {id(p.server): p.server for p in procs if hasattr(p, "server")}
+        sampler.procs.extend([*procs, *servers.values()])
 
     result = run_pipeline(spec, tmp / f"run-{stages}-{mode}", on_start=follow)
     t_end = time.time()
@@ -106,6 +112,7 @@ def point(stages: int, mode: str, steps: int, tmp: Path) -> dict:
         "wall_s": t_end - t0,
         "pss_gib": sampler.peak_pss / 2**20,
         "pss_per_stage_mib": sampler.peak_pss / 1024 / stages,
+        "anon_per_stage_mib": sampler.peak_anon / 1024 / stages,
         "memavail_drop_gib": sampler.peak_drop / 2**20,
     }
 
@@ -122,7 +129,7 @@ def main() -> None:
     print(f"stage processes: {'one interpreter each' if a.apiece else 'forked from one fork server'}")
     print(
         f"{'stages':>6} {'mode':>5} {'joined s':>9} {'steps s':>8} {'teardown s':>10} {'wall s':>7} "
-        f"{'PSS GiB':>8} {'PSS/stage MiB':>13} {'MemAvail drop GiB':>17}"
+        f"{'PSS GiB':>8} {'PSS/stage MiB':>13} {'anon/stage MiB':>14} {'MemAvail drop GiB':>17}"
     )
     with tempfile.TemporaryDirectory() as d:
         for n in a.stages:
@@ -131,7 +138,7 @@ def main() -> None:
                 print(
                     f"{r['stages']:>6} {r['mode']:>5} {r['joined_s']:9.1f} {r['steps_s']:8.1f} {r['teardown_s']:10.1f} "
                     f"{r['wall_s']:7.1f} {r['pss_gib']:8.2f} {r['pss_per_stage_mib']:13.0f} "
-                    f"{r['memavail_drop_gib']:17.2f}",
+                    f"{r['anon_per_stage_mib']:14.0f} {r['memavail_drop_gib']:17.2f}",
                     flush=True,
                 )
 

@@ -465,3 +465,34 @@ def test_topk_keeps_a_valid_top_k_set_when_magnitudes_tie(rate: float) -> None:
         assert 0 < int(kept.sum()) <= math.ceil(mags.numel() * (1 - rate))
         assert (d[b][kept] == x[b][kept]).all()
         assert mags[kept].min() >= mags[~kept].max()  # nothing dropped outweighs anything kept
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "column", "rate": 0.9},
+        {"name": "column", "rate": 0.3},
+        {"name": "row", "rate": 0.9},
+        {"name": "randk", "rate": 0.9},
+        {"name": "randk", "rate": 0.5, "scale": True},
+        {"name": "quantize", "bits": 4},
+    ],
+    ids=lambda s: "-".join(str(v) for v in s.values()),
+)
+def test_instance_by_instance_paths_give_the_vectorised_paths_bytes(spec: dict, monkeypatch) -> None:
+    """Large CPU tensors are encoded and decoded instance by instance (harness.compressors.base
+    .by_instance); the golden digests' small inputs take the vectorised path. Both paths, forced
+    on one input, give the same wire bytes and the same decoded tensor."""
+    import harness.compressors.base as base
+
+    x = torch.randn(6, 96, 80, generator=torch.Generator().manual_seed(7))
+    out = {}
+    for name, limit in (("vectorised", 1 << 62), ("by instance", 0)):
+        monkeypatch.setattr(base, "LOOP_BYTES", limit)
+        assert base.by_instance(x) == (limit == 0)
+        c = build(spec)
+        p = c.encode(x, Context(step=3, seed=1))
+        out[name] = (p.to_bytes(), c.decode(Payload.from_bytes(p.to_bytes()), Context(step=3, seed=1)))
+    (b1, y1), (b2, y2) = out.values()
+    assert torch.equal(b1, b2)
+    assert torch.equal(y1, y2)

@@ -213,6 +213,16 @@ def kept(rate: float, total: int) -> int:
     return max(1, min(total, math.ceil((1.0 - rate) * total - 1e-9)))
 
 
+LOOP_BYTES = 1 << 22  # see by_instance()
+
+
+def by_instance(t: torch.Tensor) -> bool:
+    """Whether a CPU tensor is large enough (≥ 4 MiB, past the per-core cache) for codecs to
+    work instance by instance (row by row), so that each pass over a slice finds it in cache.
+    Smaller tensors take one vectorised call per step: fewer calls cost less there."""
+    return t.device.type == "cpu" and t.numel() * t.element_size() >= LOOP_BYTES
+
+
 def as_3d(x: torch.Tensor) -> torch.Tensor:
     """View any tensor as (b, n, d): 2-D is one instance, higher ranks fold leading dims into b."""
     if x.dim() == 2:

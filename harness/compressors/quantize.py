@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from basics.errors import ConfigError
-from harness.compressors.base import Compressor, Context, as_3d
+from harness.compressors.base import Compressor, Context, as_3d, by_instance
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, pack_uint, unpack_uint
 
@@ -134,7 +134,14 @@ def unpack_codes(packed: torch.Tensor, n: int, bits: int, ctx: Context) -> torch
 def _column_min_max(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-instance column min and max, (b, 1, d) fp32 (exact: the same whatever the order)."""
     b, n, d = g.shape
-    if _numpy_ok(g):  # numpy reduces over the middle axis in one pass
+    if _numpy_ok(g) and by_instance(g):  # instance by instance: amax reads what amin just brought into cache
+        lo = torch.empty((b, 1, d), device=g.device)
+        hi = torch.empty((b, 1, d), device=g.device)
+        for i in range(b):
+            torch.amin(g[i], 0, out=lo[i, 0])
+            torch.amax(g[i], 0, out=hi[i, 0])
+        return lo, hi
+    if _numpy_ok(g):  # numpy reduces over the middle axis in one call
         gn = g.numpy()
         return torch.from_numpy(gn.min(axis=1, keepdims=True)), torch.from_numpy(gn.max(axis=1, keepdims=True))
     rows = max(1, SLICE // (b * d))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from basics.errors import ConfigError
-from harness.compressors.base import Compressor, Context, as_3d, check_rate, kept
+from harness.compressors.base import Compressor, Context, as_3d, by_instance, check_rate, kept
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, decode_positions, encode_mask_positions, part_as, unpack_mask
 
@@ -159,8 +159,16 @@ class RandK(Compressor):
         dtype, shape, (k,) = read_shape(payload.header)
         n = shape[-2] * shape[-1] if len(shape) >= 3 else int(torch.Size(shape).numel())
         rows = int(torch.Size(shape).numel()) // n
-        out = ctx.zeros((rows, n), dtype, payload.device)
         vals = part_as(payload.parts[0], dtype).view(rows, k)
         pos = self._positions(ctx, n, k, payload.device)
+        if _numpy_ok(vals) and by_instance(vals) and not (vals.requires_grad and torch.is_grad_enabled()):
+            # row by row: a row's zeros are still in cache when its kept values land
+            out = ctx.empty((rows, n), dtype, payload.device)
+            o, v, p = out.numpy(), vals.numpy(), pos.numpy()
+            for r in range(rows):
+                o[r].fill(0)
+                o[r][p] = v[r] * (n / k) if self.scale else v[r]
+            return out.view(shape)
+        out = ctx.zeros((rows, n), dtype, payload.device)
         out.index_copy_(1, pos, vals * (n / k) if self.scale else vals)
         return out.view(shape)
