@@ -72,13 +72,19 @@ def test_bad_mininet_files(tmp_path: Path, text: str, words: str) -> None:
 
 @needs_netns
 @pytest.mark.netns
-def test_mininet_topology_runs_on_pipenem_shaping() -> None:
+@pytest.mark.parametrize(("link", "bps", "lowest"), [("0-1", 2.5e9, 0.5), ("1-2", 80e6, 0.9)])
+def test_mininet_topology_runs_on_pipenem_shaping(link: str, bps: float, lowest: float) -> None:
+    """The Mininet file's links are shaped at their bottleneck: the 2.5 Gbit host links too
+    (Mininet's TCLink would leave them unshaped: an unshaped veth probes at several times that,
+    which the upper bound catches). At 2.5 Gbit/s the probe itself is CPU-bound on 2 cores
+    (0.88 of the rate seen with the other core busy), so there the lower bound only says that
+    traffic flows; the 80 Mbit link must reach 90% of its rate."""
     out = pipenem(
         "topo",
         "probe",
         str(TOPOLOGIES / "examples" / "mininet_linear.py"),
         "--link",
-        "0-1",
+        link,
         "--direction",
         "forward",
         "--seconds",
@@ -87,4 +93,5 @@ def test_mininet_topology_runs_on_pipenem_shaping() -> None:
     )
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)["results"][0]
-    assert r["configured_bps"] == 2.5e9 and r["ratio"] >= 0.9
+    assert r["configured_bps"] == bps
+    assert lowest <= r["ratio"] <= 1.1, r
