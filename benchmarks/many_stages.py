@@ -63,7 +63,7 @@ class MemorySampler(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.procs: list = []  # the stage processes and fork servers (a forked stage's pid arrives later)
+        self.procs: list = []  # the stage processes and their fork server (pids read at each sample)
         self.base = meminfo_kib("MemAvailable")
         self.base_anon = meminfo_kib("AnonPages")
         self.peak_pss = self.peak_drop = self.peak_anon = 0

@@ -77,7 +77,7 @@ def test_mininet_topology_runs_on_pipenem_shaping(link: str, bps: float, lowest:
     """The Mininet file's links are shaped at their bottleneck: the 2.5 Gbit host links too
     (Mininet's TCLink would leave them unshaped: an unshaped veth probes at several times that,
     which the upper bound catches). At 2.5 Gbit/s the probe itself is CPU-bound on 2 cores
-    (0.88 of the rate seen with the other core busy), so there the lower bound only says that
+    (0.88 of the rate seen once in CI), so there the lower bound only says that
     traffic flows; the 80 Mbit link must reach 90% of its rate."""
     out = pipenem(
         "topo",

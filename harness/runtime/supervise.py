@@ -123,6 +123,7 @@ class Supervisor:
                 self._check_stopped(now)
                 self._check_silence(now)
             self.backend.check_plan_applier()
+            self.backend.raise_pending_signal()
             self.watch.check()
 
     # ---------------------------------------------------------------- reading

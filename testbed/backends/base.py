@@ -75,6 +75,7 @@ class Backend(ABC):
         self.t0: float | None = None
         self._applier: subprocess.Popen | None = None
         self._old_handlers: dict[int, Any] = {}
+        self._pending_signal: int | None = None
 
     # -------------------------------------------------------------- interface
     @abstractmethod
@@ -220,12 +221,28 @@ class Backend(ABC):
                 # A forked helper (pyroute2 forks to open netns sockets) inherits this
                 # handler; it must die as by default, never tear down the owner's run.
                 os._exit(128 + signum)
-            raise Terminated(f"signal {signum}")
+            # Kept as well as raised: a signal that lands inside an at-fork hook (logging's,
+            # when pyroute2 forks in this thread) or a __del__ has its exception printed and
+            # dropped; raise_pending_signal() raises it again at the supervisor's next tick.
+            self._pending_signal = signum
+            raise _as_exception(signum)
 
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            if sig == signal.SIGINT and signal.getsignal(sig) is not signal.default_int_handler:
+                continue  # a caller that handles (or ignores) Ctrl-C itself keeps doing so
             self._old_handlers[sig] = signal.signal(sig, _raise)
+
+    def raise_pending_signal(self) -> None:
+        """Raise the Ctrl-C / SIGTERM / SIGHUP this run received if its exception was dropped."""
+        if self._pending_signal is not None:
+            raise _as_exception(self._pending_signal)
 
     def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
         self._old_handlers.clear()
+
+
+def _as_exception(signum: int) -> BaseException:
+    """Ctrl-C as Python raises it; SIGTERM/SIGHUP as :class:`Terminated` (teardown runs either way)."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(f"signal {signum}")
