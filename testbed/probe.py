@@ -1,7 +1,7 @@
 """Measure links: TCP goodput with a real transfer, RTT and loss with UDP echo probes.
 
-``python -m testbed.probe recv|send|echo|ping ...`` are the ends, started inside the
-hosts through the backend's ``exec_argv``; :func:`probe` drives them and compares
+The ends (:mod:`testbed.probe_ends`) are started inside the hosts through the backend's
+``exec_argv``; :func:`probe` drives them and compares
 what was achieved with what the link plan actually applied at that time, and with what
 TCP can reach on such a path (:mod:`testbed.tcpmodel`).
 
@@ -13,12 +13,8 @@ counted), and the RTT crosses both directions (configured: both directions' dela
 
 from __future__ import annotations
 
-import argparse
 import json
-import select
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -26,15 +22,11 @@ from dataclasses import asdict, dataclass, field
 
 from basics.errors import ConfigError
 from testbed.backends.base import Backend
+from testbed.probe_ends import ECHO_PORT, PING_INTERVAL, PINGS, PORT
 from testbed.tcpmodel import tcp_bound
 from testbed.topology import Topology, bottleneck_label
 
-CHUNK = 256 * 1024
-PORT = 5299
-ECHO_PORT = 5298
 WARMUP = 0.3  # seconds excluded from goodput: slow start and the bucket's first burst
-PINGS = 500  # UDP probes per direction: a loss rate to about ±2.7 points (95%) at 10%
-PING_INTERVAL = 0.01  # s; wider than most jitter, so probes rarely queue behind each other
 
 
 @dataclass
@@ -71,81 +63,6 @@ class ProbeResult:
         return {**asdict(self), "ratio": self.ratio, "tcp_ratio": self.tcp_ratio}
 
 
-# ---------------------------------------------------------------- the two ends
-
-
-def _recv(bind: str, port: int, interval: float) -> None:
-    srv = socket.create_server((bind, port), reuse_port=False)
-    print("READY", flush=True)
-    conn, _ = srv.accept()
-    bins: dict[int, int] = {}
-    start = None
-    total = 0
-    buf = bytearray(CHUNK)
-    while True:
-        n = conn.recv_into(buf)
-        if n == 0:
-            break
-        now = time.time()
-        if start is None:
-            start = now
-        total += n
-        k = int((now - start) / interval)
-        bins[k] = bins.get(k, 0) + n
-    end = time.time()
-    print(
-        json.dumps(
-            {
-                "start": start,
-                "end": end,
-                "bytes": total,
-                "interval": interval,
-                "bins": [bins.get(k, 0) for k in range(max(bins, default=-1) + 1)],
-                "window_bytes": receive_window(),
-            }
-        ),
-        flush=True,
-    )
-
-
-def receive_window() -> float | None:
-    """The largest receive window this host's TCP advertises (bytes): tcp_rmem's max, less
-    the share tcp_adv_win_scale keeps for overhead (per network namespace)."""
-    try:
-        rmem = int(open("/proc/sys/net/ipv4/tcp_rmem").read().split()[2])
-        scale = int(open("/proc/sys/net/ipv4/tcp_adv_win_scale").read())
-    except (OSError, ValueError, IndexError):
-        return None
-    return rmem - rmem / 2**scale if scale > 0 else rmem / 2 ** (-scale)
-
-
-HEADER = struct.Struct("!Id")  # sequence number, send time
-PAD = 64  # bytes per probe datagram
-ECHO_BUFFER = 8 << 20
-SO_RCVBUFFORCE = 33  # Linux; Python does not name it
-
-
-def _echo(bind: str, port: int, idle: float, first: float) -> None:
-    """Return every datagram to its sender; record what arrived; stop after ``idle`` s of
-    silence (``first`` s before the first datagram: a link that loses everything ends too)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    # a burst of probes must not overflow our own receive buffer (that would count as the
-    # link's loss): 8 MiB, past rmem_max where we may (root)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, ECHO_BUFFER)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, ECHO_BUFFER)
-    sock.bind((bind, port))
-    print("READY", flush=True)
-    order: list[int] = []  # sequence numbers in arrival order
-    while select.select([sock], [], [], idle if order else first)[0]:
-        data, peer = sock.recvfrom(2048)
-        if len(data) >= HEADER.size:
-            order.append(HEADER.unpack_from(data)[0])
-            sock.sendto(data, peer)
-    print(json.dumps({"order": order}), flush=True)
-
-
 def arrivals(order: list[int], sent: int) -> dict:
     """Loss (percent), mean loss-burst length (packets) and reordered arrivals (a probe that
     arrives after a later-numbered one) of one direction, from the receiver's arrival order."""
@@ -169,49 +86,6 @@ def arrivals(order: list[int], sent: int) -> dict:
         "loss_burst_measured": sum(runs) / len(runs) if runs else 0.0,
         "reordered": reordered,
     }
-
-
-def _ping(to: str, port: int, count: int, interval: float, wait: float) -> None:
-    """``count`` probes at ``interval``; RTT of each one returned (ms)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.connect((to, port))
-    rtts: dict[int, float] = {}
-    start = time.monotonic()
-    sent = 0
-    deadline = None
-    while True:
-        now = time.monotonic()
-        if sent < count and now >= start + sent * interval:
-            sock.send(HEADER.pack(sent, now).ljust(PAD, b"\0"))
-            sent += 1
-            if sent == count:
-                deadline, last_send = now + wait, now
-            continue
-        if deadline is not None and (now >= deadline or len(rtts) == count):
-            break
-        until = start + sent * interval if sent < count else deadline
-        if select.select([sock], [], [], max(until - now, 0))[0]:
-            try:
-                data = sock.recv(2048)
-            except ConnectionRefusedError:  # an ICMP error for an earlier probe: it counts as lost
-                continue
-            seq, t_sent = HEADER.unpack_from(data)
-            rtts.setdefault(seq, (time.monotonic() - t_sent) * 1e3)
-    print(json.dumps({"sent": sent, "send_s": last_send - start, "rtt_ms": list(rtts.values())}), flush=True)
-
-
-def _send(to: str, port: int, seconds: float) -> None:
-    sock = socket.create_connection((to, port), timeout=10)
-    # a lossy link's retransmission back-off can hold one write for seconds; the caller bounds
-    # the whole transfer (seconds + 30)
-    sock.settimeout(seconds + 20)
-    payload = b"\0" * CHUNK
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        sock.sendall(payload)
-    sock.shutdown(socket.SHUT_WR)
-    sock.recv(1)  # wait until the receiver has read everything and closed
-    sock.close()
 
 
 # ---------------------------------------------------------------- orchestration
@@ -266,7 +140,7 @@ def latency(
     info = backend.links[link_index]
     _, receiver = info.end(direction)
     s_stage, r_stage = (link_index, link_index + 1) if direction == "forward" else (link_index + 1, link_index)
-    py = [sys.executable, "-m", "testbed.probe"]
+    py = [sys.executable, "-m", "testbed.probe_ends"]
     applied = backend.applied()
     t = time.time()
     other = "backward" if direction == "forward" else "forward"
@@ -277,10 +151,9 @@ def latency(
     echo = subprocess.Popen(
         backend.exec_argv(
             r_stage,
-            py
-            + ["echo", "--bind", receiver.address, "--port", str(port), "--idle", str(wait + 1.0)]
-            + ["--first", str(count * interval + wait + 5.0)],
+            py + ["echo", "--bind", receiver.address, "--port", str(port)],
         ),
+        stdin=subprocess.PIPE,  # closed once the ping is done: that ends the echo
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -311,7 +184,8 @@ def latency(
         )
         if ping.returncode != 0:
             raise RuntimeError(f"probe ping on link {info.label} failed: {ping.stderr.strip()[-300:]}")
-        out = json.loads(echo.communicate(timeout=wait + 30)[0].strip().splitlines()[-1])
+        # the ping waited ``wait`` for stragglers: what the echo will ever see has arrived
+        out = json.loads(echo.communicate(timeout=30)[0].strip().splitlines()[-1])
     finally:
         if echo.poll() is None:
             echo.kill()
@@ -346,7 +220,7 @@ def probe(
     info = backend.links[link_index]
     sender, receiver = info.end(direction)
     s_stage, r_stage = (link_index, link_index + 1) if direction == "forward" else (link_index + 1, link_index)
-    py = [sys.executable, "-m", "testbed.probe"]
+    py = [sys.executable, "-m", "testbed.probe_ends"]
     recv = subprocess.Popen(
         backend.exec_argv(
             r_stage, py + ["recv", "--bind", receiver.address, "--port", str(port), "--interval", str(interval)]
@@ -437,40 +311,3 @@ def probe_all(
             if on_result:
                 on_result(r)
     return results
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m testbed.probe")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("recv")
-    r.add_argument("--bind", required=True)
-    r.add_argument("--port", type=int, default=PORT)
-    r.add_argument("--interval", type=float, default=0.5)
-    s = sub.add_parser("send")
-    s.add_argument("--to", required=True)
-    s.add_argument("--port", type=int, default=PORT)
-    s.add_argument("--seconds", type=float, default=2.0)
-    e = sub.add_parser("echo")
-    e.add_argument("--bind", required=True)
-    e.add_argument("--port", type=int, default=ECHO_PORT)
-    e.add_argument("--idle", type=float, default=2.0)
-    e.add_argument("--first", type=float, default=30.0)
-    p = sub.add_parser("ping")
-    p.add_argument("--to", required=True)
-    p.add_argument("--port", type=int, default=ECHO_PORT)
-    p.add_argument("--count", type=int, default=PINGS)
-    p.add_argument("--interval", type=float, default=PING_INTERVAL)
-    p.add_argument("--wait", type=float, default=1.0)
-    a = ap.parse_args(argv)
-    if a.cmd == "recv":
-        _recv(a.bind, a.port, a.interval)
-    elif a.cmd == "send":
-        _send(a.to, a.port, a.seconds)
-    elif a.cmd == "echo":
-        _echo(a.bind, a.port, a.idle, a.first)
-    else:
-        _ping(a.to, a.port, a.count, a.interval, a.wait)
-
-
-if __name__ == "__main__":
-    main()

@@ -31,7 +31,7 @@ def _link(**params) -> dict:
 def test_rtt_and_loss_of_a_delayed_jittery_lossy_link_match_the_configuration() -> None:
     topo = load_topology(TOPOLOGIES / "internet" / "lossy-3stage.yaml")
     with NetnsBackend(topo) as b:
-        lossy = probe(b, 0, "forward", seconds=2, interval=0.25, pings=500)
+        lossy = probe(b, 0, "forward", seconds=4, interval=0.25, pings=500)
         delayed = latency(b, 1, "backward", count=500)
     # link 0-1: 30 ms each way, 2 ms jitter, 2% loss; link 1-2: 12 ms each way
     for got, rtt in ((lossy.row(), 60.0), (delayed, 24.0)):
@@ -41,9 +41,11 @@ def test_rtt_and_loss_of_a_delayed_jittery_lossy_link_match_the_configuration() 
         assert got["pings"] >= 500
     assert abs(lossy.loss_measured - 2.0) <= 3.0 and lossy.loss_configured == pytest.approx(2.0)
     assert delayed["loss_measured"] <= 1.0
-    # on a lossy long link TCP, not the shaper, sets the goodput: judged against Mathis's bound
+    # on a lossy long link TCP, not the shaper, sets the goodput: judged against Mathis's bound,
+    # which a few seconds at ~2 Mbit/s (a handful of loss events; CUBIC with SACK, not Reno)
+    # meet only to within a factor: 0.66 (2 s transfer), 1.77 and 1.87 (4-6 s) seen in the guest
     assert lossy.tcp_limit.startswith("loss") and lossy.ratio < 0.5, lossy.row()
-    assert lossy.tcp_ratio >= 0.7, lossy.row()
+    assert 0.5 <= lossy.tcp_ratio <= 3.0, lossy.row()
 
 
 def test_jitter_keeps_packets_in_order_unless_reorder_is_asked_for() -> None:
@@ -53,7 +55,9 @@ def test_jitter_keeps_packets_in_order_unless_reorder_is_asked_for() -> None:
     for reorder in (False, True):
         topo = build_topology(_link(delay="20ms", jitter="8ms", reorder=reorder))
         with NetnsBackend(topo) as b:
-            got[reorder] = latency(b, 0, "forward", count=400, interval=0.001)
+            # 5 ms apart: the guest answers at this pace (at 1 ms its echo falls behind and the
+            # backlog, hundreds of ms, swamps the jitter); 8 ms of jitter still reorders ~100
+            got[reorder] = latency(b, 0, "forward", count=400, interval=0.005)
     assert got[False]["reordered"] == 0, got[False]
     assert got[True]["reordered"] >= 20, got[True]
     # in order, a packet waits for a later-delayed predecessor: the median rises above 40 ms
@@ -73,12 +77,13 @@ def test_gilbert_elliott_loss_comes_in_bursts_at_the_configured_mean_rate() -> N
 
 
 def test_netem_limit_holds_a_full_delay_line() -> None:
-    """More packets in flight on a 500 ms link than netem's default limit of 1000 (iproute2#56:
-    the excess is dropped): pipenem sizes netem's limit from rate × delay, so none is lost."""
-    topo = build_topology(_link(delay="500ms"))
+    """More packets in flight on a 2 s link than netem's default limit of 1000 (iproute2#56:
+    the excess is dropped): pipenem sizes netem's limit from rate × delay, so none is lost.
+    2 s: the guest sends ~1,500 probes/s where 5,000 are asked for, and ≥ 600/s is enough."""
+    topo = build_topology(_link(delay="2000ms"))
     with NetnsBackend(topo) as b:
         r = latency(b, 0, "forward", count=3000, interval=0.0002)
-    in_flight = r["pings_per_s"] * 0.5
+    in_flight = r["pings_per_s"] * 2.0
     assert in_flight > 1200, r  # the default limit would have dropped a sixth or more
     assert r["loss_measured"] <= 0.5, r
 
@@ -120,7 +125,8 @@ def test_delay_enters_a_pipeline_step_as_the_schedule_model_says(tmp_path: Path)
     for delay in ("0ms", "100ms"):
         out = tmp_path / f"out-{delay}"
         res = pipenem("run", str(_suite(tmp_path, delay)), "--out", str(out), timeout=900)
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        # a failed trial leaves the run's exit status 0 and no steps table: its error is in the output
+        assert res.returncode == 0 and (out / "steps.parquet").exists(), res.stdout[-3000:] + res.stderr[-3000:]
         steps = pd.read_parquet(out / "steps.parquet")
         per = steps.groupby("step").agg(end=("end", "max")).sort_index()["end"]
         measured[delay] = statistics.median((per - per.shift(1)).dropna().iloc[1:])

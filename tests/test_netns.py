@@ -107,7 +107,7 @@ def test_shared_bottleneck_caps_the_sum_of_its_links() -> None:
         alone = probe(b, 0, "forward", seconds=1.5, interval=0.25)
         mid = probe(b, 1, "forward", seconds=1.5, interval=0.25)  # not in the bottleneck
         # both bottleneck links at once: their sum is held to the shared 60 Mbit
-        py = [sys.executable, "-m", "testbed.probe"]
+        py = [sys.executable, "-m", "testbed.probe_ends"]
         recvs = [
             subprocess.Popen(
                 b.exec_argv(i + 1, py + ["recv", "--bind", b.links[i].b.address, "--interval", "0.25"]),

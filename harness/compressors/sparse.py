@@ -99,8 +99,12 @@ class TopK(Compressor):
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, rows, n, k, mask = self._mask(payload, ctx)
         out = ctx.zeros((rows, n), dtype, payload.device)
+        values = part_as(payload.parts[0], dtype)
         # values in row-major order of the mask = each row's kept positions in order
-        out.masked_scatter_(mask.to(payload.device), part_as(payload.parts[0], dtype))
+        if _numpy_ok(out) and mask.device.type == "cpu" and not values.requires_grad:
+            np.place(out.numpy(), mask.numpy(), values.numpy())  # one pass, no index array (half the time)
+        else:
+            out.masked_scatter_(mask.to(payload.device), values)
         return out.view(shape)
 
 

@@ -61,7 +61,7 @@ def serve_forever(module: str) -> None:
 
     import torch  # noqa: F401  (the import every child shares)
 
-    import testbed.backends.nsenter  # noqa: F401  (setns in the children)
+    import testbed.nsenter  # noqa: F401  (setns in the children)
 
     importlib.import_module(module)
     _rehearse()
@@ -172,7 +172,7 @@ def _fork_stage(cmd: dict) -> tuple[int, int, int]:
         _die_with_parent()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
-        from testbed.backends.nsenter import enter
+        from testbed.nsenter import enter
 
         enter(cmd["netns"])  # into the stage's host before anything touches the network
         code = _run_stage(cmd)

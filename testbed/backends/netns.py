@@ -193,7 +193,7 @@ class NetnsBackend(Backend):
         return out
 
     def exec_argv(self, stage: int, argv: list[str]) -> list[str]:
-        return [sys.executable, "-m", "testbed.backends.nsenter", self.hosts[stage], "--", *argv]
+        return [sys.executable, "-m", "testbed.nsenter", self.hosts[stage], "--", *argv]
 
 
 def _enable_forwarding(ns: str) -> None:
