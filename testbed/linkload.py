@@ -8,7 +8,10 @@ namespace and container on this kernel), so a link's load lines up with what the
 The counters come from ``/proc/net/dev`` of each host's namespace, opened once from a thread
 that entered the namespace (a ``/proc/net`` file keeps the namespace it was opened in) and
 re-read with ``pread``: about 10 µs a host and sample, where a netlink dump costs milliseconds —
-cheap enough to sample at 25 Hz beside a running pipeline without taking its CPU.
+cheap enough to sample at 25 Hz beside a running pipeline without taking its CPU. What is not
+cheap is a row per channel and sample in the launcher: at 256 stages (510 channels) 25 Hz
+would be 12,750 rows a second, a good part of a core and a GiB of rows over a three-minute run,
+so the rate is lowered to keep ``MAX_ROWS_PER_S`` (:func:`sampling_hz`; every row has its time).
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ import time
 from typing import Any
 
 DEFAULT_HZ = 25.0
+MAX_ROWS_PER_S = 2000.0  # channel samples a second: 25 Hz up to 80 channels (a 41-stage chain)
+
+
+def sampling_hz(hz: float, channels: int) -> float:
+    """The rate a topology of ``channels`` sending ends is sampled at: ``hz``, lowered so that
+    ``channels × rate ≤ MAX_ROWS_PER_S`` (never under 1 Hz)."""
+    return max(1.0, min(hz, MAX_ROWS_PER_S / max(channels, 1)))
 
 
 def _open_net_dev(host: str) -> int:
@@ -60,12 +70,14 @@ class LinkLoad:
     def __init__(self, backend: Any, hz: float = DEFAULT_HZ) -> None:
         if not 1.0 <= hz <= 1000.0:
             raise ValueError(f"link-load sampling rate {hz} Hz: give 1 to 1000")
-        self.backend, self.period = backend, 1.0 / hz
+        self.backend = backend
         self.channels = []  # (label, direction, host, ifname) of each sending end
         for link in backend.links:
             for direction in ("forward", "backward"):
                 snd, _ = link.end(direction)
                 self.channels.append((link.label, direction, snd.host, snd.ifname))
+        self.hz = sampling_hz(hz, len(self.channels))
+        self.period = 1.0 / self.hz
         self._fds = {host: _open_net_dev(host) for host in sorted({c[2] for c in self.channels})}
         self.rows: list[dict] = []
         self._stop = threading.Event()

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from harness.results.timeline import bubble, ideal_bubble, trial_figures, utilisation
+from testbed.linkload import MAX_ROWS_PER_S, sampling_hz
 from tests.conftest import ROOT, needs_netns, pipenem
 
 # ---------------------------------------------------------------- the figures, on synthetic timelines
@@ -33,6 +34,14 @@ def _gpipe(p: int, m: int, tf: float, tb: float, step: int, t0: float = 0.0) -> 
             a = end_fwd + (p - 1 - s + j) * tb
             rows.append({"stage": s, "kind": "bwd", "step": step, "micro": k, "direction": None, "t0": a, "t1": a + tb})
     return rows
+
+
+def test_link_load_keeps_25_hz_on_small_topologies_and_bounds_its_rows_on_large_ones() -> None:
+    assert sampling_hz(25.0, 14) == 25.0 and sampling_hz(25.0, 80) == 25.0  # 8 and 41 stages
+    for channels in (81, 254, 510, 766):  # up to 384 stages
+        hz = sampling_hz(25.0, channels)
+        assert hz < 25.0 and channels * hz == pytest.approx(MAX_ROWS_PER_S)
+    assert sampling_hz(25.0, 10**6) == 1.0  # never slower than once a second
 
 
 def test_a_perfect_gpipe_step_has_the_ideal_bubble() -> None:
