@@ -174,6 +174,40 @@ def test_ef_accumulated_error_telescopes() -> None:
     assert float(ctx.state["e"].norm()) > 0
 
 
+@pytest.mark.parametrize(
+    "inner",
+    [
+        {"name": "topk", "rate": 0.9},
+        {"name": "topk", "rate": 0.7, "scope": "tensor"},
+        {"name": "randk", "rate": 0.8},
+        {"name": "randk", "rate": 0.8, "scale": True},  # scaled: takes the decode path
+        {"name": "column", "rate": 0.5},
+        {"name": "row", "rate": 0.5},
+    ],
+)
+@pytest.mark.parametrize("shape", [(3, 16, 8), (16, 8)])
+def test_ef_takes_its_residual_from_the_mask_with_the_bits_of_decoding(
+    inner: dict, shape: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Masking inner compressors: e = v outside the kept mask (no self-decode), bit for bit what
+    v − D(C(v)) gives, over steps that carry the error (fp32 and fp16)."""
+    for dtype in (torch.float32, torch.float16):
+        xs = [torch.randn(shape, generator=torch.Generator().manual_seed(t)).to(dtype) for t in range(3)]
+        runs = []
+        for exact in (True, False):
+            c = build({"name": "ef", "inner": inner})
+            if not exact:
+                monkeypatch.setattr(type(c.inner), "decodes_kept_exactly", lambda self: False)
+            ctx, out = Context(seed=3), []
+            for t, x in enumerate(xs):
+                ctx.step = t
+                out.append((c.encode(x, ctx).to_bytes(), ctx.state["e"].clone()))
+            runs.append(out)
+            monkeypatch.undo()
+        for (b1, e1), (b2, e2) in zip(*runs, strict=True):
+            assert torch.equal(b1, b2) and torch.equal(e1, e2) and e1.dtype == dtype
+
+
 def test_ef21_sender_and_receiver_keep_matching_state() -> None:
     c = build({"name": "ef21", "inner": {"name": "column", "rate": 0.5}})
     assert c.receiver_state

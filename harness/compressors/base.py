@@ -116,6 +116,12 @@ class Compressor(ABC):
     # ---- the boundary Jacobian (``train.boundary_grad: exact``)
     jacobian: ClassVar[str] = "straight-through"  # what vjp() applies: mask | projection | straight-through
 
+    def decodes_kept_exactly(self) -> bool:
+        """True where ``decode(encode(v))`` is ``v`` where :meth:`kept_mask` is True and 0
+        elsewhere, bit for bit (values sent as they are, nothing scaled): error feedback then
+        takes its residual from the mask, without decoding its own payload."""
+        return False
+
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor | None:
         """For masking compressors: a bool tensor broadcastable to the input's (b, n, d) view
         (:func:`as_3d`), True where an entry was kept, rebuilt from the payload and ctx alone

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from basics.errors import ConfigError
-from harness.compressors.base import Compressor, Context
+from harness.compressors.base import Compressor, Context, as_3d
 from harness.compressors.shapes import read_shape
 from harness.compressors.wire import Payload
 
@@ -67,11 +67,16 @@ class ErrorFeedback(_Wrapper):
         else:
             v, e = x.detach(), None
         p = self.inner.encode(v, _sub(ctx, "inner"))
-        # the sender decodes its own payload to know exactly what the receiver sees
-        seen = self.inner.decode(p, _sub(ctx, "inner_mirror"))
         if e is None:
             e = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # the carried error: this side's state
-        ctx.state["e"] = torch.sub(v, seen, out=e)
+        if self.inner.decodes_kept_exactly() and (mask := self.inner.kept_mask(p, _sub(ctx, "inner"))) is not None:
+            # what the receiver sees is v where kept, 0 elsewhere: the error is v outside the mask
+            # (one pass; the same bits as v − D(c) for finite v)
+            torch.where(mask, v.new_zeros(()), as_3d(v), out=as_3d(e))
+        else:
+            # the sender decodes its own payload to know exactly what the receiver sees
+            torch.sub(v, self.inner.decode(p, _sub(ctx, "inner_mirror")), out=e)
+        ctx.state["e"] = e
         return p
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:

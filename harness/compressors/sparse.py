@@ -92,6 +92,9 @@ class TopK(Compressor):
             mask = ctx.zeros((rows, n), torch.bool, payload.device).scatter_(1, idx, True)
         return dtype, shape, rows, n, k, mask
 
+    def decodes_kept_exactly(self) -> bool:
+        return True
+
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
         _, shape, _, _, _, mask = self._mask(payload, ctx)
         return as_3d(mask.view(shape))
@@ -142,6 +145,9 @@ class RandK(Compressor):
         vals = ctx.empty((flat.shape[0], k), flat.dtype, flat.device)
         torch.index_select(flat, 1, self._positions(ctx, flat.shape[1], k, flat.device), out=vals)
         return Payload([vals.view(-1)], shape_header(x) + (k,))
+
+    def decodes_kept_exactly(self) -> bool:
+        return not self.scale
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
         _, shape, (k,) = read_shape(payload.header)

@@ -82,6 +82,9 @@ class _AxisMask(Compressor):
         b, n, d = fold(shape)
         return dtype, shape, (b, n, d), k, decode_positions(payload.parts[1], mode, b, k, (b, n, d)[self.axis])
 
+    def decodes_kept_exactly(self) -> bool:
+        return True
+
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
         _, _, (b, n, d), _, idx = self._kept(payload)
         mask = torch.zeros(b, (b, n, d)[self.axis], dtype=torch.bool, device=payload.device)
