@@ -179,6 +179,8 @@ def test_ef_accumulated_error_telescopes() -> None:
     [
         {"name": "topk", "rate": 0.9},
         {"name": "topk", "rate": 0.7, "scope": "tensor"},
+        {"name": "topk", "rate": 0.99},
+        {"name": "topk", "rate": 0.5},  # positions as a bitmask (the others: as indices)
         {"name": "randk", "rate": 0.8},
         {"name": "randk", "rate": 0.8, "scale": True},  # scaled: takes the decode path
         {"name": "column", "rate": 0.5},
