@@ -512,6 +512,9 @@ def test_topk_keeps_a_valid_top_k_set_when_magnitudes_tie(rate: float) -> None:
         {"name": "randk", "rate": 0.9},
         {"name": "randk", "rate": 0.5, "scale": True},
         {"name": "quantize", "bits": 4},
+        {"name": "topk", "rate": 0.9},
+        {"name": "topk", "rate": 0.5},
+        {"name": "ef", "inner": {"name": "topk", "rate": 0.9}},
     ],
     ids=lambda s: "-".join(str(v) for v in s.values()),
 )
@@ -532,3 +535,21 @@ def test_instance_by_instance_paths_give_the_vectorised_paths_bytes(spec: dict, 
     (b1, y1), (b2, y2) = out.values()
     assert torch.equal(b1, b2)
     assert torch.equal(y1, y2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_topk_row_by_row_breaks_ties_as_the_vectorised_path_does(dtype: torch.dtype, monkeypatch) -> None:
+    """Magnitudes from {0, 1, 2}: the threshold falls inside a run of ties in every row; both
+    paths keep the tied entries of lowest position (the stated rule), so the bytes agree."""
+    import harness.compressors.base as base
+
+    x = torch.randint(-2, 3, (6, 96, 80), generator=torch.Generator().manual_seed(3)).to(dtype)
+    out = []
+    for limit in (1 << 62, 0):
+        monkeypatch.setattr(base, "LOOP_BYTES", limit)
+        c = build({"name": "topk", "rate": 0.8})
+        p = c.encode(x, Context())
+        out.append((p.to_bytes(), c.decode(p, Context())))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+    kept = out[0][1].reshape(6, -1) != 0
+    assert (kept.sum(1) == math.ceil(96 * 80 * 0.2)).all()

@@ -47,12 +47,15 @@ class TopK(Compressor):
         flat = self._rows(x)
         rows, n = flat.shape
         k = kept(self._rate, n)
-        mask = self.top_mask(flat, k, ctx)
         values = ctx.empty((rows * k,), flat.dtype, flat.device)
-        if _numpy_ok(flat):  # numpy's compress: one pass, into the boundary's buffer
-            np.compress(mask.numpy().reshape(-1), flat.numpy().reshape(-1), out=values.numpy())
+        if _numpy_ok(flat) and by_instance(flat) and rows > 1:
+            mask = self._select_rows(flat, k, ctx, values)
         else:
-            values.copy_(flat.masked_select(mask))
+            mask = self.top_mask(flat, k, ctx)
+            if _numpy_ok(flat):  # numpy's compress: one pass, into the boundary's buffer
+                np.compress(mask.numpy().reshape(-1), flat.numpy().reshape(-1), out=values.numpy())
+            else:
+                values.copy_(flat.masked_select(mask))
         pos, mode = encode_mask_positions(mask, k)
         return Payload([values, pos], shape_header(x) + (mode, k))
 
@@ -80,6 +83,29 @@ class TopK(Compressor):
             tied = mag[r] == thr[r]
             need = k - int((mag[r] > thr[r]).sum())
             mask[r] = (mag[r] > thr[r]) | (tied & (tied.cumsum(0) <= need))
+        return mask
+
+    @staticmethod
+    def _select_rows(flat: torch.Tensor, k: int, ctx: Context, values: torch.Tensor) -> torch.Tensor:
+        """:meth:`top_mask` and the kept values, row by row (large CPU tensors): a row's
+        magnitudes, selection, mask and kept values while the row is in cache, where the
+        vectorised path writes a tensor-sized |x| and reads it back. The same mask and values."""
+        rows, n = flat.shape
+        mask = ctx.empty(flat.shape, torch.bool, flat.device)
+        mag_t, sel_t = ctx.empty((n,), flat.dtype, flat.device), ctx.empty((n,), flat.dtype, flat.device)
+        f, m, mag, sel = flat.numpy(), mask.numpy(), mag_t.numpy(), sel_t.numpy()
+        vals = values.numpy().reshape(rows, k)
+        for r in range(rows):
+            np.abs(f[r], out=mag)
+            np.copyto(sel, mag)
+            sel.partition(n - k)  # in place, in the second row buffer
+            thr = sel[n - k]
+            np.greater_equal(mag, thr, out=m[r])
+            if np.count_nonzero(m[r]) != k:  # ties at the threshold: lowest positions first
+                np.greater(mag, thr, out=m[r])
+                tied = np.flatnonzero(mag == thr)
+                m[r][tied[: k - np.count_nonzero(m[r])]] = True
+            np.compress(m[r], f[r], out=vals[r])
         return mask
 
     def _mask(self, payload: Payload, ctx: Context) -> tuple[torch.dtype, tuple, int, int, int, torch.Tensor]:
