@@ -181,6 +181,17 @@ def test_exact_boundary_gradients_and_mirror_match_the_twin_and_links_carry_payl
     assert result.link_wire_ratio("forward") < bwd_ratio  # the forward also carries column indices
 
 
+def test_a_fork_server_that_dies_while_importing_is_named_before_any_stage_waits_on_it() -> None:
+    """The first stage waits for the server's ready line (its imports and rehearsal step, up to
+    STARTUP_S), not for a fork: a server that exits first is said at once, with its status."""
+    from harness.runtime.forkserver import ForkServer
+
+    server = ForkServer([sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ))
+    with pytest.raises(RuntimeError, match=r"exited before it was ready \(exit status 3\)"):
+        server.start(0, "pn000000-s0", "harness.runtime.worker", "/nonexistent", {})
+    server.close()
+
+
 @needs_netns
 def test_stages_are_forked_from_one_single_threaded_server_and_train_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -15,8 +15,10 @@ with ``torch.set_num_threads``), the server runs no torch operation, and it star
 of its own. It checks ``/proc/self/task`` before every fork and refuses to fork with more
 than one thread (a test checks it has one).
 
-Protocol (JSON lines): the launcher sends ``{"stage", "netns", "module", "run_dir", "meta"}``;
-the server answers ``{"stage", "pid"}`` when the child exists, ``{"stage", "line"}`` for each
+Protocol (JSON lines): the server says ``{"ready": true}`` once imported and rehearsed (bounded
+by ``STARTUP_S``: seconds here, minutes in the user-mode Linux guest, where the first stage's
+start once ran past a bound meant for one fork); the launcher sends ``{"stage", "netns", "module",
+"run_dir", "meta"}``; the server answers ``{"stage", "pid"}`` when the child exists, ``{"stage", "line"}`` for each
 line the child prints (stdout and stderr), and ``{"stage", "exit"}`` (as ``Popen.returncode``:
 negative for a signal) when it ends. The server exits when its input closes and every child has
 exited, or with its parent (``PR_SET_PDEATHSIG``; its children likewise).
@@ -38,6 +40,8 @@ import threading
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
+STARTUP_S = 600.0  # the server's imports and rehearsal step: ~3 s on this machine, ~2 min in the guest
+FORK_S = 60.0  # one fork, once the server is ready
 
 
 def _die_with_parent() -> None:
@@ -69,6 +73,7 @@ def serve_forever(module: str) -> None:
     _die_with_parent()
     gc.freeze()  # imported objects move to a permanent generation: children's collections leave them be
     out = sys.stdout
+    _say(out, {"ready": True})
     children: dict[int, tuple[int, int]] = {}  # pid -> (stage, read end of its output)
     buffers: dict[int, bytes] = {}
     stdin_open = True
@@ -243,6 +248,7 @@ class ForkServer:
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.stages: dict[int, ForkedStage] = {}
+        self.ready = self.gone = False
         self._exited = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -250,8 +256,19 @@ class ForkServer:
     def pid(self) -> int:
         return self.proc.pid
 
-    def start(self, stage: int, netns: str, module: str, run_dir: str, meta: dict, timeout: float = 60) -> ForkedStage:
+    def start(
+        self, stage: int, netns: str, module: str, run_dir: str, meta: dict, timeout: float = FORK_S
+    ) -> ForkedStage:
         """Fork stage ``stage`` into ``netns``; returns once its pid is known."""
+        with self._exited:
+            if not self._exited.wait_for(lambda: self.ready or self.gone, STARTUP_S):
+                raise RuntimeError(f"the fork server did not import torch and rehearse a step within {STARTUP_S:g} s")
+        if not self.ready:
+            try:
+                status = self.proc.wait(timeout=5)  # its output has closed: it has exited or is exiting
+            except subprocess.TimeoutExpired:
+                status = "unknown"
+            raise RuntimeError(f"the fork server exited before it was ready (exit status {status})")
         fs = ForkedStage(stage, self)
         self.stages[stage] = fs
         cmd = {"stage": stage, "netns": netns, "module": module, "run_dir": run_dir, "meta": meta}
@@ -265,6 +282,11 @@ class ForkServer:
     def _read(self) -> None:
         for raw in self.proc.stdout:
             msg = json.loads(raw)
+            if "ready" in msg:
+                with self._exited:
+                    self.ready = True
+                    self._exited.notify_all()
+                continue
             fs = self.stages.get(msg["stage"])
             if fs is None:
                 continue
@@ -280,6 +302,7 @@ class ForkServer:
                     fs.stdout.q.put(None)
                     self._exited.notify_all()
         with self._exited:  # the server is gone: so are its children (they die with it)
+            self.gone = True
             for fs in self.stages.values():
                 if fs.returncode is None:
                     fs.returncode = -signal.SIGKILL
