@@ -269,48 +269,36 @@ def record_failure(store: ResultStore, emit: Callable, trial: Trial, exc: BaseEx
 
 
 def _run_pool(trials: list[Trial], out: Path, store: ResultStore, emit: Callable, jobs: int) -> None:
-    """Twin trials in ``jobs`` spawned processes; only this process writes the tables. A trial is
-    handed over when a worker is free, so its "start" is when it starts (its progress line's
-    "took" is its own time, not its wait in a queue)."""
+    """Twin trials in ``jobs`` spawned processes; only this process writes the tables."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     if not trials:
         return
     # spawn: a fork of a process that already runs torch's thread pools can deadlock
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-    queue = iter(trials)
-    futures = {}
-
-    def hand_over() -> None:
-        trial = next(queue, None)
-        if trial is None:
-            return
-        # Workers are spawned inside submit(). They inherit a blocked SIGINT: a Ctrl-C at the
+    try:
+        futures = {}
+        # The workers are spawned inside submit(). They inherit a blocked SIGINT: a Ctrl-C at the
         # terminal reaches the whole process group, and a worker still importing torch would die
         # in spawn_main with a traceback; this process ends them below instead. A Ctrl-C that
         # arrives while blocked here stays pending and is raised on unblocking.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            futures[pool.submit(_run_in_child, trial, out / "runs" / trial.trial_id)] = trial
+            for trial in trials:
+                futures[pool.submit(_run_in_child, trial, out / "runs" / trial.trial_id)] = trial
+                emit("start", trial, {})
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        emit("start", trial, {})
-
-    try:
-        for _ in range(jobs):
-            hand_over()
-        while futures:
-            for fut in wait(futures, return_when=FIRST_COMPLETED).done:
-                trial = futures.pop(fut)
-                try:
-                    outcome = fut.result()
-                except Exception as exc:  # recorded, the sweep goes on
-                    record_failure(store, emit, trial, exc, "".join(traceback.format_exception(exc)))
-                else:
-                    store.record_trial(outcome.row, outcome.steps, outcome.links, outcome.per_trial())
-                    emit("done", trial, outcome.row)
-                hand_over()
+        for fut in as_completed(futures):
+            trial = futures[fut]
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # recorded, the sweep goes on
+                record_failure(store, emit, trial, exc, "".join(traceback.format_exception(exc)))
+                continue
+            store.record_trial(outcome.row, outcome.steps, outcome.links, outcome.per_trial())
+            emit("done", trial, outcome.row)
     except BaseException:
         # Ctrl-C (or a failure here): twin trials hold no network, so their processes are ended
         # now; waiting for the pool would wait for them (and a child killed mid-task can leave

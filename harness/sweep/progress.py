@@ -59,7 +59,6 @@ class PlainLines:
         self.out = out or console
         self.t0 = time.time()
         self.finished = 0
-        self.opened = 0  # trials started or skipped: with --jobs, several run at once
         self.started: dict[str, float] = {}
         self.beat: dict[str, float] = {}
 
@@ -77,8 +76,7 @@ class PlainLines:
         now = time.time()
         if kind == "start":
             self.started[tid] = self.beat[tid] = now
-            self.opened += 1
-            self.line(f"{self.title} [{self.opened}/{self.total}] start {label} ({tid})")
+            self.line(f"{self.title} [{self.finished + 1}/{self.total}] start {label} ({tid})")
         elif kind == "progress":
             if now - self.beat.get(tid, now) < HEARTBEAT_S:
                 return
@@ -97,7 +95,6 @@ class PlainLines:
             took = _clock(now - self.started.pop(tid, now))
             head = f"{self.title} [{self.finished}/{self.total}]"
             if kind == "skip":
-                self.opened += 1
                 self.line(f"{head} already finished {label} ({tid})")
                 return
             if kind == "done":
