@@ -3,7 +3,8 @@
 The product never shells out to ``ip netns exec``; this is the same setns(2) followed by exec,
 so the command's sockets live in that host's namespace. It imports the standard library only
 (not pyroute2, not the backends): every probe end and helper started in a host pays this
-module's start-up, about 5 s of pyroute2 and backend imports in the user-mode Linux guest.
+module's start-up. With those imports here and in the probe, an end took ~14 s to start in the
+user-mode Linux guest (0.76 s for this module's and 0.6 s for the probe's on the host).
 """
 
 from __future__ import annotations

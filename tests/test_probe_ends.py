@@ -17,13 +17,11 @@ from tests.conftest import ROOT
 
 def test_the_ends_and_nsenter_import_only_the_standard_library() -> None:
     code = (
-        "import sys, testbed.probe_ends, testbed.nsenter; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} | {m for m in sys.modules if m.startswith('testbed')}))"
+        "import json, sys, testbed.probe_ends, testbed.nsenter; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} | set(sys.modules))))"
     )
     mods = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.replace("'", '"')
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     )
     ours = {m for m in mods if m.startswith("testbed") or m in ("basics", "harness", "pipenem")}
     assert ours == {"testbed", "testbed.probe_ends", "testbed.nsenter"}, ours
