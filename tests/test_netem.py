@@ -39,13 +39,15 @@ def test_rtt_and_loss_of_a_delayed_jittery_lossy_link_match_the_configuration() 
         assert abs(got["rtt_ms_median"] - rtt) <= max(0.1 * rtt, 2.0), got
         assert got["rtt_ms_min"] >= rtt - 2 * 2.0 - 0.5, got  # no probe beats the configured delay
         assert got["pings"] >= 500
-    assert abs(lossy.loss_measured - 2.0) <= 3.0 and lossy.loss_configured == pytest.approx(2.0)
+    # 500 probes at 2%: ~10 lost; at most one lost has p ~ 5e-4 (the guest's own drops only add)
+    assert 0.4 <= lossy.loss_measured <= 5.0 and lossy.loss_configured == pytest.approx(2.0)
     assert delayed["loss_measured"] <= 1.0
     # on a lossy long link TCP, not the shaper, sets the goodput: judged against Mathis's bound,
     # which a few seconds at ~2 Mbit/s (a handful of loss events; CUBIC with SACK, not Reno)
-    # meet only to within a factor: 0.66 (2 s transfer), 1.77 and 1.87 (4-6 s) seen in the guest
+    # meet only to within its order of magnitude: 0.66 (2 s transfer), 1.77, 1.87 and 3.31 (4 s,
+    # CI) seen in the guest. Loss not applied would give ~25x (the shaper's 48 Mbit/s)
     assert lossy.tcp_limit.startswith("loss") and lossy.ratio < 0.5, lossy.row()
-    assert 0.5 <= lossy.tcp_ratio <= 3.0, lossy.row()
+    assert 1 / 3 <= lossy.tcp_ratio <= 6.0, lossy.row()
 
 
 def test_jitter_keeps_packets_in_order_unless_reorder_is_asked_for() -> None:
