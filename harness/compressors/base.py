@@ -122,6 +122,13 @@ class Compressor(ABC):
         takes its residual from the mask, without decoding its own payload."""
         return False
 
+    def write_unkept(self, payload: Payload, v: torch.Tensor, out: torch.Tensor, ctx: Context) -> bool:
+        """For compressors that decode kept entries exactly: ``out`` = ``v`` where this payload
+        kept nothing, 0 where it kept (what error feedback carries), written straight from the
+        payload. False (out untouched) where the compressor has no such path: the caller uses
+        :meth:`kept_mask`."""
+        return False
+
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor | None:
         """For masking compressors: a bool tensor broadcastable to the input's (b, n, d) view
         (:func:`as_3d`), True where an entry was kept, rebuilt from the payload and ctx alone

@@ -69,7 +69,9 @@ class ErrorFeedback(_Wrapper):
         p = self.inner.encode(v, _sub(ctx, "inner"))
         if e is None:
             e = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # the carried error: this side's state
-        if self.inner.decodes_kept_exactly() and (mask := self.kept_mask(p, ctx)) is not None:
+        if self.inner.decodes_kept_exactly() and self.inner.write_unkept(p, v, e, _sub(ctx, "inner")):
+            pass  # straight from the payload (topk's bitmask: one compiled pass)
+        elif self.inner.decodes_kept_exactly() and (mask := self.kept_mask(p, ctx)) is not None:
             # what the receiver sees is v where kept, 0 elsewhere: the error is v outside the mask
             # (one pass; the same bits as v − D(c) for finite v)
             torch.where(mask, v.new_zeros(()), as_3d(v), out=as_3d(e))

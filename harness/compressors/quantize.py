@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from basics.errors import ConfigError
+from harness.compressors import kernels
 from harness.compressors.base import Compressor, Context, as_3d, by_instance
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, pack_uint, unpack_uint
@@ -34,10 +35,21 @@ class Quantize(Compressor):
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         g = as_3d(x.detach())
         b, n, d = g.shape
-        lo, hi = _column_min_max(g)
+        fused = _fused_ok(g, self.bits) and not self.stochastic
+        lo = hi = None
+        if fused:  # one compiled pass for the min/max, one for codes and packing (kernels.py)
+            lo, hi = torch.empty((b, 1, d), device=g.device), torch.empty((b, 1, d), device=g.device)
+            if not kernels.column_min_max()(g.numpy(), lo.numpy()[:, 0], hi.numpy()[:, 0]):
+                fused, lo = False, None  # a NaN: torch's min/max propagate it
+        if lo is None:
+            lo, hi = _column_min_max(g)
         step = (hi - lo) / (2**self.bits - 1)
         step = torch.where(step > 0, step, torch.ones_like(step))  # constant column: any step is exact
         inv = 1.0 / step
+        if fused:
+            packed = ctx.empty((b * n * d * self.bits // 8,), torch.uint8, g.device)
+            kernels.quantize_encode(self.bits)(g.numpy(), lo.numpy()[:, 0], inv.numpy()[:, 0], packed.numpy())
+            return Payload([packed, lo.view(-1), step.view(-1)], shape_header(x))
         codes = ctx.empty((b, n, d), torch.uint8, g.device)
         gen = ctx.generator(salt=2) if self.stochastic else None
         rows = max(1, SLICE // (b * d))
@@ -63,6 +75,11 @@ class Quantize(Compressor):
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
         b, n, d = fold(shape)
+        if dtype == torch.float32 and payload.device.type == "cpu" and d % (8 // self.bits) == 0:
+            out = ctx.empty((b, n, d), dtype, payload.device)
+            lo, step = (payload.parts[i].view(torch.float32).view(b, d).numpy() for i in (1, 2))
+            kernels.quantize_decode(self.bits)(payload.parts[0].numpy(), lo, step, out.numpy())
+            return out.view(shape)
         codes = unpack_codes(payload.parts[0], b * n * d, self.bits, ctx).view(b, n, d)
         lo = payload.parts[1].view(torch.float32).view(b, 1, d)
         step = payload.parts[2].view(torch.float32).view(b, 1, d)
@@ -86,6 +103,12 @@ class Quantize(Compressor):
 
 def _numpy_ok(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype == torch.float32
+
+
+def _fused_ok(g: torch.Tensor, bits: int) -> bool:
+    """Whether the compiled kernels take this (b, n, d) view: CPU float32, contiguous, and rows
+    that pack to whole bytes (d a multiple of 8/bits codes)."""
+    return _numpy_ok(g) and g.is_contiguous() and g.shape[-1] % (8 // bits) == 0
 
 
 def pack_codes(codes: torch.Tensor, bits: int, ctx: Context) -> torch.Tensor:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from basics.errors import ConfigError
+from harness.compressors import kernels
 from harness.compressors.base import Compressor, Context, as_3d, by_instance, check_rate, kept
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, decode_positions, encode_mask_positions, part_as, unpack_mask
@@ -95,13 +96,28 @@ class TopK(Compressor):
         mag_t, sel_t = ctx.empty((n,), flat.dtype, flat.device), ctx.empty((n,), flat.dtype, flat.device)
         f, m, mag, sel = flat.numpy(), mask.numpy(), mag_t.numpy(), sel_t.numpy()
         vals = values.numpy().reshape(rows, k)
+        compiled = slack = None
+        if flat.dtype == torch.float32 and n >= 16 * kernels.SAMPLE:  # the compiled selection (kernels.py)
+            compiled = kernels.top_row()
+            slack = ctx.empty((k + 1,), flat.dtype, flat.device).numpy()  # the compaction's spare slot
+            sample = ctx.empty((kernels.SAMPLE,), torch.int32, flat.device).numpy().view(np.uint32)
+            cand = ctx.empty((kernels.CANDIDATES,), torch.int32, flat.device).numpy().view(np.uint32)
+        flat_vals = values.numpy()
         for r in range(rows):
+            # the compaction writes one slot past the row's k: the next row's first, or the spare
+            dst = flat_vals[r * k : (r + 1) * k + 1] if r + 1 < rows else slack
+            if compiled is not None and compiled(f[r], k, m[r], dst, sample, cand):
+                if r + 1 == rows:
+                    vals[r] = slack[:k]
+                continue
             np.abs(f[r], out=mag)
             np.copyto(sel, mag)
             sel.partition(n - k)  # in place, in the second row buffer
             thr = sel[n - k]
             np.greater_equal(mag, thr, out=m[r])
             if np.count_nonzero(m[r]) != k:  # ties at the threshold: lowest positions first
+                if np.isnan(mag).any():  # no magnitude order to keep by (numpy failed obscurely here)
+                    raise ValueError(f"topk: instance {r} of the tensor holds NaN (has training diverged?)")
                 np.greater(mag, thr, out=m[r])
                 tied = np.flatnonzero(mag == thr)
                 m[r][tied[: k - np.count_nonzero(m[r])]] = True
@@ -121,14 +137,37 @@ class TopK(Compressor):
     def decodes_kept_exactly(self) -> bool:
         return True
 
+    def _bitmask(self, payload: Payload) -> np.ndarray | None:
+        """The payload's bitmask as (rows, n/8) bytes, where the compiled kernels read it: a
+        bitmask payload (not indices) of float32 values on the CPU, rows of whole bytes."""
+        dtype, shape, (mode, _) = read_shape(payload.header)
+        rows, n = self._rows(torch.empty(shape, dtype=dtype, device="meta")).shape
+        if mode != 0 or n % 8 or dtype != torch.float32 or payload.device.type != "cpu":
+            return None
+        return payload.parts[1].numpy().reshape(rows, n // 8)
+
+    def write_unkept(self, payload: Payload, v: torch.Tensor, out: torch.Tensor, ctx: Context) -> bool:
+        bits = self._bitmask(payload)
+        if bits is None or v.dtype != torch.float32 or not (v.is_contiguous() and out.is_contiguous()):
+            return False
+        kernels.unkept_rows()(bits, v.numpy().reshape(bits.shape[0], -1), out.numpy().reshape(bits.shape[0], -1))
+        return True
+
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
         _, shape, _, _, _, mask = self._mask(payload, ctx)
         return as_3d(mask.view(shape))
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
+        bits = self._bitmask(payload)
+        values = part_as(payload.parts[0], torch.float32) if bits is not None else None
+        if bits is not None and not values.requires_grad:  # from the bitmask, unpacked nowhere (kernels.py)
+            _, shape, _ = read_shape(payload.header)
+            out = ctx.empty((bits.shape[0], bits.shape[1] * 8), torch.float32, payload.device)
+            kernels.place_rows()(bits, values.numpy(), out.numpy())
+            return out.view(shape)
         dtype, shape, rows, n, k, mask = self._mask(payload, ctx)
-        out = ctx.zeros((rows, n), dtype, payload.device)
         values = part_as(payload.parts[0], dtype)
+        out = ctx.zeros((rows, n), dtype, payload.device)
         # values in row-major order of the mask = each row's kept positions in order
         if _numpy_ok(out) and mask.device.type == "cpu" and not values.requires_grad:
             np.place(out.numpy(), mask.numpy(), values.numpy())  # one pass, no index array (half the time)

@@ -11,8 +11,9 @@ the network and runs the stage worker. Copy-on-write keeps the import's pages sh
 Forking after ``import torch`` is safe only while the server has one thread: no OpenMP or
 intra-op pool may have started. Importing torch starts one unless ``OMP_NUM_THREADS=1`` (the
 launcher sets it for the server; each child then sets its own count, ``compute.threads``,
-with ``torch.set_num_threads``), the server runs no torch operation, and it starts no thread
-of its own. It checks ``/proc/self/task`` before every fork and refuses to fork with more
+with ``torch.set_num_threads``), the server's torch work is its rehearsal (one tiny training
+step, one message through the run's codecs) on that one thread, and it starts no thread of
+its own. It checks ``/proc/self/task`` before every fork and refuses to fork with more
 than one thread (a test checks it has one).
 
 Protocol (JSON lines): the server says ``{"ready": true}`` once imported and rehearsed (bounded
@@ -58,8 +59,10 @@ def threads() -> int:
 # ---------------------------------------------------------------- the server (one process per run)
 
 
-def serve_forever(module: str) -> None:
-    """``module``: the stage module the children run (its imports, and torch's, done here once)."""
+def serve_forever(module: str, codecs: str | None = None) -> None:
+    """``module``: the stage module the children run (its imports, and torch's, done here once);
+    ``codecs``: JSON ``{"fwd", "bwd", "shape"}``, the run's boundary codecs and message shape,
+    rehearsed here too (see :func:`_rehearse_codecs`)."""
     import gc
     import importlib
 
@@ -69,6 +72,8 @@ def serve_forever(module: str) -> None:
 
     importlib.import_module(module)
     _rehearse()
+    if codecs:
+        _rehearse_codecs(json.loads(codecs))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the launcher's to handle
     _die_with_parent()
     gc.freeze()  # imported objects move to a permanent generation: children's collections leave them be
@@ -131,6 +136,25 @@ def _rehearse() -> None:
     x = torch.zeros(1, 4, dtype=torch.long)
     lm_loss(stage(x), x).backward()
     optimizer_step(stage, opt, 0, spec, grad_sq_norm(stage))
+
+
+def _rehearse_codecs(run: dict) -> None:
+    """One forward and backward message through the run's codecs, at its boundary shape: what a
+    codec compiles or loads on first use (quantize's numba kernels: numba and LLVM, ~130 MiB)
+    is then shared by every stage instead of paid by each. Compiling starts no thread here
+    (one OpenMP thread, set by the launcher); the server checks that before each fork."""
+    import torch
+
+    from harness.compressors import Context, build
+    from harness.compressors.base import ForwardRecord
+
+    fwd, bwd = build(run["fwd"], "compression.fwd"), build(run["bwd"], "compression.bwd")
+    x = torch.randn(run["shape"], generator=torch.Generator().manual_seed(0))
+    fctx = Context(direction="forward")
+    p = fwd.encode(x, fctx)
+    fwd.decode(p, Context(direction="forward"))
+    bctx = Context(direction="backward", forward=ForwardRecord(fwd, p, fctx))
+    bwd.decode(bwd.encode(x, bctx), bctx)
 
 
 def _say(out: Any, msg: dict) -> None:
@@ -327,4 +351,4 @@ class ForkServer:
 
 
 if __name__ == "__main__":
-    serve_forever(sys.argv[1])
+    serve_forever(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

@@ -173,12 +173,25 @@ def _fork_server(run: CheckedRun, backend) -> ForkServer | None:
         return None
     # through harness.runtime.allocator: tcmalloc preloaded where the host has it, for every child
     argv = [sys.executable, "-m", "harness.runtime.allocator", "-m", "harness.runtime.forkserver", _stage_module(run)]
+    codecs = _codecs_to_rehearse(run)
+    if codecs:
+        argv.append(codecs)
     log.debug("fork server: %s", " ".join(argv))
     # one OpenMP thread while it imports: torch's import otherwise starts a thread pool, and a
     # process with threads must not fork (each child sets its own count: compute.threads)
     server = ForkServer(argv, {**_worker_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     backend.record.add_process(server.pid)
     return server
+
+
+def _codecs_to_rehearse(run: CheckedRun) -> str | None:
+    """The run's codecs and boundary shape for the fork server to rehearse (JSON), or None
+    where a codec is given as an object (no spec to rebuild it from)."""
+    c = run.spec.compression
+    try:
+        return json.dumps({"fwd": c.fwd, "bwd": c.bwd, "shape": list(run.boundary_shape)})
+    except TypeError:
+        return None
 
 
 def _start_stage(
