@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+import harness.compressors.kernels as kernels  # not `from harness.compressors import`: a cycle
 from basics.errors import ConfigError
-from harness.compressors import kernels
 from harness.compressors.base import Compressor, Context, as_3d, by_instance
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, pack_uint, unpack_uint

@@ -185,13 +185,21 @@ def _fork_server(run: CheckedRun, backend) -> ForkServer | None:
 
 
 def _codecs_to_rehearse(run: CheckedRun) -> str | None:
-    """The run's codecs and boundary shape for the fork server to rehearse (JSON), or None
-    where a codec is given as an object (no spec to rebuild it from)."""
+    """The run's codecs and boundary shape for the fork server to rehearse (JSON), where both
+    are pipenem's own: a plug-in's module is not imported, nor its code run, outside its stages."""
+    from harness.compressors.registry import BUILTINS
+
+    own = {cls.name for cls in BUILTINS}
+
+    def builtin(spec) -> bool:
+        if isinstance(spec, str):
+            return spec in own
+        return isinstance(spec, dict) and spec.get("name") in own and builtin(spec.get("inner", "none"))
+
     c = run.spec.compression
-    try:
-        return json.dumps({"fwd": c.fwd, "bwd": c.bwd, "shape": list(run.boundary_shape)})
-    except TypeError:
+    if not (builtin(c.fwd) and builtin(c.bwd)):
         return None
+    return json.dumps({"fwd": c.fwd, "bwd": c.bwd, "shape": list(run.boundary_shape)})
 
 
 def _start_stage(
