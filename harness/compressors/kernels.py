@@ -1,16 +1,21 @@
 """Compiled CPU kernels for codec hot paths (numba), where numpy needs one pass per operation.
 
 Quantization in numpy took six passes over the tensor (subtract, scale, round, clip, cast,
-pack) and its decode four: 6-11× the memory floor. One fused loop per direction runs at
-1.7-2× (``benchmarks/compressors.py``). The kernels give the same bytes and values as the
-torch/numpy path they replace (IEEE float32 arithmetic, ``rint`` = round half to even;
-decode's ``lo + code·step`` fused into one FMA as ``torch.addcmul`` computes it), which
-``tests/test_kernels.py`` checks bit for bit. One stated exception: a column whose minimum
-is a zero held with both signs gets the sign of its first zero as offset (torch's min does
-not say which it returns); the codes and every decoded value are the same either way.
+pack) and its decode four: 6-11× the memory floor; one fused loop per direction runs at
+~2.2×. TopK's exact selection (a sampled bracket, one counting pass, a quickselect among
+the few entries left) and its decode from the bitmask run at ~8× where numpy's partition,
+compress and place ran at 13-15×; error feedback's carried error over TopK's bitmask is one
+branch-free pass (``benchmarks/compressors.py``; the README says what bounds each).
+
+The kernels give the same bytes and values as the torch/numpy path they replace (IEEE
+float32 arithmetic, ``rint`` = round half to even; decode's ``lo + code·step`` fused into
+one FMA as ``torch.addcmul`` computes it), which ``tests/test_kernels.py`` checks bit for
+bit. One stated exception: a column whose minimum is a zero held with both signs gets the
+sign of its first zero as offset (torch's min does not say which it returns); the codes and
+every decoded value are the same either way.
 
 numba is imported and a kernel compiled on first use (~0.5 s; ``cache=True`` keeps the
-machine code on disk for the next process), so a run that never quantizes on the CPU pays
+machine code on disk for the next process), so a run that takes no compiled path pays
 nothing. Kernels release the GIL (``nogil``) and start no threads (no ``parallel``): a stage
 worker forked from the fork server after a kernel was compiled inherits it.
 """
