@@ -75,7 +75,7 @@ class Quantize(Compressor):
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
         b, n, d = fold(shape)
-        if dtype == torch.float32 and payload.device.type == "cpu" and d % (8 // self.bits) == 0:
+        if dtype == torch.float32 and payload.device.type == "cpu" and _whole_bytes(d, self.bits):
             out = ctx.empty((b, n, d), dtype, payload.device)
             lo, step = (payload.parts[i].view(torch.float32).view(b, d).numpy() for i in (1, 2))
             kernels.quantize_decode(self.bits)(payload.parts[0].numpy(), lo, step, out.numpy())
@@ -108,7 +108,12 @@ def _numpy_ok(t: torch.Tensor) -> bool:
 def _fused_ok(g: torch.Tensor, bits: int) -> bool:
     """Whether the compiled kernels take this (b, n, d) view: CPU float32, contiguous, and rows
     that pack to whole bytes (d a multiple of 8/bits codes)."""
-    return _numpy_ok(g) and g.is_contiguous() and g.shape[-1] % (8 // bits) == 0
+    return _numpy_ok(g) and g.is_contiguous() and _whole_bytes(g.shape[-1], bits)
+
+
+def _whole_bytes(d: int, bits: int) -> bool:
+    """Whether a row of d codes packs to whole bytes (what the kernels' row layout needs)."""
+    return d % (8 // bits) == 0
 
 
 def pack_codes(codes: torch.Tensor, bits: int, ctx: Context) -> torch.Tensor:

@@ -124,9 +124,14 @@ class TopK(Compressor):
             np.compress(m[r], f[r], out=vals[r])
         return mask
 
-    def _mask(self, payload: Payload, ctx: Context) -> tuple[torch.dtype, tuple, int, int, int, torch.Tensor]:
+    def _layout(self, payload: Payload) -> tuple[torch.dtype, tuple, int, int, int, int]:
+        """(dtype, shape, positions mode, k, rows, n) of a payload, from its header."""
         dtype, shape, (mode, k) = read_shape(payload.header)
         rows, n = self._rows(torch.empty(shape, dtype=dtype, device="meta")).shape
+        return dtype, shape, mode, k, rows, n
+
+    def _mask(self, payload: Payload, ctx: Context) -> tuple[torch.dtype, tuple, int, int, int, torch.Tensor]:
+        dtype, shape, mode, k, rows, n = self._layout(payload)
         if mode == 0:
             mask = unpack_mask(payload.parts[1], rows, n)
         else:
@@ -140,8 +145,7 @@ class TopK(Compressor):
     def _bitmask(self, payload: Payload) -> np.ndarray | None:
         """The payload's bitmask as (rows, n/8) bytes, where the compiled kernels read it: a
         bitmask payload (not indices) of float32 values on the CPU, rows of whole bytes."""
-        dtype, shape, (mode, _) = read_shape(payload.header)
-        rows, n = self._rows(torch.empty(shape, dtype=dtype, device="meta")).shape
+        dtype, _, mode, _, rows, n = self._layout(payload)
         if mode != 0 or n % 8 or dtype != torch.float32 or payload.device.type != "cpu":
             return None
         return payload.parts[1].numpy().reshape(rows, n // 8)
@@ -161,10 +165,9 @@ class TopK(Compressor):
         bits = self._bitmask(payload)
         values = part_as(payload.parts[0], torch.float32) if bits is not None else None
         if bits is not None and not values.requires_grad:  # from the bitmask, unpacked nowhere (kernels.py)
-            _, shape, _ = read_shape(payload.header)
             out = ctx.empty((bits.shape[0], bits.shape[1] * 8), torch.float32, payload.device)
             kernels.place_rows()(bits, values.numpy(), out.numpy())
-            return out.view(shape)
+            return out.view(read_shape(payload.header)[1])
         dtype, shape, rows, n, k, mask = self._mask(payload, ctx)
         values = part_as(payload.parts[0], dtype)
         out = ctx.zeros((rows, n), dtype, payload.device)
