@@ -163,3 +163,42 @@ def test_ef_over_topk_carries_the_error_from_the_bitmask_as_torch_where_would() 
     # indices instead of a bitmask (rate 0.999: fewer bits that way): no compiled path, said so
     p = build({"name": "topk", "rate": 0.999}).encode(x, Context(step=0, state={}))
     assert not c.write_unkept(p, x, e, Context(step=0, state={}))
+
+
+_TOPK_DIGESTS = (
+    "import hashlib, json, torch\n"
+    "from harness.compressors import Context, build, simd\n"
+    "from tests.test_kernels import _topk_inputs\n"
+    "out = {'avx2': simd.AVX2}\n"
+    "for name in ('normal', 'some_ties', 'zeros'):\n"
+    "    for rate in (0.9, 0.5):\n"
+    "        c = build({'name': 'topk', 'rate': rate})\n"
+    "        p = c.encode(_topk_inputs()[name], Context(step=0, state={}))\n"
+    "        y = c.decode(p, Context(step=0, state={}))\n"
+    "        h = hashlib.sha256()\n"
+    "        for t in (*p.parts, y):\n"
+    "            h.update(t.contiguous().view(torch.uint8).numpy().tobytes())\n"
+    "        out[f'{name}@{rate}'] = h.hexdigest()\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def test_topk_kernels_give_the_same_bytes_with_the_generic_permutation(tmp_path) -> None:
+    """simd.py permutes a block's lanes with AVX2's vpermd where the host has it, else with
+    generic lane extracts: both give the same payloads and decodes (compared in two processes,
+    each with its own numba cache, since the choice is compiled in)."""
+    runs = {}
+    for mode in ("host", "generic"):
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / mode), "OMP_NUM_THREADS": "1"}
+        if mode == "generic":
+            env["PIPENEM_CODEC_SIMD"] = "generic"
+        else:
+            env.pop("PIPENEM_CODEC_SIMD", None)
+        out = subprocess.run(
+            [sys.executable, "-c", _TOPK_DIGESTS], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+        )
+        assert out.returncode == 0, out.stderr
+        runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs["generic"].pop("avx2") is False
+    runs["host"].pop("avx2")
+    assert runs["host"] == runs["generic"]

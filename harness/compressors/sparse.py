@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import torch
 
@@ -9,12 +11,24 @@ import harness.compressors.kernels as kernels  # not `from harness.compressors i
 from basics.errors import ConfigError
 from harness.compressors.base import Compressor, Context, as_3d, by_instance, check_rate, kept
 from harness.compressors.shapes import fold, read_shape, shape_header
-from harness.compressors.wire import Payload, decode_positions, encode_mask_positions, part_as, unpack_mask
+from harness.compressors.wire import (
+    Payload,
+    decode_positions,
+    encode_bits_positions,
+    encode_mask_positions,
+    part_as,
+    unpack_mask,
+)
 
 
 def _numpy_ok(t: torch.Tensor) -> bool:
     """CPU tensors numpy can view (not bfloat16): its selection and compaction are single passes."""
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
+
+
+def _compiled(t: torch.Tensor) -> bool:
+    """Large float32 CPU tensors, which the compiled row-by-row kernels take (kernels.py)."""
+    return t.dtype == torch.float32 and t.is_contiguous() and by_instance(t)
 
 
 class TopK(Compressor):
@@ -48,15 +62,18 @@ class TopK(Compressor):
         flat = self._rows(x)
         rows, n = flat.shape
         k = kept(self._rate, n)
-        values = ctx.empty((rows * k,), flat.dtype, flat.device)
         if _numpy_ok(flat) and by_instance(flat) and rows > 1:
-            mask = self._select_rows(flat, k, ctx, values)
+            # 8 spare slots past the values: the compiled compaction stores 8 lanes at a time
+            spare = ctx.empty((rows * k + 8,), flat.dtype, flat.device)
+            values = spare[: rows * k]
+            pos, mode = encode_bits_positions(self._select_rows(flat, k, ctx, spare), n, k)
+            return Payload([values, pos], shape_header(x) + (mode, k))
+        values = ctx.empty((rows * k,), flat.dtype, flat.device)
+        mask = self.top_mask(flat, k, ctx)
+        if _numpy_ok(flat):  # numpy's compress: one pass, into the boundary's buffer
+            np.compress(mask.numpy().reshape(-1), flat.numpy().reshape(-1), out=values.numpy())
         else:
-            mask = self.top_mask(flat, k, ctx)
-            if _numpy_ok(flat):  # numpy's compress: one pass, into the boundary's buffer
-                np.compress(mask.numpy().reshape(-1), flat.numpy().reshape(-1), out=values.numpy())
-            else:
-                values.copy_(flat.masked_select(mask))
+            values.copy_(flat.masked_select(mask))
         pos, mode = encode_mask_positions(mask, k)
         return Payload([values, pos], shape_header(x) + (mode, k))
 
@@ -87,42 +104,40 @@ class TopK(Compressor):
         return mask
 
     @staticmethod
-    def _select_rows(flat: torch.Tensor, k: int, ctx: Context, values: torch.Tensor) -> torch.Tensor:
-        """:meth:`top_mask` and the kept values, row by row (large CPU tensors): a row's
-        magnitudes, selection, mask and kept values while the row is in cache, where the
-        vectorised path writes a tensor-sized |x| and reads it back. The same mask and values."""
+    def _select_rows(flat: torch.Tensor, k: int, ctx: Context, spare: torch.Tensor) -> torch.Tensor:
+        """:meth:`top_mask` and the kept values, row by row (large CPU tensors), as the payload
+        holds them: each row's mask packed to bytes (little-endian bits, ⌈n/8⌉ a row) and its k
+        values in position order, written into ``spare`` (rows·k values + 8 spare slots). Float32
+        rows go to the compiled selection (kernels.py); the rows it declines (ties past the
+        threshold, a NaN, a missed bracket) and other dtypes take numpy's: a row's magnitudes,
+        selection, mask and kept values while the row is in cache. The same bytes either way."""
         rows, n = flat.shape
-        mask = ctx.empty(flat.shape, torch.bool, flat.device)
+        bits_t = ctx.empty((rows, (n + 7) // 8), torch.uint8, flat.device)
+        f, bits, vals = flat.numpy(), bits_t.numpy(), spare[: rows * k].numpy().reshape(rows, k)
+        done = np.zeros(rows, dtype=bool)
+        if flat.dtype == torch.float32 and n % 8 == 0 and n >= 16 * kernels.SAMPLE:
+            scratch = ctx.empty((n + 8 + kernels.SAMPLE,), torch.int32, flat.device).numpy().view(np.uint32)
+            hist = ctx.empty((kernels.HIST,), torch.int64, flat.device).numpy()
+            kernels.top_rows()(f, k, bits, spare.numpy(), done, scratch[n + 8 :], scratch[: n + 8], hist)
+        if done.all():
+            return bits_t
         mag_t, sel_t = ctx.empty((n,), flat.dtype, flat.device), ctx.empty((n,), flat.dtype, flat.device)
-        f, m, mag, sel = flat.numpy(), mask.numpy(), mag_t.numpy(), sel_t.numpy()
-        vals = values.numpy().reshape(rows, k)
-        compiled = slack = None
-        if flat.dtype == torch.float32 and n >= 16 * kernels.SAMPLE:  # the compiled selection (kernels.py)
-            compiled = kernels.top_row()
-            slack = ctx.empty((k + 1,), flat.dtype, flat.device).numpy()  # the compaction's spare slot
-            sample = ctx.empty((kernels.SAMPLE,), torch.int32, flat.device).numpy().view(np.uint32)
-            cand = ctx.empty((kernels.CANDIDATES,), torch.int32, flat.device).numpy().view(np.uint32)
-        flat_vals = values.numpy()
-        for r in range(rows):
-            # the compaction writes one slot past the row's k: the next row's first, or the spare
-            dst = flat_vals[r * k : (r + 1) * k + 1] if r + 1 < rows else slack
-            if compiled is not None and compiled(f[r], k, m[r], dst, sample, cand):
-                if r + 1 == rows:
-                    vals[r] = slack[:k]
-                continue
+        mag, sel, m = mag_t.numpy(), sel_t.numpy(), ctx.empty((n,), torch.bool, flat.device).numpy()
+        for r in np.flatnonzero(~done):
             np.abs(f[r], out=mag)
             np.copyto(sel, mag)
             sel.partition(n - k)  # in place, in the second row buffer
             thr = sel[n - k]
-            np.greater_equal(mag, thr, out=m[r])
-            if np.count_nonzero(m[r]) != k:  # ties at the threshold: lowest positions first
+            np.greater_equal(mag, thr, out=m)
+            if np.count_nonzero(m) != k:  # ties at the threshold: lowest positions first
                 if np.isnan(mag).any():  # no magnitude order to keep by (numpy failed obscurely here)
                     raise ValueError(f"topk: instance {r} of the tensor holds NaN (has training diverged?)")
-                np.greater(mag, thr, out=m[r])
+                np.greater(mag, thr, out=m)
                 tied = np.flatnonzero(mag == thr)
-                m[r][tied[: k - np.count_nonzero(m[r])]] = True
-            np.compress(m[r], f[r], out=vals[r])
-        return mask
+                m[tied[: k - np.count_nonzero(m)]] = True
+            np.compress(m, f[r], out=vals[r])
+            bits[r] = np.packbits(m, bitorder="little")
+        return bits_t
 
     def _layout(self, payload: Payload) -> tuple[torch.dtype, tuple, int, int, int, int]:
         """(dtype, shape, positions mode, k, rows, n) of a payload, from its header."""
@@ -179,6 +194,36 @@ class TopK(Compressor):
         return out.view(shape)
 
 
+RANDPERM_32BIT = (1 << 32) // 20  # torch.randperm (CPU) shuffles with 32-bit draws below this n
+
+
+@cache
+def _randperm_is_fisher_yates() -> bool:
+    """Whether this torch's ``randperm`` is the forward Fisher–Yates over its generator's
+    32-bit Mersenne Twister draws that :func:`randperm_prefix` reproduces (checked once)."""
+    g = torch.Generator().manual_seed(0x5EED_0123_4567)
+    want = torch.randperm(1000, generator=g)[:100].sort().values
+    return torch.equal(randperm_prefix(g.manual_seed(0x5EED_0123_4567), 1000, 100, Context(), check=False), want)
+
+
+def randperm_prefix(g: torch.Generator, n: int, k: int, ctx: Context, *, check: bool = True) -> torch.Tensor:
+    """``torch.randperm(n, generator=g)[:k].sort().values`` (int64), without shuffling all n:
+    torch's CPU randperm swaps entry i with entry i + draw mod (n − i) for i = 0 … n − 2, draws
+    being its Mersenne Twister's 32-bit outputs (seeded with the low 32 bits of the seed, as
+    numpy's legacy ``RandomState`` seeds the same generator), so entry i is final after step i
+    and k steps give the first k (1.2 ms where randperm took 5-13 ms at n = 524,288). Where this
+    torch shuffles otherwise (checked once against ``torch.randperm``) or n is past the 32-bit
+    branch, torch's randperm itself. Same positions either way."""
+    if check and not (k < n < RANDPERM_32BIT and _randperm_is_fisher_yates()):
+        return torch.randperm(n, generator=g)[:k].sort().values
+    draws = np.random.RandomState(g.initial_seed() & 0xFFFF_FFFF).randint(0, 1 << 32, size=k, dtype=np.uint32)
+    pos = ctx.empty((k,), torch.int64, torch.device("cpu"))
+    order = ctx.empty((n,), torch.int32, torch.device("cpu"))
+    kept_at = ctx.empty((n,), torch.bool, torch.device("cpu"))
+    kernels.permutation_prefix()(draws, order.numpy(), kept_at.numpy(), pos.numpy())
+    return pos
+
+
 class RandK(Compressor):
     """Keep ⌈(1−x)·N⌉ positions drawn from a seed both sides share: only values are sent.
 
@@ -203,7 +248,7 @@ class RandK(Compressor):
         if cached is not None and cached[0] == (ctx.step, n, k, str(device)):
             return cached[1]
         # drawn on the CPU (seeded, identical on every device and on both ends), then moved
-        pos = torch.randperm(n, generator=ctx.generator(salt=1))[:k].sort().values.to(device)
+        pos = randperm_prefix(ctx.generator(salt=1), n, k, ctx).to(device)
         ctx.state["_positions"] = ((ctx.step, n, k, str(device)), pos)
         return pos
 
@@ -211,7 +256,11 @@ class RandK(Compressor):
         flat = x.detach().reshape(-1, x.shape[-2] * x.shape[-1]) if x.dim() >= 3 else x.detach().reshape(1, -1)
         k = kept(self._rate, flat.shape[1])
         vals = ctx.empty((flat.shape[0], k), flat.dtype, flat.device)
-        torch.index_select(flat, 1, self._positions(ctx, flat.shape[1], k, flat.device), out=vals)
+        pos = self._positions(ctx, flat.shape[1], k, flat.device)
+        if _compiled(flat):  # row by row, compiled (one instance whose rows keep the same positions)
+            kernels.gather_columns()(flat.numpy()[None], pos.numpy()[None], vals.numpy()[None])
+        else:
+            torch.index_select(flat, 1, pos, out=vals)
         return Payload([vals.view(-1)], shape_header(x) + (k,))
 
     def decodes_kept_exactly(self) -> bool:
@@ -239,6 +288,11 @@ class RandK(Compressor):
         rows = int(torch.Size(shape).numel()) // n
         vals = part_as(payload.parts[0], dtype).view(rows, k)
         pos = self._positions(ctx, n, k, payload.device)
+        if _compiled(vals) and not self.scale and not (vals.requires_grad and torch.is_grad_enabled()):
+            # row by row, compiled: a row's zeros are still in cache when its kept values land
+            out = ctx.empty((rows, n), dtype, payload.device)
+            kernels.scatter_columns()(vals.numpy()[None], pos.numpy()[None], out.numpy()[None])
+            return out.view(shape)
         if _numpy_ok(vals) and by_instance(vals) and not (vals.requires_grad and torch.is_grad_enabled()):
             # row by row: a row's zeros are still in cache when its kept values land
             out = ctx.empty((rows, n), dtype, payload.device)

@@ -6,9 +6,9 @@ norm and sends their values and indices; ``row`` does the same over the n tokens
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+import harness.compressors.kernels as kernels  # not `from harness.compressors import`: a cycle
 from harness.compressors.base import Compressor, Context, as_3d, by_instance, check_rate, kept
 from harness.compressors.shapes import fold, read_shape, shape_header
 from harness.compressors.wire import Payload, decode_positions, encode_positions, part_as
@@ -36,18 +36,20 @@ def squared_norms(g: torch.Tensor, axis: int, ctx: Context | None = None) -> tor
 
 def _columns_in_cache(g: torch.Tensor, k: int, vals: torch.Tensor) -> torch.Tensor:
     """Each (n×d) fp32 instance's k columns of largest ℓ2 norm, their values copied into
-    ``vals`` (b, n, k): (b, k) sorted indices. Instance by instance, so the gather reads what
-    the norms just brought into cache: the tensor crosses memory once. (numpy's einsum sums the
-    squares in another order than :func:`squared_norms`; a choice can differ only between
-    columns whose squared norms agree to within fp32 rounding.)"""
+    ``vals`` (b, n, k): (b, k) sorted indices. Instance by instance (compiled kernels), so the
+    gather reads what the norms just brought into cache: the tensor crosses memory once. (The
+    norms are summed row after row, as numpy's einsum sums them, in another order than
+    :func:`squared_norms`: a choice can differ only between columns whose squared norms agree to
+    within fp32 rounding.)"""
     b, _, d = g.shape
     norms = torch.empty(b, d, device=g.device)
     idx = torch.empty(b, k, dtype=torch.long, device=g.device)
-    gn, nn = g.numpy(), norms.numpy()
+    gn, nn, xn, vn = g.numpy(), norms.numpy(), idx.numpy(), vals.numpy()
+    column_norms, gather = kernels.column_norms(), kernels.gather_columns()
     for i in range(b):
-        np.einsum("nd,nd->d", gn[i], gn[i], out=nn[i])
+        column_norms(gn[i], nn[i])
         idx[i] = norms[i].topk(k, sorted=False).indices.sort().values
-        torch.index_select(g[i], 1, idx[i], out=vals[i])
+        gather(gn[i : i + 1], xn[i : i + 1], vn[i : i + 1])
     return idx
 
 
@@ -95,9 +97,12 @@ class _AxisMask(Compressor):
         dtype, shape, (b, n, d), k, idx = self._kept(payload)
         vals = part_as(payload.parts[0], dtype)
         if by_instance(vals) and not (vals.requires_grad and torch.is_grad_enabled()):
-            # instance by instance: its zeros are still in cache when its kept columns (rows) land
             out = ctx.empty((b, n, d), dtype, payload.device)
             v = vals.view((b, n, k) if self.axis == 2 else (b, k, d))
+            if self.axis == 2 and dtype == torch.float32:  # row by row, compiled: zeros and values in cache
+                kernels.scatter_columns()(v.numpy(), idx.numpy(), out.numpy())
+                return out.view(shape)
+            # instance by instance: its zeros are still in cache when its kept columns (rows) land
             for i in range(b):  # columns: a scatter (faster here than index_copy); rows: whole-row copies
                 if self.axis == 2:
                     out[i].zero_().scatter_(1, idx[i].expand(n, k), v[i])

@@ -248,6 +248,15 @@ def encode_mask_positions(mask: torch.Tensor, k: int) -> tuple[torch.Tensor, int
     return pack_uint(idx, index_width(n)), 1
 
 
+def encode_bits_positions(bits: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, int]:
+    """:func:`encode_positions` from the kept mask already packed, a row (k kept) to ⌈n/8⌉
+    bytes as :func:`pack_mask` packs it: those bytes, or the packed indices where cheaper."""
+    rows = bits.shape[0]
+    if rows * ((n + 7) // 8) <= (rows * k * index_width(n) + 7) // 8:
+        return bits.view(-1), 0
+    return encode_mask_positions(unpack_mask(bits.view(-1), rows, n), k)
+
+
 def decode_positions(data: torch.Tensor, mode: int, rows: int, k: int, n: int) -> torch.Tensor:
     """Inverse of :func:`encode_positions`: (rows, k) sorted indices."""
     if mode == 0:
