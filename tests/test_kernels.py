@@ -202,3 +202,59 @@ def test_topk_kernels_give_the_same_bytes_with_the_generic_permutation(tmp_path)
     assert runs["generic"].pop("avx2") is False
     runs["host"].pop("avx2")
     assert runs["host"] == runs["generic"]
+
+
+@pytest.mark.parametrize("name", ["normal", "ties", "zeros"])
+def test_ef_over_topk_in_one_pass_carries_the_three_steps_bits(name: str, monkeypatch) -> None:
+    """ef(topk)'s fused path (topk_kernels.top_rows_carrying: x + e, selection and carried
+    error row by row; rows the kernel declines by numpy) against ef's three steps (add, encode,
+    error from the bitmask), over four steps: the same payloads and carried errors, bit for bit."""
+    from harness.compressors.sparse import TopK
+
+    g = torch.Generator().manual_seed(5)
+    xs = [_topk_inputs()[name] * (1 + s) + torch.randn(4, 512, 512, generator=g) * (name != "ties") for s in range(4)]
+    runs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(TopK, "encode_with_error", lambda *a, **k: None)
+        c, state, got = build({"name": "ef", "inner": {"name": "topk", "rate": 0.9}}), {}, []
+        for step, x in enumerate(xs):
+            p = c.encode(x, Context(step=step, state=state))
+            got.append([_as_bytes(t).clone() for t in (*p.parts, state["e"])])
+        runs.append(got)
+    for a, b in zip(*runs, strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("n,k", [(10, 3), (2048, 205), (524288, 52429)])
+def test_randk_positions_are_torch_randperms_first_k_sorted(n: int, k: int) -> None:
+    """randk's positions come from torch.randperm's first k Fisher–Yates steps, not a whole
+    shuffle (sparse.randperm_prefix): the same positions as randperm(n)[:k], sorted."""
+    from harness.compressors.sparse import _randperm_is_fisher_yates, randperm_prefix
+
+    assert _randperm_is_fisher_yates()  # else randperm_prefix falls back to randperm itself
+    for step in range(3):
+        ctx = Context(boundary=1, step=step, seed=4)
+        want = torch.randperm(n, generator=ctx.generator(salt=1))[:k].sort().values
+        assert torch.equal(randperm_prefix(ctx.generator(salt=1), n, k, ctx), want)
+
+
+def test_ef21_over_topk_updates_its_estimates_from_the_bitmask_as_decode_and_add_would(monkeypatch) -> None:
+    """EF21's g += D(c) straight from topk's bitmask (TopK.decode_add, on both ends) against
+    decoding and adding, over four steps: the same payloads, estimates and outputs, bit for bit."""
+    from harness.compressors.sparse import TopK
+
+    g = torch.Generator().manual_seed(6)
+    xs = [_topk_inputs()["zeros"] + torch.randn(4, 512, 512, generator=g) * s for s in range(4)]
+    runs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(TopK, "decode_add", lambda *a, **k: False)
+        c, send, recv, got = build({"name": "ef21", "inner": {"name": "topk", "rate": 0.9}}), {}, {}, []
+        for step, x in enumerate(xs):
+            p = c.encode(x, Context(step=step, state=send))
+            y = c.decode(p, Context(step=step, state=recv))
+            got.append([_as_bytes(t).clone() for t in (*p.parts, send["g"], recv["g"], y)])
+        runs.append(got)
+    for a, b in zip(*runs, strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))

@@ -129,6 +129,20 @@ class Compressor(ABC):
         :meth:`kept_mask`."""
         return False
 
+    def encode_with_error(self, x: torch.Tensor, e: torch.Tensor, carried: bool, ctx: Context) -> Payload | None:
+        """Error feedback in one go, for compressors that can: encode v = x + e (v = x where
+        not ``carried``: the first step) and overwrite ``e`` (x's shape, contiguous) with what the
+        payload leaves out, v where nothing was kept and +0 where kept: the same payload and bits
+        as the three steps :class:`~harness.compressors.feedback.ErrorFeedback` takes otherwise.
+        None (``e`` untouched) where the compressor has no such path."""
+        return None
+
+    def decode_add(self, payload: Payload, out: torch.Tensor, ctx: Context) -> bool:
+        """``out += decode(payload)`` in place, without making the decoded tensor, where the
+        compressor can (EF21's estimate update; the same bits as ``out.add_(decode(...))``).
+        False (out untouched) where it cannot: the caller decodes and adds."""
+        return False
+
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor | None:
         """For masking compressors: a bool tensor broadcastable to the input's (b, n, d) view
         (:func:`as_3d`), True where an entry was kept, rebuilt from the payload and ctx alone

@@ -62,7 +62,14 @@ class ErrorFeedback(_Wrapper):
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         e = ctx.state.get("e")
-        if e is not None and e.shape == x.shape:
+        carried = e is not None and e.shape == x.shape
+        if x.is_contiguous() and self.inner.decodes_kept_exactly():  # the inner's fused path (topk's rows)
+            out = e if carried else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            p = self.inner.encode_with_error(x.detach(), out, carried, _sub(ctx, "inner"))
+            if p is not None:
+                ctx.state["e"] = out
+                return p
+        if carried:
             v = torch.add(x.detach(), e, out=ctx.empty(x.shape, x.dtype, x.device))
         else:
             v, e = x.detach(), None
@@ -100,11 +107,18 @@ class EF21(_Wrapper):
         g = self._estimate(ctx, tuple(x.shape), x.dtype, x.device)
         diff = torch.sub(x.detach(), g, out=ctx.empty(x.shape, x.dtype, x.device))
         p = self.inner.encode(diff, _sub(ctx, "inner"))
-        ctx.state["g"] = g.add_(self.inner.decode(p, _sub(ctx, "inner_mirror")))  # the estimate, in place
+        ctx.state["g"] = self._update(g, p, _sub(ctx, "inner_mirror"))
         return p
+
+    def _update(self, g: torch.Tensor, payload: Payload, ctx: Context) -> torch.Tensor:
+        """g += D(c), in place: straight from the payload where the inner compressor can (topk's
+        bitmask), else by decoding it."""
+        if not self.inner.decode_add(payload, g, ctx):
+            g.add_(self.inner.decode(payload, ctx))
+        return g
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
-        g = self._estimate(ctx, shape, dtype, payload.device).add_(self.inner.decode(payload, _sub(ctx, "inner")))
+        g = self._update(self._estimate(ctx, shape, dtype, payload.device), payload, _sub(ctx, "inner"))
         ctx.state["g"] = g
         return ctx.empty(shape, dtype, payload.device).copy_(g)

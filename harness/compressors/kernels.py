@@ -154,10 +154,22 @@ def top_rows() -> Callable:
     return topk_kernels.top_rows
 
 
+def top_rows_carrying() -> Callable:
+    from harness.compressors import topk_kernels
+
+    return topk_kernels.top_rows_carrying
+
+
 def place_rows() -> Callable:
     from harness.compressors import topk_kernels
 
     return topk_kernels.place_rows
+
+
+def place_add_rows() -> Callable:
+    from harness.compressors import topk_kernels
+
+    return topk_kernels.place_add_rows
 
 
 def unkept_rows() -> Callable:

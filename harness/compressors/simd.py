@@ -9,7 +9,7 @@ memory floor). Here each is a handful of vector instructions per 8 entries:
 - :func:`mask_ge8` / :func:`mask_in8`: compare 8 magnitudes (the fp32 bits without the sign,
   ordered as the magnitudes are) with a threshold, the vector of booleans bitcast to one byte
   (``vmovmskps`` on x86): generic LLVM IR, any target.
-- :func:`compress8` / :func:`expand8`: a permutation of the 8 lanes chosen by that byte from
+- :func:`compress8` / :func:`expand8` (:func:`expand_add8`): a permutation of the 8 lanes chosen by that byte from
   a 256-entry table (:data:`COMPRESS`, :data:`EXPAND`). With AVX2 it is one ``vpermd``;
   elsewhere the same permutation as 8 lane extracts (generic IR, slower, the same result).
   ``compress8`` stores all 8 lanes (the kept ones first): the destination needs 7 spare slots.
@@ -31,6 +31,7 @@ from numba.extending import intrinsic
 
 _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _V8 = ir.VectorType(_I32, 8)
+_F8 = ir.VectorType(ir.FloatType(), 8)
 ABS = 0x7FFFFFFF  # an fp32's bits without its sign
 
 
@@ -150,6 +151,26 @@ def expand8(typingctx, vals, j, m, table, out, i):
             _block(context, builder, sig.args[4], o, oi),
             align=4,
         )
+        return context.get_dummy_value()
+
+    return types.void(vals, j, m, table, out, i), codegen
+
+
+@intrinsic
+def expand_add8(typingctx, vals, j, m, table, out, i):
+    """:func:`expand8` added to what out[i : i + 8] holds (fp32 lanes: +0 where bit q is clear,
+    so out + that is what adding the decoded tensor gives, -0 turning +0 included)."""
+
+    def codegen(context, builder, sig, args):
+        v_, vj, mm, tb, o, oi = args
+        v = builder.load(_block(context, builder, sig.args[0], v_, vj), align=4)
+        placed = _permute(builder, v, _table_row(context, builder, sig.args[3], tb, mm))
+        bits = builder.and_(_splat(builder, mm), ir.Constant(_V8, [1 << q for q in range(8)]))
+        set_ = builder.icmp_unsigned("!=", bits, ir.Constant(_V8, [0] * 8))
+        add = builder.bitcast(builder.select(set_, placed, ir.Constant(_V8, [0] * 8)), _F8)
+        ptr = _block(context, builder, sig.args[4], o, oi)
+        total = builder.fadd(builder.bitcast(builder.load(ptr, align=4), _F8), add)
+        builder.store(builder.bitcast(total, _V8), ptr, align=4)
         return context.get_dummy_value()
 
     return types.void(vals, j, m, table, out, i), codegen

@@ -26,6 +26,12 @@ def _numpy_ok(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
 
 
+def _selects_compiled(n: int) -> bool:
+    """Whether rows of n entries take topk's compiled selection (whole bitmask bytes, and long
+    enough for its sample)."""
+    return n % 8 == 0 and n >= 16 * kernels.SAMPLE
+
+
 def _compiled(t: torch.Tensor) -> bool:
     """Large float32 CPU tensors, which the compiled row-by-row kernels take (kernels.py)."""
     return t.dtype == torch.float32 and t.is_contiguous() and by_instance(t)
@@ -63,11 +69,7 @@ class TopK(Compressor):
         rows, n = flat.shape
         k = kept(self._rate, n)
         if _numpy_ok(flat) and by_instance(flat) and rows > 1:
-            # 8 spare slots past the values: the compiled compaction stores 8 lanes at a time
-            spare = ctx.empty((rows * k + 8,), flat.dtype, flat.device)
-            values = spare[: rows * k]
-            pos, mode = encode_bits_positions(self._select_rows(flat, k, ctx, spare), n, k)
-            return Payload([values, pos], shape_header(x) + (mode, k))
+            return self._encode_rows(x, flat, k, ctx)
         values = ctx.empty((rows * k,), flat.dtype, flat.device)
         mask = self.top_mask(flat, k, ctx)
         if _numpy_ok(flat):  # numpy's compress: one pass, into the boundary's buffer
@@ -76,6 +78,23 @@ class TopK(Compressor):
             values.copy_(flat.masked_select(mask))
         pos, mode = encode_mask_positions(mask, k)
         return Payload([values, pos], shape_header(x) + (mode, k))
+
+    def _encode_rows(
+        self, x: torch.Tensor, flat: torch.Tensor, k: int, ctx: Context, error: tuple | None = None
+    ) -> Payload:
+        """The payload of :meth:`_select_rows` (``error``: :meth:`encode_with_error`'s)."""
+        rows, n = flat.shape
+        # 8 spare slots past the values: the compiled compaction stores 8 lanes at a time
+        spare = ctx.empty((rows * k + 8,), flat.dtype, flat.device)
+        pos, mode = encode_bits_positions(self._select_rows(flat, k, ctx, spare, error), n, k)
+        return Payload([spare[: rows * k], pos], shape_header(x) + (mode, k))
+
+    def encode_with_error(self, x: torch.Tensor, e: torch.Tensor, carried: bool, ctx: Context) -> Payload | None:
+        flat = self._rows(x)
+        rows, n = flat.shape
+        if not (_compiled(flat) and rows > 1 and e.is_contiguous() and _selects_compiled(n)):
+            return None
+        return self._encode_rows(x, flat, kept(self._rate, n), ctx, (e.view(rows, n).numpy(), carried))
 
     @staticmethod
     def top_mask(flat: torch.Tensor, k: int, ctx: Context) -> torch.Tensor:
@@ -104,27 +123,40 @@ class TopK(Compressor):
         return mask
 
     @staticmethod
-    def _select_rows(flat: torch.Tensor, k: int, ctx: Context, spare: torch.Tensor) -> torch.Tensor:
+    def _select_rows(
+        flat: torch.Tensor, k: int, ctx: Context, spare: torch.Tensor, error: tuple[np.ndarray, bool] | None = None
+    ) -> torch.Tensor:
         """:meth:`top_mask` and the kept values, row by row (large CPU tensors), as the payload
         holds them: each row's mask packed to bytes (little-endian bits, ⌈n/8⌉ a row) and its k
         values in position order, written into ``spare`` (rows·k values + 8 spare slots). Float32
         rows go to the compiled selection (kernels.py); the rows it declines (ties past the
         threshold, a NaN, a missed bracket) and other dtypes take numpy's: a row's magnitudes,
-        selection, mask and kept values while the row is in cache. The same bytes either way."""
+        selection, mask and kept values while the row is in cache. The same bytes either way.
+
+        ``error`` = (e, carried): select from v = x + e (x where not carried) and leave in e
+        (rows, n) what was not kept (:meth:`encode_with_error`), row by row as well."""
         rows, n = flat.shape
         bits_t = ctx.empty((rows, (n + 7) // 8), torch.uint8, flat.device)
         f, bits, vals = flat.numpy(), bits_t.numpy(), spare[: rows * k].numpy().reshape(rows, k)
         done = np.zeros(rows, dtype=bool)
-        if flat.dtype == torch.float32 and n % 8 == 0 and n >= 16 * kernels.SAMPLE:
+        v = ctx.empty((n,), flat.dtype, flat.device).numpy() if error is not None else None  # a row of x + e
+        if flat.dtype == torch.float32 and _selects_compiled(n):
             scratch = ctx.empty((n + 8 + kernels.SAMPLE,), torch.int32, flat.device).numpy().view(np.uint32)
             hist = ctx.empty((kernels.HIST,), torch.int64, flat.device).numpy()
-            kernels.top_rows()(f, k, bits, spare.numpy(), done, scratch[n + 8 :], scratch[: n + 8], hist)
+            sample, cand = scratch[n + 8 :], scratch[: n + 8]
+            if error is None:
+                kernels.top_rows()(f, k, bits, spare.numpy(), done, sample, cand, hist)
+            else:
+                kernels.top_rows_carrying()(f, error[0], error[1], k, bits, spare.numpy(), done, sample, cand, hist, v)
         if done.all():
             return bits_t
         mag_t, sel_t = ctx.empty((n,), flat.dtype, flat.device), ctx.empty((n,), flat.dtype, flat.device)
         mag, sel, m = mag_t.numpy(), sel_t.numpy(), ctx.empty((n,), torch.bool, flat.device).numpy()
         for r in np.flatnonzero(~done):
-            np.abs(f[r], out=mag)
+            src = f[r]
+            if error is not None:  # the same bits as torch.add (IEEE float add)
+                src = np.add(f[r], error[0][r], out=v) if error[1] else f[r]
+            np.abs(src, out=mag)
             np.copyto(sel, mag)
             sel.partition(n - k)  # in place, in the second row buffer
             thr = sel[n - k]
@@ -135,8 +167,11 @@ class TopK(Compressor):
                 np.greater(mag, thr, out=m)
                 tied = np.flatnonzero(mag == thr)
                 m[tied[: k - np.count_nonzero(m)]] = True
-            np.compress(m, f[r], out=vals[r])
+            np.compress(m, src, out=vals[r])
             bits[r] = np.packbits(m, bitorder="little")
+            if error is not None:  # the carried error: v where not kept, +0 where kept
+                np.copyto(error[0][r], src)
+                error[0][r][m] = 0.0
         return bits_t
 
     def _layout(self, payload: Payload) -> tuple[torch.dtype, tuple, int, int, int, int]:
@@ -170,6 +205,14 @@ class TopK(Compressor):
         if bits is None or v.dtype != torch.float32 or not (v.is_contiguous() and out.is_contiguous()):
             return False
         kernels.unkept_rows()(bits, v.numpy().reshape(bits.shape[0], -1), out.numpy().reshape(bits.shape[0], -1))
+        return True
+
+    def decode_add(self, payload: Payload, out: torch.Tensor, ctx: Context) -> bool:
+        bits = self._bitmask(payload)
+        if bits is None or out.dtype != torch.float32 or not out.is_contiguous():
+            return False
+        values = part_as(payload.parts[0], torch.float32)
+        kernels.place_add_rows()(bits, values.numpy(), out.numpy().reshape(bits.shape[0], -1))
         return True
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.compressors.kernels import njit
-from harness.compressors.simd import COMPRESS, EXPAND, compress8, expand8, mask_ge8, mask_in8, popcount8
+from harness.compressors.simd import COMPRESS, EXPAND, compress8, expand8, expand_add8, mask_ge8, mask_in8, popcount8
 
 _jit = njit()
 _ABS = np.uint32(0x7FFFFFFF)  # an fp32's bits without the sign: ordered as the magnitudes are
@@ -92,14 +92,24 @@ def top_row(f, k, bits, vals, sample, cand, hist):
         nb += ((c - lo) >> shift) == b
     inside = cand[:nb]
     thr = select(inside, nb - (need - higher))
-    kept = above + higher
+    kept, ties = above + higher, 0
     for i in range(nb):
         kept += inside[i] >= thr
-    if kept != k:  # ties at the threshold beyond what is kept
-        return False
+        ties += inside[i] == thr
+    # more entries tie at the threshold than are kept: the first ones, in position order
+    budget = k - (kept - ties) if kept != k else -1
+    above_thr = np.uint64(thr) + _ONE
     vi = 0
     for i in range(0, n, 8):
         m = mask_ge8(a, i, thr)
+        if budget >= 0:
+            tied = m & ~mask_ge8(a, i, above_thr)
+            for q in range(8):
+                if (tied >> q) & 1:
+                    if budget > 0:
+                        budget -= 1
+                    else:
+                        m = np.uint8(m & ~(1 << q))
         bits[i >> 3] = m
         compress8(a, i, _ALL, m, COMPRESS, vals, vi)
         vi += popcount8(m)
@@ -121,11 +131,31 @@ def top_rows(f, k, bits, vals, done, sample, cand, hist):
        entries) gives the exact magnitude;
     4. one pass writes the bitmask bytes and compresses the kept values.
 
-    ``done[r]`` is False (row r untouched) where the row holds a NaN, more entries tie at the
-    threshold than are kept (the tie rule is the numpy path's), or the bracket missed: the
-    caller does that row."""
+    Where more entries tie at the threshold than are kept, the tied ones of lowest position are
+    kept (the numpy path's rule). ``done[r]`` is False (row r untouched) where the row holds a
+    NaN or the bracket missed: the caller does that row."""
     for r in range(f.shape[0]):
         done[r] = top_row(f[r], k, bits[r], vals[r * k :], sample, cand, hist)
+
+
+@_jit(nogil=True, boundscheck=False, cache=True)
+def top_rows_carrying(x, e, carried, k, bits, vals, done, sample, cand, hist, v):
+    """:func:`top_rows` of v = x + e (x where not ``carried``), and error feedback's update of
+    e: v where nothing was kept, +0 where kept. Row by row through one row buffer ``v``
+    ((n,) f32), so that v is made, selected from and turned into the carried error while it is
+    in cache: the tensor's x and e cross memory once each (the same bits as ``torch.add``, the
+    selection of v, and ``torch.where(mask, 0, v)``). A row not ``done`` leaves e untouched."""
+    for r in range(x.shape[0]):
+        if carried:
+            xr, er = x[r], e[r]
+            for i in range(v.size):
+                v[i] = xr[i] + er[i]
+            src = v
+        else:
+            src = x[r]
+        done[r] = top_row(src, k, bits[r], vals[r * k :], sample, cand, hist)
+        if done[r]:
+            unkept_rows(bits[r : r + 1], src.reshape(1, -1), e[r : r + 1])
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
@@ -149,6 +179,30 @@ def place_rows(bits, vals, out):
                 for q in range(8):
                     on = ((m >> q) & 1) != 0 and j < total
                     o[p * 8 + q] = v[j] if on else 0
+                    j += on
+            vi += popcount8(m)
+
+
+@_jit(nogil=True, boundscheck=False, cache=True)
+def place_add_rows(bits, vals, out):
+    """``(bits (rows, n/8) u8, vals (rows·k,) f32, out (rows, n) f32)``: out += TopK's decoded
+    tensor, in place and without making it (EF21's estimate update): the same bits as
+    ``out.add_(decoded)``, whose unkept entries are +0."""
+    rows, nbytes = bits.shape
+    total = vals.size
+    v = vals.view(np.uint32)
+    vi = 0
+    for r in range(rows):
+        o, bt = out[r], bits[r]
+        for p in range(nbytes):
+            m = bt[p]
+            if vi + 8 <= total:
+                expand_add8(v, vi, m, EXPAND, o, p * 8)
+            else:
+                j = vi
+                for q in range(8):
+                    on = ((m >> q) & 1) != 0 and j < total
+                    o[p * 8 + q] += vals[j] if on else np.float32(0)
                     j += on
             vi += popcount8(m)
 
