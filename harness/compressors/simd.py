@@ -177,6 +177,23 @@ def expand_add8(typingctx, vals, j, m, table, out, i):
 
 
 @intrinsic
+def clear8(typingctx, src, i, m, dst):
+    """dst[i : i + 8] = src[i : i + 8] with the lanes whose bit is set in m made +0 (what error
+    feedback carries: the entries a mask did not keep)."""
+
+    def codegen(context, builder, sig, args):
+        s, si, mm, d = args
+        v = builder.load(_block(context, builder, sig.args[0], s, si), align=4)
+        bits = builder.and_(_splat(builder, mm), ir.Constant(_V8, [1 << q for q in range(8)]))
+        set_ = builder.icmp_unsigned("!=", bits, ir.Constant(_V8, [0] * 8))
+        out = builder.select(set_, ir.Constant(_V8, [0] * 8), v)
+        builder.store(out, _block(context, builder, sig.args[3], d, si), align=4)
+        return context.get_dummy_value()
+
+    return types.void(src, i, m, dst), codegen
+
+
+@intrinsic
 def popcount8(typingctx, m):
     """The set bits of a byte, as an intp (``llvm.ctpop``)."""
 

@@ -33,7 +33,7 @@ def _selects_compiled(n: int) -> bool:
 
 
 def _compiled(t: torch.Tensor) -> bool:
-    """Large float32 CPU tensors, which the compiled row-by-row kernels take (kernels.py)."""
+    """Large contiguous float32 CPU tensors, which the compiled row-by-row kernels take (kernels.py)."""
     return t.dtype == torch.float32 and t.is_contiguous() and by_instance(t)
 
 
@@ -129,9 +129,9 @@ class TopK(Compressor):
         """:meth:`top_mask` and the kept values, row by row (large CPU tensors), as the payload
         holds them: each row's mask packed to bytes (little-endian bits, ⌈n/8⌉ a row) and its k
         values in position order, written into ``spare`` (rows·k values + 8 spare slots). Float32
-        rows go to the compiled selection (kernels.py); the rows it declines (ties past the
-        threshold, a NaN, a missed bracket) and other dtypes take numpy's: a row's magnitudes,
-        selection, mask and kept values while the row is in cache. The same bytes either way.
+        rows go to the compiled selection (topk_kernels.py); the rows it declines (a NaN, a
+        missed bracket) and other dtypes take numpy's: a row's magnitudes, selection, mask and
+        kept values while the row is in cache. The same bytes either way.
 
         ``error`` = (e, carried): select from v = x + e (x where not carried) and leave in e
         (rows, n) what was not kept (:meth:`encode_with_error`), row by row as well."""
@@ -145,9 +145,11 @@ class TopK(Compressor):
             hist = ctx.empty((kernels.HIST,), torch.int64, flat.device).numpy()
             sample, cand = scratch[n + 8 :], scratch[: n + 8]
             if error is None:
-                kernels.top_rows()(f, k, bits, spare.numpy(), done, sample, cand, hist)
+                kernels.topk().top_rows(f, k, bits, spare.numpy(), done, sample, cand, hist)
             else:
-                kernels.top_rows_carrying()(f, error[0], error[1], k, bits, spare.numpy(), done, sample, cand, hist, v)
+                kernels.topk().top_rows_carrying(
+                    f, error[0], error[1], k, bits, spare.numpy(), done, sample, cand, hist, v
+                )
         if done.all():
             return bits_t
         mag_t, sel_t = ctx.empty((n,), flat.dtype, flat.device), ctx.empty((n,), flat.dtype, flat.device)
@@ -204,7 +206,7 @@ class TopK(Compressor):
         bits = self._bitmask(payload)
         if bits is None or v.dtype != torch.float32 or not (v.is_contiguous() and out.is_contiguous()):
             return False
-        kernels.unkept_rows()(bits, v.numpy().reshape(bits.shape[0], -1), out.numpy().reshape(bits.shape[0], -1))
+        kernels.topk().unkept_rows(bits, v.numpy().reshape(bits.shape[0], -1), out.numpy().reshape(bits.shape[0], -1))
         return True
 
     def decode_add(self, payload: Payload, out: torch.Tensor, ctx: Context) -> bool:
@@ -212,7 +214,7 @@ class TopK(Compressor):
         if bits is None or out.dtype != torch.float32 or not out.is_contiguous():
             return False
         values = part_as(payload.parts[0], torch.float32)
-        kernels.place_add_rows()(bits, values.numpy(), out.numpy().reshape(bits.shape[0], -1))
+        kernels.topk().place_add_rows(bits, values.numpy(), out.numpy().reshape(bits.shape[0], -1))
         return True
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
@@ -222,9 +224,9 @@ class TopK(Compressor):
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         bits = self._bitmask(payload)
         values = part_as(payload.parts[0], torch.float32) if bits is not None else None
-        if bits is not None and not values.requires_grad:  # from the bitmask, unpacked nowhere (kernels.py)
+        if bits is not None and not values.requires_grad:  # from the bitmask, unpacked nowhere (topk_kernels.py)
             out = ctx.empty((bits.shape[0], bits.shape[1] * 8), torch.float32, payload.device)
-            kernels.place_rows()(bits, values.numpy(), out.numpy())
+            kernels.topk().place_rows(bits, values.numpy(), out.numpy())
             return out.view(read_shape(payload.header)[1])
         dtype, shape, rows, n, k, mask = self._mask(payload, ctx)
         values = part_as(payload.parts[0], dtype)

@@ -14,8 +14,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.compressors.kernels import njit
-from harness.compressors.simd import COMPRESS, EXPAND, compress8, expand8, expand_add8, mask_ge8, mask_in8, popcount8
+from harness.compressors.jit import njit
+from harness.compressors.simd import (
+    COMPRESS,
+    EXPAND,
+    clear8,
+    compress8,
+    expand8,
+    expand_add8,
+    mask_ge8,
+    mask_in8,
+    popcount8,
+)
 
 _jit = njit()
 _ABS = np.uint32(0x7FFFFFFF)  # an fp32's bits without the sign: ordered as the magnitudes are
@@ -51,8 +61,9 @@ def select(c, kth):
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
-def top_row(f, k, bits, vals, sample, cand, hist):
-    """One row of :func:`top_rows`: True where it wrote the row's bitmask bytes and values."""
+def top_row(f, k, bits, vals, sample, cand, hist, unkept):
+    """One row of :func:`top_rows`: True where it wrote the row's bitmask bytes and values (and,
+    where ``unkept`` has the row's size, f where not kept and +0 where kept into it)."""
     n = f.size
     a = f.view(np.uint32)
     s = sample.size
@@ -113,6 +124,8 @@ def top_row(f, k, bits, vals, sample, cand, hist):
         bits[i >> 3] = m
         compress8(a, i, _ALL, m, COMPRESS, vals, vi)
         vi += popcount8(m)
+        if unkept.size:
+            clear8(a, i, m, unkept)
     return True
 
 
@@ -134,8 +147,9 @@ def top_rows(f, k, bits, vals, done, sample, cand, hist):
     Where more entries tie at the threshold than are kept, the tied ones of lowest position are
     kept (the numpy path's rule). ``done[r]`` is False (row r untouched) where the row holds a
     NaN or the bracket missed: the caller does that row."""
+    none = np.empty(0, np.uint32)
     for r in range(f.shape[0]):
-        done[r] = top_row(f[r], k, bits[r], vals[r * k :], sample, cand, hist)
+        done[r] = top_row(f[r], k, bits[r], vals[r * k :], sample, cand, hist, none)
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
@@ -153,9 +167,9 @@ def top_rows_carrying(x, e, carried, k, bits, vals, done, sample, cand, hist, v)
             src = v
         else:
             src = x[r]
-        done[r] = top_row(src, k, bits[r], vals[r * k :], sample, cand, hist)
-        if done[r]:
-            unkept_rows(bits[r : r + 1], src.reshape(1, -1), e[r : r + 1])
+        # the carried error is written as the row is compressed (e's row was read into v before);
+        # a row not done leaves e as it was
+        done[r] = top_row(src, k, bits[r], vals[r * k :], sample, cand, hist, e[r].view(np.uint32))
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
