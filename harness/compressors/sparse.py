@@ -297,15 +297,29 @@ class RandK(Compressor):
         ctx.state["_positions"] = ((ctx.step, n, k, str(device)), pos)
         return pos
 
+    @staticmethod
+    def _bitmask(ctx: Context, n: int, k: int) -> np.ndarray:
+        """The step's kept positions as a bitmask of n bits (little-endian, as topk's payload
+        packs its mask), for the compiled kernels; drawn once per side and step as well."""
+        cached = ctx.state.get("_bitmask")
+        if cached is not None and cached[0] == (ctx.step, n, k):
+            return cached[1]
+        mask = np.zeros(n, dtype=bool)
+        mask[RandK._positions(ctx, n, k, torch.device("cpu")).numpy()] = True
+        bits = np.packbits(mask, bitorder="little")
+        ctx.state["_bitmask"] = ((ctx.step, n, k), bits)
+        return bits
+
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         flat = x.detach().reshape(-1, x.shape[-2] * x.shape[-1]) if x.dim() >= 3 else x.detach().reshape(1, -1)
-        k = kept(self._rate, flat.shape[1])
-        vals = ctx.empty((flat.shape[0], k), flat.dtype, flat.device)
-        pos = self._positions(ctx, flat.shape[1], k, flat.device)
-        if _compiled(flat):  # row by row, compiled (one instance whose rows keep the same positions)
-            kernels.gather_columns()(flat.numpy()[None], pos.numpy()[None], vals.numpy()[None])
-        else:
-            torch.index_select(flat, 1, pos, out=vals)
+        rows, n = flat.shape
+        k = kept(self._rate, n)
+        if _compiled(flat) and n % 8 == 0:  # compiled, 8 entries at a time (topk_kernels.py)
+            spare = ctx.empty((rows * k + 8,), flat.dtype, flat.device)  # the compaction's 8 spare slots
+            kernels.topk().compress_rows(flat.numpy(), self._bitmask(ctx, n, k), spare.numpy())
+            return Payload([spare[: rows * k]], shape_header(x) + (k,))
+        vals = ctx.empty((rows, k), flat.dtype, flat.device)
+        torch.index_select(flat, 1, self._positions(ctx, n, k, flat.device), out=vals)
         return Payload([vals.view(-1)], shape_header(x) + (k,))
 
     def decodes_kept_exactly(self) -> bool:
@@ -332,12 +346,13 @@ class RandK(Compressor):
         n = shape[-2] * shape[-1] if len(shape) >= 3 else int(torch.Size(shape).numel())
         rows = int(torch.Size(shape).numel()) // n
         vals = part_as(payload.parts[0], dtype).view(rows, k)
-        pos = self._positions(ctx, n, k, payload.device)
-        if _compiled(vals) and not self.scale and not (vals.requires_grad and torch.is_grad_enabled()):
-            # row by row, compiled: a row's zeros are still in cache when its kept values land
+        grad = vals.requires_grad and torch.is_grad_enabled()
+        if _compiled(vals) and n % 8 == 0 and not self.scale and not grad:  # compiled, 8 outputs at a time
             out = ctx.empty((rows, n), dtype, payload.device)
-            kernels.scatter_columns()(vals.numpy()[None], pos.numpy()[None], out.numpy()[None])
+            bits = np.broadcast_to(self._bitmask(ctx, n, k), (rows, n // 8))  # every row: the same mask
+            kernels.topk().place_rows(bits, vals.numpy().reshape(-1), out.numpy())
             return out.view(shape)
+        pos = self._positions(ctx, n, k, payload.device)
         if _numpy_ok(vals) and by_instance(vals) and not (vals.requires_grad and torch.is_grad_enabled()):
             # row by row: a row's zeros are still in cache when its kept values land
             out = ctx.empty((rows, n), dtype, payload.device)

@@ -1,5 +1,6 @@
 """TopK's compiled CPU kernels (numba), on its payload's own layout: each row's kept mask as
-bytes of little-endian bits and its kept values in position order.
+bytes of little-endian bits and its kept values in position order (randk's, whose rows share
+one mask drawn from the seed, use the same layout: :func:`compress_rows`, :func:`place_rows`).
 
 Imported on first use through ``kernels.py`` (it imports numba). The functions are at module
 level, not closures, so that numba's disk cache finds them again in the next process.
@@ -170,6 +171,21 @@ def top_rows_carrying(x, e, carried, k, bits, vals, done, sample, cand, hist, v)
         # the carried error is written as the row is compressed (e's row was read into v before);
         # a row not done leaves e as it was
         done[r] = top_row(src, k, bits[r], vals[r * k :], sample, cand, hist, e[r].view(np.uint32))
+
+
+@_jit(nogil=True, boundscheck=False, cache=True)
+def compress_rows(f, bits, vals):
+    """``(f (rows, n) f32, bits (n/8,) u8, vals (rows·k + 8,) f32)``: each row's entries where
+    the one bitmask shared by all rows is set, in order (randk's encode: its positions as a
+    bitmask), 8 at a time; vals has 8 spare slots."""
+    table = COMPRESS
+    vi = 0
+    for r in range(f.shape[0]):
+        a = f[r].view(np.uint32)
+        for p in range(bits.size):
+            m = bits[p]
+            compress8(a, p * 8, _ALL, m, table, vals, vi)
+            vi += popcount8(m)
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
