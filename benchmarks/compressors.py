@@ -13,6 +13,9 @@ steps after one warm-up step. The floor is timed inside every step, just before 
 that each codec is compared with the floor under the same conditions (on a shared VM the
 memory bandwidth drifts by ±20% over a minute).
 
+``target`` is the issue-21 bound on ``ratio`` for this 2-core machine; for ``ef`` and ``ef21`` it
+is their inner compressor's ratio in the same run plus one floor.
+
 Both mallocs are measured, one process each (glibc's, then tcmalloc's where the host has it);
 ``PIPENEM_ALLOCATOR=system`` measures the system malloc only. ``--json`` prints one object per
 compressor and malloc: compressor, allocator, encode_ms, decode_ms, floor_ms, ratio, target.
@@ -115,7 +118,10 @@ def measure(shape: tuple[int, ...], rate: float, repeat: int, skip: set[str]) ->
         if c.name in skip:
             continue
         enc, dec, floor, nbytes = time_codec(c, x, repeat)
-        target = TARGETS.get(c.name) if spec["name"] == c.name else None
+        target = TARGETS.get(c.name)
+        if c.wraps():  # error feedback: its inner compressor's ratio in this run + one floor
+            inner = next((r for r in rows if r["compressor"] == c.inner.label()), None)
+            target = None if inner is None else round(inner["ratio"] + 1.0, 2)
         rows.append(
             {
                 "compressor": c.label(),

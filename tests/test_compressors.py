@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -553,3 +554,46 @@ def test_topk_row_by_row_breaks_ties_as_the_vectorised_path_does(dtype: torch.dt
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
     kept = out[0][1].reshape(6, -1) != 0
     assert (kept.sum(1) == math.ceil(96 * 80 * 0.2)).all()
+
+
+def test_the_codec_benchmark_prints_one_json_object_per_compressor() -> None:
+    """benchmarks/compressors.py --json (issue 21's interface): one object per compressor and
+    malloc with its times, the floor measured in the same run, the ratio and the target (for
+    error feedback: its inner compressor's ratio in that run plus one floor)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PIPENEM_ALLOCATOR": "system", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/compressors.py",
+            "--json",
+            "--shape",
+            "4x64x32",
+            "--repeat",
+            "1",
+            "--skip",
+            "sketch",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {r["allocator"] for r in rows} == {"system malloc"}
+    by_name = {r["compressor"]: r for r in rows}
+    for r in rows:
+        assert {"compressor", "allocator", "encode_ms", "decode_ms", "floor_ms", "ratio", "target"} <= set(r)
+        # the times are printed to 1 µs: at this tiny shape that alone moves the ratio by a few %
+        assert r["floor_ms"] > 0 and r["ratio"] == pytest.approx(
+            (r["encode_ms"] + r["decode_ms"]) / r["floor_ms"], rel=0.2
+        )
+    assert by_name["topk(0.9)"]["target"] == 5.0 and by_name["quantize(bits=2)"]["target"] == 3.0
+    assert by_name["ef(topk(0.9))"]["target"] == pytest.approx(by_name["topk(0.9)"]["ratio"] + 1, abs=0.011)

@@ -131,7 +131,7 @@ HIST = 2048  # bins of the bracket's histogram (the k-th magnitude's bin is then
 
 def topk() -> ModuleType:
     """TopK's kernels (``topk_kernels.py``: top_rows, top_rows_carrying, place_rows,
-    place_add_rows, unkept_rows), imported on first use. They call each other and numba
+    compress_rows, unkept_rows), imported on first use. They call each other and numba
     intrinsics, so they live at module level there: numba's disk cache keys a closure by its
     pickled free variables, and a captured dispatcher or intrinsic pickles differently in every
     process (the cache was never hit)."""

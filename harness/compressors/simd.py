@@ -135,22 +135,28 @@ def compress8(typingctx, src, i, keep, m, table, dst, j):
     return types.void(src, i, keep, m, table, dst, j), codegen
 
 
+def _lanes_set(builder, m: ir.Value) -> ir.Value:
+    """<8 x i1>: lane q set where bit q of the byte m is."""
+    bits = builder.and_(_splat(builder, m), ir.Constant(_V8, [1 << q for q in range(8)]))
+    return builder.icmp_unsigned("!=", bits, ir.Constant(_V8, [0] * 8))
+
+
+def _expanded(context, builder, sig, args) -> ir.Value:
+    """The 8 lanes :func:`expand8` writes: the next values where m's bits are set, else 0."""
+    v_, vj, mm, tb = args[:4]
+    v = builder.load(_block(context, builder, sig.args[0], v_, vj), align=4)
+    placed = _permute(builder, v, _table_row(context, builder, sig.args[3], tb, mm))
+    return builder.select(_lanes_set(builder, mm), placed, ir.Constant(_V8, [0] * 8))
+
+
 @intrinsic
 def expand8(typingctx, vals, j, m, table, out, i):
     """out[i : i + 8] = lane q: the next of vals[j : j + 8] where bit q of m is set, else 0
     (reads 8 lanes from j: the caller keeps j + 8 within vals). table: :data:`EXPAND`."""
 
     def codegen(context, builder, sig, args):
-        v_, vj, mm, tb, o, oi = args
-        v = builder.load(_block(context, builder, sig.args[0], v_, vj), align=4)
-        placed = _permute(builder, v, _table_row(context, builder, sig.args[3], tb, mm))
-        bits = builder.and_(_splat(builder, mm), ir.Constant(_V8, [1 << q for q in range(8)]))
-        set_ = builder.icmp_unsigned("!=", bits, ir.Constant(_V8, [0] * 8))
-        builder.store(
-            builder.select(set_, placed, ir.Constant(_V8, [0] * 8)),
-            _block(context, builder, sig.args[4], o, oi),
-            align=4,
-        )
+        out = _block(context, builder, sig.args[4], args[4], args[5])
+        builder.store(_expanded(context, builder, sig, args), out, align=4)
         return context.get_dummy_value()
 
     return types.void(vals, j, m, table, out, i), codegen
@@ -162,13 +168,8 @@ def expand_add8(typingctx, vals, j, m, table, out, i):
     so out + that is what adding the decoded tensor gives, -0 turning +0 included)."""
 
     def codegen(context, builder, sig, args):
-        v_, vj, mm, tb, o, oi = args
-        v = builder.load(_block(context, builder, sig.args[0], v_, vj), align=4)
-        placed = _permute(builder, v, _table_row(context, builder, sig.args[3], tb, mm))
-        bits = builder.and_(_splat(builder, mm), ir.Constant(_V8, [1 << q for q in range(8)]))
-        set_ = builder.icmp_unsigned("!=", bits, ir.Constant(_V8, [0] * 8))
-        add = builder.bitcast(builder.select(set_, placed, ir.Constant(_V8, [0] * 8)), _F8)
-        ptr = _block(context, builder, sig.args[4], o, oi)
+        add = builder.bitcast(_expanded(context, builder, sig, args), _F8)
+        ptr = _block(context, builder, sig.args[4], args[4], args[5])
         total = builder.fadd(builder.bitcast(builder.load(ptr, align=4), _F8), add)
         builder.store(builder.bitcast(total, _V8), ptr, align=4)
         return context.get_dummy_value()
@@ -184,9 +185,7 @@ def clear8(typingctx, src, i, m, dst):
     def codegen(context, builder, sig, args):
         s, si, mm, d = args
         v = builder.load(_block(context, builder, sig.args[0], s, si), align=4)
-        bits = builder.and_(_splat(builder, mm), ir.Constant(_V8, [1 << q for q in range(8)]))
-        set_ = builder.icmp_unsigned("!=", bits, ir.Constant(_V8, [0] * 8))
-        out = builder.select(set_, ir.Constant(_V8, [0] * 8), v)
+        out = builder.select(_lanes_set(builder, mm), ir.Constant(_V8, [0] * 8), v)
         builder.store(out, _block(context, builder, sig.args[3], d, si), align=4)
         return context.get_dummy_value()
 

@@ -214,7 +214,7 @@ class TopK(Compressor):
         if bits is None or out.dtype != torch.float32 or not out.is_contiguous():
             return False
         values = part_as(payload.parts[0], torch.float32)
-        kernels.topk().place_add_rows(bits, values.numpy(), out.numpy().reshape(bits.shape[0], -1))
+        kernels.topk().place_rows(bits, values.numpy(), out.numpy().reshape(bits.shape[0], -1), True)
         return True
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
@@ -226,7 +226,7 @@ class TopK(Compressor):
         values = part_as(payload.parts[0], torch.float32) if bits is not None else None
         if bits is not None and not values.requires_grad:  # from the bitmask, unpacked nowhere (topk_kernels.py)
             out = ctx.empty((bits.shape[0], bits.shape[1] * 8), torch.float32, payload.device)
-            kernels.topk().place_rows(bits, values.numpy(), out.numpy())
+            kernels.topk().place_rows(bits, values.numpy(), out.numpy(), False)
             return out.view(read_shape(payload.header)[1])
         dtype, shape, rows, n, k, mask = self._mask(payload, ctx)
         values = part_as(payload.parts[0], dtype)
@@ -350,7 +350,7 @@ class RandK(Compressor):
         if _compiled(vals) and n % 8 == 0 and not self.scale and not grad:  # compiled, 8 outputs at a time
             out = ctx.empty((rows, n), dtype, payload.device)
             bits = np.broadcast_to(self._bitmask(ctx, n, k), (rows, n // 8))  # every row: the same mask
-            kernels.topk().place_rows(bits, vals.numpy().reshape(-1), out.numpy())
+            kernels.topk().place_rows(bits, vals.numpy().reshape(-1), out.numpy(), False)
             return out.view(shape)
         pos = self._positions(ctx, n, k, payload.device)
         if _numpy_ok(vals) and by_instance(vals) and not (vals.requires_grad and torch.is_grad_enabled()):

@@ -189,50 +189,31 @@ def compress_rows(f, bits, vals):
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
-def place_rows(bits, vals, out):
-    """``(bits (rows, n/8) u8, vals (rows·k,) f32, out (rows, n) f32)``: TopK's decode from its
-    bitmask without unpacking it: 8 outputs at a time, each the next kept value where its bit
-    is set and 0 elsewhere (:func:`simd.expand8`); the last blocks, with fewer than 8 values
-    left to read, one lane at a time."""
+def place_rows(bits, vals, out, add):
+    """``(bits (rows, n/8) u8, vals (rows·k,) f32, out (rows, n) f32, add)``: TopK's decode from
+    its bitmask without unpacking it: 8 outputs at a time, each the next kept value where its
+    bit is set and 0 elsewhere (:func:`simd.expand8`); the last blocks, with fewer than 8 values
+    left to read, one lane at a time. ``add``: out += that instead, in place and without making
+    the decoded tensor (EF21's estimate update; the same bits as ``out.add_(decoded)``, whose
+    unkept entries are +0)."""
     rows, nbytes = bits.shape
     total = vals.size
-    v = vals.view(np.uint32)
-    vi = 0
-    for r in range(rows):
-        o, bt = out[r].view(np.uint32), bits[r]
-        for p in range(nbytes):
-            m = bt[p]
-            if vi + 8 <= total:
-                expand8(v, vi, m, EXPAND, o, p * 8)
-            else:
-                j = vi
-                for q in range(8):
-                    on = ((m >> q) & 1) != 0 and j < total
-                    o[p * 8 + q] = v[j] if on else 0
-                    j += on
-            vi += popcount8(m)
-
-
-@_jit(nogil=True, boundscheck=False, cache=True)
-def place_add_rows(bits, vals, out):
-    """``(bits (rows, n/8) u8, vals (rows·k,) f32, out (rows, n) f32)``: out += TopK's decoded
-    tensor, in place and without making it (EF21's estimate update): the same bits as
-    ``out.add_(decoded)``, whose unkept entries are +0."""
-    rows, nbytes = bits.shape
-    total = vals.size
-    v = vals.view(np.uint32)
     vi = 0
     for r in range(rows):
         o, bt = out[r], bits[r]
         for p in range(nbytes):
             m = bt[p]
             if vi + 8 <= total:
-                expand_add8(v, vi, m, EXPAND, o, p * 8)
+                if add:
+                    expand_add8(vals, vi, m, EXPAND, o, p * 8)
+                else:
+                    expand8(vals, vi, m, EXPAND, o, p * 8)
             else:
                 j = vi
                 for q in range(8):
                     on = ((m >> q) & 1) != 0 and j < total
-                    o[p * 8 + q] += vals[j] if on else np.float32(0)
+                    value = vals[j] if on else np.float32(0)
+                    o[p * 8 + q] = o[p * 8 + q] + value if add else value
                     j += on
             vi += popcount8(m)
 
