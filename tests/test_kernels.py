@@ -119,6 +119,8 @@ def _topk_inputs() -> dict[str, torch.Tensor]:
     zeros = normal.clone()
     zeros[3] = 0.0
     zeros[3, 0, :3] = -0.0
+    unsampled = normal.clone()
+    unsampled.view(4, -1)[1:, ::256] = 0.0  # what the strided sample sees: its bracket misses, numpy's path
     return {
         "normal": normal,
         "ties": ties,
@@ -126,6 +128,7 @@ def _topk_inputs() -> dict[str, torch.Tensor]:
         "sorted": sorted_rows,
         "nan": nan_row,
         "zeros": zeros,
+        "unsampled": unsampled,
     }
 
 
@@ -136,7 +139,7 @@ def test_topk_names_a_nan_instead_of_failing_inside_numpy() -> None:
 
 
 @pytest.mark.parametrize("rate", [0.9, 0.5, 0.99])
-@pytest.mark.parametrize("name", ["normal", "ties", "some_ties", "sorted", "zeros"])
+@pytest.mark.parametrize("name", ["normal", "ties", "some_ties", "sorted", "zeros", "unsampled"])
 def test_topk_kernels_give_the_numpy_paths_payload_and_decode(name: str, rate: float) -> None:
     """Rows of 262,144 entries (4 MiB: the row-by-row path). Where the compiled selection
     declines a row (ties past the threshold, a missed bracket) numpy's path does it: the
@@ -204,7 +207,7 @@ def test_topk_kernels_give_the_same_bytes_with_the_generic_permutation(tmp_path)
     assert runs["host"] == runs["generic"]
 
 
-@pytest.mark.parametrize("name", ["normal", "ties", "zeros"])
+@pytest.mark.parametrize("name", ["normal", "ties", "zeros", "unsampled"])
 def test_ef_over_topk_in_one_pass_carries_the_three_steps_bits(name: str, monkeypatch) -> None:
     """ef(topk)'s fused path (topk_kernels.top_rows_carrying: x + e, selection and carried
     error row by row; rows the kernel declines by numpy) against ef's three steps (add, encode,
@@ -216,7 +219,7 @@ def test_ef_over_topk_in_one_pass_carries_the_three_steps_bits(name: str, monkey
     runs = []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(TopK, "encode_with_error", lambda *a, **k: None)
+            monkeypatch.setattr(TopK, "encode_with_state", lambda *a, **k: None)
         c, state, got = build({"name": "ef", "inner": {"name": "topk", "rate": 0.9}}), {}, []
         for step, x in enumerate(xs):
             p = c.encode(x, Context(step=step, state=state))
@@ -239,16 +242,20 @@ def test_randk_positions_are_torch_randperms_first_k_sorted(n: int, k: int) -> N
         assert torch.equal(randperm_prefix(ctx.generator(salt=1), n, k, ctx), want)
 
 
-def test_ef21_over_topk_updates_its_estimates_from_the_bitmask_as_decode_and_add_would(monkeypatch) -> None:
-    """EF21's g += D(c) straight from topk's bitmask (TopK.decode_add, on both ends) against
-    decoding and adding, over four steps: the same payloads, estimates and outputs, bit for bit."""
+@pytest.mark.parametrize("name", ["zeros", "unsampled"])
+def test_ef21_over_topk_updates_its_estimates_from_the_bitmask_as_decode_and_add_would(name: str, monkeypatch) -> None:
+    """EF21 over topk's fused paths (the sender's x − g, selection and g += D(c) row by row:
+    TopK.encode_with_state; the receiver's g += D(c) and its output copy in one pass:
+    TopK.decode_add) against subtracting, encoding, decoding and adding, over four steps: the
+    same payloads, estimates and outputs, bit for bit."""
     from harness.compressors.sparse import TopK
 
     g = torch.Generator().manual_seed(6)
-    xs = [_topk_inputs()["zeros"] + torch.randn(4, 512, 512, generator=g) * s for s in range(4)]
+    xs = [_topk_inputs()[name] + torch.randn(4, 512, 512, generator=g) * s * (name == "zeros") for s in range(4)]
     runs = []
     for fused in (True, False):
         if not fused:
+            monkeypatch.setattr(TopK, "encode_with_state", lambda *a, **k: None)
             monkeypatch.setattr(TopK, "decode_add", lambda *a, **k: False)
         c, send, recv, got = build({"name": "ef21", "inner": {"name": "topk", "rate": 0.9}}), {}, {}, []
         for step, x in enumerate(xs):

@@ -129,18 +129,23 @@ class Compressor(ABC):
         :meth:`kept_mask`."""
         return False
 
-    def encode_with_error(self, x: torch.Tensor, e: torch.Tensor, carried: bool, ctx: Context) -> Payload | None:
-        """Error feedback in one go, for compressors that can: encode v = x + e (v = x where
-        not ``carried``: the first step) and overwrite ``e`` (x's shape, contiguous) with what the
-        payload leaves out, v where nothing was kept and +0 where kept: the same payload and bits
-        as the three steps :class:`~harness.compressors.feedback.ErrorFeedback` takes otherwise.
-        None (``e`` untouched) where the compressor has no such path."""
+    def encode_with_state(self, x: torch.Tensor, s: torch.Tensor, rule: str, ctx: Context) -> Payload | None:
+        """Error feedback in one go, for compressors that can, on the wrapper's state ``s`` (x's
+        shape, contiguous), updated in place:
+
+        - ``"error"`` (ef): encode v = x + s, then s = what the payload leaves out (v where
+          nothing was kept, +0 where kept); ``"error-first"``: the same with v = x;
+        - ``"estimate"`` (ef21's sender): encode v = x − s, then s += decode(payload).
+
+        The same payload and bits as the wrapper's separate steps; None (s untouched) where the
+        compressor has no such path."""
         return None
 
-    def decode_add(self, payload: Payload, out: torch.Tensor, ctx: Context) -> bool:
+    def decode_add(self, payload: Payload, out: torch.Tensor, ctx: Context, copy: torch.Tensor | None = None) -> bool:
         """``out += decode(payload)`` in place, without making the decoded tensor, where the
-        compressor can (EF21's estimate update; the same bits as ``out.add_(decode(...))``).
-        False (out untouched) where it cannot: the caller decodes and adds."""
+        compressor can (EF21's estimate update; the same bits as ``out.add_(decode(...))``), and
+        the sum written into ``copy`` too where given. False (nothing written) where it cannot:
+        the caller decodes and adds."""
         return False
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor | None:

@@ -65,7 +65,8 @@ class ErrorFeedback(_Wrapper):
         carried = e is not None and e.shape == x.shape
         if x.is_contiguous() and self.inner.decodes_kept_exactly():  # the inner's fused path (topk's rows)
             out = e if carried else torch.empty(x.shape, dtype=x.dtype, device=x.device)
-            p = self.inner.encode_with_error(x.detach(), out, carried, _sub(ctx, "inner"))
+            rule = "error" if carried else "error-first"
+            p = self.inner.encode_with_state(x.detach(), out, rule, _sub(ctx, "inner"))
             if p is not None:
                 ctx.state["e"] = out
                 return p
@@ -105,20 +106,22 @@ class EF21(_Wrapper):
 
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         g = self._estimate(ctx, tuple(x.shape), x.dtype, x.device)
+        ctx.state["g"] = g  # updated in place below
+        if x.is_contiguous():  # the inner's fused path (topk's rows): x − g, encode, g += D(c)
+            p = self.inner.encode_with_state(x.detach(), g, "estimate", _sub(ctx, "inner"))
+            if p is not None:
+                return p
         diff = torch.sub(x.detach(), g, out=ctx.empty(x.shape, x.dtype, x.device))
         p = self.inner.encode(diff, _sub(ctx, "inner"))
-        ctx.state["g"] = self._update(g, p, _sub(ctx, "inner_mirror"))
+        if not self.inner.decode_add(p, g, _sub(ctx, "inner_mirror")):  # straight from the payload
+            g.add_(self.inner.decode(p, _sub(ctx, "inner_mirror")))
         return p
-
-    def _update(self, g: torch.Tensor, payload: Payload, ctx: Context) -> torch.Tensor:
-        """g += D(c), in place: straight from the payload where the inner compressor can (topk's
-        bitmask), else by decoding it."""
-        if not self.inner.decode_add(payload, g, ctx):
-            g.add_(self.inner.decode(payload, ctx))
-        return g
 
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         dtype, shape, _ = read_shape(payload.header)
-        g = self._update(self._estimate(ctx, shape, dtype, payload.device), payload, _sub(ctx, "inner"))
-        ctx.state["g"] = g
-        return ctx.empty(shape, dtype, payload.device).copy_(g)
+        g = self._estimate(ctx, shape, dtype, payload.device)
+        ctx.state["g"] = g  # updated in place below
+        out = ctx.empty(shape, dtype, payload.device)  # handed out: the estimate stays this side's
+        if self.inner.decode_add(payload, g, _sub(ctx, "inner"), copy=out):  # g += D(c), out = g: one pass
+            return out
+        return out.copy_(g.add_(self.inner.decode(payload, _sub(ctx, "inner"))))

@@ -26,6 +26,11 @@ def _numpy_ok(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
 
 
+# encode_with_state's rules, numbered as topk_kernels.top_rows_carrying takes them
+_RULES = {"error-first": 0, "error": 1, "estimate": 2}
+_NO_COPY = np.empty((0, 0), np.float32)  # place_rows writes no copy
+
+
 def _selects_compiled(n: int) -> bool:
     """Whether rows of n entries take topk's compiled selection (whole bitmask bytes, and long
     enough for its sample)."""
@@ -80,21 +85,22 @@ class TopK(Compressor):
         return Payload([values, pos], shape_header(x) + (mode, k))
 
     def _encode_rows(
-        self, x: torch.Tensor, flat: torch.Tensor, k: int, ctx: Context, error: tuple | None = None
+        self, x: torch.Tensor, flat: torch.Tensor, k: int, ctx: Context, state: tuple | None = None
     ) -> Payload:
-        """The payload of :meth:`_select_rows` (``error``: :meth:`encode_with_error`'s)."""
+        """The payload of :meth:`_select_rows` (``state``: :meth:`encode_with_state`'s)."""
         rows, n = flat.shape
         # 8 spare slots past the values: the compiled compaction stores 8 lanes at a time
         spare = ctx.empty((rows * k + 8,), flat.dtype, flat.device)
-        pos, mode = encode_bits_positions(self._select_rows(flat, k, ctx, spare, error), n, k)
+        pos, mode = encode_bits_positions(self._select_rows(flat, k, ctx, spare, state), n, k)
         return Payload([spare[: rows * k], pos], shape_header(x) + (mode, k))
 
-    def encode_with_error(self, x: torch.Tensor, e: torch.Tensor, carried: bool, ctx: Context) -> Payload | None:
+    def encode_with_state(self, x: torch.Tensor, s: torch.Tensor, rule: str, ctx: Context) -> Payload | None:
         flat = self._rows(x)
         rows, n = flat.shape
-        if not (_compiled(flat) and rows > 1 and e.is_contiguous() and _selects_compiled(n)):
+        fits = s.is_contiguous() and s.dtype == flat.dtype
+        if not (_compiled(flat) and rows > 1 and fits and _selects_compiled(n)):
             return None
-        return self._encode_rows(x, flat, kept(self._rate, n), ctx, (e.view(rows, n).numpy(), carried))
+        return self._encode_rows(x, flat, kept(self._rate, n), ctx, (s.view(rows, n).numpy(), _RULES[rule]))
 
     @staticmethod
     def top_mask(flat: torch.Tensor, k: int, ctx: Context) -> torch.Tensor:
@@ -124,7 +130,7 @@ class TopK(Compressor):
 
     @staticmethod
     def _select_rows(
-        flat: torch.Tensor, k: int, ctx: Context, spare: torch.Tensor, error: tuple[np.ndarray, bool] | None = None
+        flat: torch.Tensor, k: int, ctx: Context, spare: torch.Tensor, state: tuple[np.ndarray, int] | None = None
     ) -> torch.Tensor:
         """:meth:`top_mask` and the kept values, row by row (large CPU tensors), as the payload
         holds them: each row's mask packed to bytes (little-endian bits, ⌈n/8⌉ a row) and its k
@@ -133,31 +139,32 @@ class TopK(Compressor):
         missed bracket) and other dtypes take numpy's: a row's magnitudes, selection, mask and
         kept values while the row is in cache. The same bytes either way.
 
-        ``error`` = (e, carried): select from v = x + e (x where not carried) and leave in e
-        (rows, n) what was not kept (:meth:`encode_with_error`), row by row as well."""
+        ``state`` = (s (rows, n), rule): select from v = x ± s and update s as
+        :meth:`encode_with_state` says, row by row as well."""
         rows, n = flat.shape
         bits_t = ctx.empty((rows, (n + 7) // 8), torch.uint8, flat.device)
         f, bits, vals = flat.numpy(), bits_t.numpy(), spare[: rows * k].numpy().reshape(rows, k)
         done = np.zeros(rows, dtype=bool)
-        v = ctx.empty((n,), flat.dtype, flat.device).numpy() if error is not None else None  # a row of x + e
+        v = ctx.empty((n,), flat.dtype, flat.device).numpy() if state is not None else None  # a row of x ± s
         if flat.dtype == torch.float32 and _selects_compiled(n):
             scratch = ctx.empty((n + 8 + kernels.SAMPLE,), torch.int32, flat.device).numpy().view(np.uint32)
             hist = ctx.empty((kernels.HIST,), torch.int64, flat.device).numpy()
             sample, cand = scratch[n + 8 :], scratch[: n + 8]
-            if error is None:
+            if state is None:
                 kernels.topk().top_rows(f, k, bits, spare.numpy(), done, sample, cand, hist)
             else:
-                kernels.topk().top_rows_carrying(
-                    f, error[0], error[1], k, bits, spare.numpy(), done, sample, cand, hist, v
-                )
+                kernels.topk().top_rows_carrying(f, *state, k, bits, spare.numpy(), done, sample, cand, hist, v)
         if done.all():
             return bits_t
         mag_t, sel_t = ctx.empty((n,), flat.dtype, flat.device), ctx.empty((n,), flat.dtype, flat.device)
         mag, sel, m = mag_t.numpy(), sel_t.numpy(), ctx.empty((n,), torch.bool, flat.device).numpy()
+        rule = None if state is None else state[1]
         for r in np.flatnonzero(~done):
-            src = f[r]
-            if error is not None:  # the same bits as torch.add (IEEE float add)
-                src = np.add(f[r], error[0][r], out=v) if error[1] else f[r]
+            src = f[r]  # v = x ± s: the same bits as torch.add / torch.sub (IEEE float)
+            if rule == _RULES["error"]:
+                src = np.add(f[r], state[0][r], out=v)
+            elif rule == _RULES["estimate"]:
+                src = np.subtract(f[r], state[0][r], out=v)
             np.abs(src, out=mag)
             np.copyto(sel, mag)
             sel.partition(n - k)  # in place, in the second row buffer
@@ -171,9 +178,11 @@ class TopK(Compressor):
                 m[tied[: k - np.count_nonzero(m)]] = True
             np.compress(m, src, out=vals[r])
             bits[r] = np.packbits(m, bitorder="little")
-            if error is not None:  # the carried error: v where not kept, +0 where kept
-                np.copyto(error[0][r], src)
-                error[0][r][m] = 0.0
+            if rule == _RULES["estimate"]:  # s += the row's decoded values
+                kernels.topk().place_rows(bits[r : r + 1], spare.numpy()[r * k :], state[0][r : r + 1], True, _NO_COPY)
+            elif rule is not None:  # the carried error: v where not kept, +0 where kept
+                np.copyto(state[0][r], src)
+                state[0][r][m] = 0.0
         return bits_t
 
     def _layout(self, payload: Payload) -> tuple[torch.dtype, tuple, int, int, int, int]:
@@ -209,12 +218,15 @@ class TopK(Compressor):
         kernels.topk().unkept_rows(bits, v.numpy().reshape(bits.shape[0], -1), out.numpy().reshape(bits.shape[0], -1))
         return True
 
-    def decode_add(self, payload: Payload, out: torch.Tensor, ctx: Context) -> bool:
+    def decode_add(self, payload: Payload, out: torch.Tensor, ctx: Context, copy: torch.Tensor | None = None) -> bool:
         bits = self._bitmask(payload)
-        if bits is None or out.dtype != torch.float32 or not out.is_contiguous():
+        tensors = (out,) if copy is None else (out, copy)
+        if bits is None or any(t.dtype != torch.float32 or not t.is_contiguous() for t in tensors):
             return False
         values = part_as(payload.parts[0], torch.float32)
-        kernels.topk().place_rows(bits, values.numpy(), out.numpy().reshape(bits.shape[0], -1), True)
+        rows = bits.shape[0]
+        also = _NO_COPY if copy is None else copy.numpy().reshape(rows, -1)
+        kernels.topk().place_rows(bits, values.numpy(), out.numpy().reshape(rows, -1), True, also)
         return True
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
@@ -226,7 +238,7 @@ class TopK(Compressor):
         values = part_as(payload.parts[0], torch.float32) if bits is not None else None
         if bits is not None and not values.requires_grad:  # from the bitmask, unpacked nowhere (topk_kernels.py)
             out = ctx.empty((bits.shape[0], bits.shape[1] * 8), torch.float32, payload.device)
-            kernels.topk().place_rows(bits, values.numpy(), out.numpy(), False)
+            kernels.topk().place_rows(bits, values.numpy(), out.numpy(), False, _NO_COPY)
             return out.view(read_shape(payload.header)[1])
         dtype, shape, rows, n, k, mask = self._mask(payload, ctx)
         values = part_as(payload.parts[0], dtype)
@@ -350,7 +362,7 @@ class RandK(Compressor):
         if _compiled(vals) and n % 8 == 0 and not self.scale and not grad:  # compiled, 8 outputs at a time
             out = ctx.empty((rows, n), dtype, payload.device)
             bits = np.broadcast_to(self._bitmask(ctx, n, k), (rows, n // 8))  # every row: the same mask
-            kernels.topk().place_rows(bits, vals.numpy().reshape(-1), out.numpy(), False)
+            kernels.topk().place_rows(bits, vals.numpy().reshape(-1), out.numpy(), False, _NO_COPY)
             return out.view(shape)
         pos = self._positions(ctx, n, k, payload.device)
         if _numpy_ok(vals) and by_instance(vals) and not (vals.requires_grad and torch.is_grad_enabled()):

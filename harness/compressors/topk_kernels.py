@@ -153,24 +153,41 @@ def top_rows(f, k, bits, vals, done, sample, cand, hist):
         done[r] = top_row(f[r], k, bits[r], vals[r * k :], sample, cand, hist, none)
 
 
+ERROR_FIRST, ERROR, ESTIMATE = 0, 1, 2  # top_rows_carrying's rules (error feedback's state)
+
+
 @_jit(nogil=True, boundscheck=False, cache=True)
-def top_rows_carrying(x, e, carried, k, bits, vals, done, sample, cand, hist, v):
-    """:func:`top_rows` of v = x + e (x where not ``carried``), and error feedback's update of
-    e: v where nothing was kept, +0 where kept. Row by row through one row buffer ``v``
-    ((n,) f32), so that v is made, selected from and turned into the carried error while it is
-    in cache: the tensor's x and e cross memory once each (the same bits as ``torch.add``, the
-    selection of v, and ``torch.where(mask, 0, v)``). A row not ``done`` leaves e untouched."""
+def top_rows_carrying(x, s, rule, k, bits, vals, done, sample, cand, hist, v):
+    """:func:`top_rows` of v and error feedback's state update s, row by row through one row
+    buffer ``v`` ((n,) f32), so that v is made, selected from and turned into the new state while
+    the row is in cache (x and s cross memory once each). ``rule``:
+
+    - ERROR (ef): v = x + s, then s = v where nothing was kept and +0 where kept (written as
+      the row is compressed); ERROR_FIRST: the same with v = x (no carried error yet);
+    - ESTIMATE (ef21's sender): v = x − s, then s += the row's decoded values (:func:`place_rows`).
+
+    The same bits as ``torch.add``/``torch.sub``, the selection of v, and ``torch.where(mask,
+    0, v)`` or ``s.add_(decoded)``. A row not ``done`` leaves s untouched. ``vals`` has 8 spare
+    slots past its rows·k values."""
+    none = np.empty(0, np.uint32)
+    empty = np.empty((0, 0), np.float32)
     for r in range(x.shape[0]):
-        if carried:
-            xr, er = x[r], e[r]
-            for i in range(v.size):
-                v[i] = xr[i] + er[i]
-            src = v
-        else:
+        if rule == ERROR_FIRST:
             src = x[r]
-        # the carried error is written as the row is compressed (e's row was read into v before);
-        # a row not done leaves e as it was
-        done[r] = top_row(src, k, bits[r], vals[r * k :], sample, cand, hist, e[r].view(np.uint32))
+        else:
+            xr, sr = x[r], s[r]
+            if rule == ERROR:
+                for i in range(v.size):
+                    v[i] = xr[i] + sr[i]
+            else:
+                for i in range(v.size):
+                    v[i] = xr[i] - sr[i]
+            src = v
+        # ef: the carried error is written as the row is compressed (s's row was read into v)
+        unkept = s[r].view(np.uint32) if rule != ESTIMATE else none
+        done[r] = top_row(src, k, bits[r], vals[r * k :], sample, cand, hist, unkept)
+        if done[r] and rule == ESTIMATE:
+            place_rows(bits[r : r + 1], vals[r * k : (r + 1) * k + 8], s[r : r + 1], True, empty)
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
@@ -189,13 +206,14 @@ def compress_rows(f, bits, vals):
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
-def place_rows(bits, vals, out, add):
+def place_rows(bits, vals, out, add, copy):
     """``(bits (rows, n/8) u8, vals (rows·k,) f32, out (rows, n) f32, add)``: TopK's decode from
     its bitmask without unpacking it: 8 outputs at a time, each the next kept value where its
     bit is set and 0 elsewhere (:func:`simd.expand8`); the last blocks, with fewer than 8 values
     left to read, one lane at a time. ``add``: out += that instead, in place and without making
     the decoded tensor (EF21's estimate update; the same bits as ``out.add_(decoded)``, whose
-    unkept entries are +0)."""
+    unkept entries are +0). ``copy`` (rows, n), where not empty: the result written there too,
+    block by block (EF21's receiver hands out a copy of its estimate)."""
     rows, nbytes = bits.shape
     total = vals.size
     vi = 0
@@ -215,6 +233,10 @@ def place_rows(bits, vals, out, add):
                     value = vals[j] if on else np.float32(0)
                     o[p * 8 + q] = o[p * 8 + q] + value if add else value
                     j += on
+            if copy.size:
+                c = copy[r]
+                for q in range(p * 8, p * 8 + 8):
+                    c[q] = o[q]
             vi += popcount8(m)
 
 
