@@ -28,7 +28,6 @@ def _numpy_ok(t: torch.Tensor) -> bool:
 
 # encode_with_state's rules, numbered as topk_kernels.top_rows_carrying takes them
 _RULES = {"error-first": 0, "error": 1, "estimate": 2}
-_NO_COPY = np.empty((0, 0), np.float32)  # place_rows writes no copy
 
 
 def _selects_compiled(n: int) -> bool:
@@ -179,7 +178,7 @@ class TopK(Compressor):
             np.compress(m, src, out=vals[r])
             bits[r] = np.packbits(m, bitorder="little")
             if rule == _RULES["estimate"]:  # s += the row's decoded values
-                kernels.topk().place_rows(bits[r : r + 1], spare.numpy()[r * k :], state[0][r : r + 1], True, _NO_COPY)
+                kernels.topk().place_rows(bits[r : r + 1], spare.numpy()[r * k :], state[0][r : r + 1], add=True)
             elif rule is not None:  # the carried error: v where not kept, +0 where kept
                 np.copyto(state[0][r], src)
                 state[0][r][m] = 0.0
@@ -225,8 +224,8 @@ class TopK(Compressor):
             return False
         values = part_as(payload.parts[0], torch.float32)
         rows = bits.shape[0]
-        also = _NO_COPY if copy is None else copy.numpy().reshape(rows, -1)
-        kernels.topk().place_rows(bits, values.numpy(), out.numpy().reshape(rows, -1), True, also)
+        also = None if copy is None else copy.numpy().reshape(rows, -1)
+        kernels.topk().place_rows(bits, values.numpy(), out.numpy().reshape(rows, -1), add=True, copy=also)
         return True
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
@@ -238,7 +237,7 @@ class TopK(Compressor):
         values = part_as(payload.parts[0], torch.float32) if bits is not None else None
         if bits is not None and not values.requires_grad:  # from the bitmask, unpacked nowhere (topk_kernels.py)
             out = ctx.empty((bits.shape[0], bits.shape[1] * 8), torch.float32, payload.device)
-            kernels.topk().place_rows(bits, values.numpy(), out.numpy(), False, _NO_COPY)
+            kernels.topk().place_rows(bits, values.numpy(), out.numpy())
             return out.view(read_shape(payload.header)[1])
         dtype, shape, rows, n, k, mask = self._mask(payload, ctx)
         values = part_as(payload.parts[0], dtype)
@@ -362,7 +361,7 @@ class RandK(Compressor):
         if _compiled(vals) and n % 8 == 0 and not self.scale and not grad:  # compiled, 8 outputs at a time
             out = ctx.empty((rows, n), dtype, payload.device)
             bits = np.broadcast_to(self._bitmask(ctx, n, k), (rows, n // 8))  # every row: the same mask
-            kernels.topk().place_rows(bits, vals.numpy().reshape(-1), out.numpy(), False, _NO_COPY)
+            kernels.topk().place_rows(bits, vals.numpy().reshape(-1), out.numpy())
             return out.view(shape)
         pos = self._positions(ctx, n, k, payload.device)
         if _numpy_ok(vals) and by_instance(vals) and not (vals.requires_grad and torch.is_grad_enabled()):

@@ -33,6 +33,7 @@ _ABS = np.uint32(0x7FFFFFFF)  # an fp32's bits without the sign: ordered as the 
 _NAN = np.uint32(0x7F800001)  # and from here up: NaN
 _ALL = np.uint32(0xFFFFFFFF)
 _ONE = np.uint64(1)
+_NO_ROWS = np.empty((0, 0), np.float32)
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
@@ -187,7 +188,7 @@ def top_rows_carrying(x, s, rule, k, bits, vals, done, sample, cand, hist, v):
         unkept = s[r].view(np.uint32) if rule != ESTIMATE else none
         done[r] = top_row(src, k, bits[r], vals[r * k :], sample, cand, hist, unkept)
         if done[r] and rule == ESTIMATE:
-            place_rows(bits[r : r + 1], vals[r * k : (r + 1) * k + 8], s[r : r + 1], True, empty)
+            _place_add(bits[r : r + 1], vals[r * k : (r + 1) * k + 8], s[r : r + 1], empty)
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
@@ -205,39 +206,58 @@ def compress_rows(f, bits, vals):
             vi += popcount8(m)
 
 
-@_jit(nogil=True, boundscheck=False, cache=True)
-def place_rows(bits, vals, out, add, copy):
-    """``(bits (rows, n/8) u8, vals (rows·k,) f32, out (rows, n) f32, add)``: TopK's decode from
-    its bitmask without unpacking it: 8 outputs at a time, each the next kept value where its
-    bit is set and 0 elsewhere (:func:`simd.expand8`); the last blocks, with fewer than 8 values
+def _placer(add: bool, copies: bool):
+    """:func:`place_rows` and its variants, one compiled loop each: ``add`` and ``copies`` are
+    constants of the compiled code (as arguments they slowed the plain decode from 4.7 to 8 ms:
+    a check per block LLVM did not hoist)."""
+
+    @_jit(nogil=True, boundscheck=False, cache=True)
+    def kernel(bits, vals, out, copy):
+        rows, nbytes = bits.shape
+        total = vals.size
+        vi = 0
+        for r in range(rows):
+            o, bt = out[r], bits[r]
+            for p in range(nbytes):
+                m = bt[p]
+                if vi + 8 <= total:
+                    if add:
+                        expand_add8(vals, vi, m, EXPAND, o, p * 8)
+                    else:
+                        expand8(vals, vi, m, EXPAND, o, p * 8)
+                else:
+                    j = vi
+                    for q in range(8):
+                        on = ((m >> q) & 1) != 0 and j < total
+                        value = vals[j] if on else np.float32(0)
+                        o[p * 8 + q] = o[p * 8 + q] + value if add else value
+                        j += on
+                if copies:
+                    c = copy[r]
+                    for q in range(p * 8, p * 8 + 8):
+                        c[q] = o[q]
+                vi += popcount8(m)
+
+    return kernel
+
+
+_place, _place_add, _place_add_copy = _placer(False, False), _placer(True, False), _placer(True, True)
+
+
+def place_rows(bits, vals, out, add=False, copy=None):
+    """``(bits (rows, n/8) u8, vals (rows·k,) f32, out (rows, n) f32)``: TopK's decode from its
+    bitmask without unpacking it: 8 outputs at a time, each the next kept value where its bit
+    is set and 0 elsewhere (:func:`simd.expand8`); the last blocks, with fewer than 8 values
     left to read, one lane at a time. ``add``: out += that instead, in place and without making
     the decoded tensor (EF21's estimate update; the same bits as ``out.add_(decoded)``, whose
-    unkept entries are +0). ``copy`` (rows, n), where not empty: the result written there too,
-    block by block (EF21's receiver hands out a copy of its estimate)."""
-    rows, nbytes = bits.shape
-    total = vals.size
-    vi = 0
-    for r in range(rows):
-        o, bt = out[r], bits[r]
-        for p in range(nbytes):
-            m = bt[p]
-            if vi + 8 <= total:
-                if add:
-                    expand_add8(vals, vi, m, EXPAND, o, p * 8)
-                else:
-                    expand8(vals, vi, m, EXPAND, o, p * 8)
-            else:
-                j = vi
-                for q in range(8):
-                    on = ((m >> q) & 1) != 0 and j < total
-                    value = vals[j] if on else np.float32(0)
-                    o[p * 8 + q] = o[p * 8 + q] + value if add else value
-                    j += on
-            if copy.size:
-                c = copy[r]
-                for q in range(p * 8, p * 8 + 8):
-                    c[q] = o[q]
-            vi += popcount8(m)
+    unkept entries are +0). ``copy`` (rows, n): the sum written there too, block by block
+    (EF21's receiver hands out a copy of its estimate)."""
+    if not add:
+        _place(bits, vals, out, _NO_ROWS)
+    elif copy is None:
+        _place_add(bits, vals, out, _NO_ROWS)
+    else:
+        _place_add_copy(bits, vals, out, copy)
 
 
 @_jit(nogil=True, boundscheck=False, cache=True)
