@@ -209,7 +209,7 @@ def test_topk_kernels_give_the_same_bytes_with_the_generic_permutation(tmp_path)
 
 @pytest.mark.parametrize("name", ["normal", "ties", "zeros", "unsampled"])
 def test_ef_over_topk_in_one_pass_carries_the_three_steps_bits(name: str, monkeypatch) -> None:
-    """ef(topk)'s fused path (topk_kernels.top_rows_carrying: x + e, selection and carried
+    """ef(topk)'s fused path (lane_kernels.top_rows_carrying: x + e, selection and carried
     error row by row; rows the kernel declines by numpy) against ef's three steps (add, encode,
     error from the bitmask), over four steps: the same payloads and carried errors, bit for bit."""
     from harness.compressors.sparse import TopK

@@ -1,4 +1,4 @@
-"""numba's ``njit`` as pipenem's compiled kernels use it (``kernels.py``, ``topk_kernels.py``).
+"""numba's ``njit`` as pipenem's compiled kernels use it (``kernels.py``, ``lane_kernels.py``).
 
 numba itself is imported only when a kernel is first defined, so that a run which takes no
 compiled path does not pay for it (~0.3 s and ~130 MiB with LLVM)."""

@@ -2,7 +2,7 @@
 
 Quantization in numpy took six passes over the tensor (subtract, scale, round, clip, cast,
 pack) and its decode four: 6-11× the memory floor; one fused loop per direction runs at
-~2-3×. TopK's kernels (``topk_kernels.py``: an exact, sort-free selection, and compaction and
+~2-3×. TopK's kernels (``lane_kernels.py``: an exact, sort-free selection, and compaction and
 expansion 8 entries at a time, :mod:`simd`) run at ~3× where numpy's partition, compress and
 place ran at 13-15×; error feedback's carried error over TopK's bitmask is one branch-free
 pass (``benchmarks/compressors.py``; the README says what bounds each).
@@ -125,19 +125,20 @@ def quantize_decode(bits: int) -> Callable:
     return kernel
 
 
-SAMPLE = 1024  # magnitudes TopK samples per row to bracket its threshold (topk_kernels.py)
+SAMPLE = 1024  # magnitudes TopK samples per row to bracket its threshold (lane_kernels.py)
 HIST = 2048  # bins of the bracket's histogram (the k-th magnitude's bin is then a few entries)
 
 
-def topk() -> ModuleType:
-    """TopK's kernels (``topk_kernels.py``: top_rows, top_rows_carrying, place_rows,
-    compress_rows, unkept_rows), imported on first use. They call each other and numba
-    intrinsics, so they live at module level there: numba's disk cache keys a closure by its
-    pickled free variables, and a captured dispatcher or intrinsic pickles differently in every
-    process (the cache was never hit)."""
-    import harness.compressors.topk_kernels as topk_kernels  # numba: imported on first use
+def lanes() -> ModuleType:
+    """The kernels built on :mod:`simd`'s 8-lane blocks (``lane_kernels.py``: topk's selection,
+    compaction and expansion, randk's, EF's fused paths, sketch's per-chunk top-s, column's
+    streamed decode), imported on first use. They call numba intrinsics and each other, so they
+    live at module level there: numba keys a closure's disk-cache entry by its pickled free
+    variables, and a captured dispatcher or intrinsic pickles differently in every process (such
+    a closure was compiled anew, ~2 s, in every process)."""
+    import harness.compressors.lane_kernels as lane_kernels  # numba: imported on first use
 
-    return topk_kernels
+    return lane_kernels
 
 
 @cache
@@ -221,62 +222,5 @@ def gather_columns() -> Callable:
                 row, v = g[i, j], vals[i, j]
                 for t in range(k):
                     v[t] = row[cols[t]]
-
-    return kernel
-
-
-@cache
-def chunk_top() -> Callable:
-    """``(chunks (c, w) f32, s, sparse (c, w) f32)``: each chunk's s entries of largest magnitude,
-    the rest 0 (sketch's sparsification). Per chunk: the s-th largest of 32 interleaved groups'
-    maxima is a lower bound of the s-th largest entry (the maxima are distinct entries); one
-    vector pass compresses the entries at or above it (~16 of 512 at s = 13, with their
-    positions, :mod:`simd`), and each candidate's rank among those (how many are larger, or
-    equal and earlier) keeps the s of rank < s. Counts instead of a sort or a running list:
-    comparisons LLVM vectorises, no branch to mispredict (32 ms where ``abs().topk()`` + scatter
-    took 260 and a running top-s list 66, on the benchmark's tensor: 32,768 chunks of 512).
-    Ties at the s-th place keep the lowest positions. Needs w % 32 == 0 and s <= 32."""
-    import harness.compressors.simd as simd  # numba: imported on first use
-
-    compress8, mask_ge8, popcount8, table = simd.compress8, simd.mask_ge8, simd.popcount8, simd.COMPRESS
-    every, magnitude = np.uint32(0xFFFFFFFF), np.uint32(0x7FFFFFFF)
-
-    @njit()(nogil=True, boundscheck=False, cache=True)
-    def kernel(chunks, s, sparse):
-        c, w = chunks.shape
-        groups = np.empty(32, np.float32)
-        group_bits = groups.view(np.int32)  # >= 0: the bits order as the magnitudes do
-        cand = np.empty(w + 8, np.int32)  # candidates' magnitude bits and positions
-        where = np.empty(w + 8, np.int32)
-        iota = np.arange(w + 8).astype(np.int32)
-        for i in range(c):
-            row, out = chunks[i], sparse[i]
-            a = row.view(np.uint32)
-            groups[:] = 0
-            for r in range(w // 32):
-                for g in range(32):
-                    groups[g] = np.maximum(groups[g], abs(row[r * 32 + g]))
-            bound = np.int32(0)
-            for g in range(32):  # the largest maximum with at least s maxima at or above it
-                v, above = group_bits[g], np.int32(0)
-                for h in range(32):
-                    above += np.int32(group_bits[h] >= v)
-                if above >= s and v > bound:
-                    bound = v
-            nc = 0
-            for p in range(0, w, 8):
-                m = mask_ge8(a, p, bound)
-                compress8(a, p, magnitude, m, table, cand, nc)
-                compress8(iota, p, every, m, table, where, nc)
-                nc += popcount8(m)
-            out[:] = 0
-            for t in range(nc):  # candidates are in position order: "equal and earlier" = h < t
-                v, rank = cand[t], np.int32(0)
-                for h in range(nc):
-                    rank += np.int32(cand[h] > v)
-                for h in range(t):
-                    rank += np.int32(cand[h] == v)
-                if rank < s:
-                    out[where[t]] = row[where[t]]
 
     return kernel

@@ -14,6 +14,10 @@ memory floor). Here each is a handful of vector instructions per 8 entries:
   elsewhere the same permutation as 8 lane extracts (generic IR, slower, the same result).
   ``compress8`` stores all 8 lanes (the kept ones first): the destination needs 7 spare slots.
 
+Decodes write their output with non-temporal stores where it is 32-byte aligned
+(:func:`expand8_streaming`, :func:`stream_row`: no read of the destination's lines into the
+cache first; then :func:`fence`).
+
 ``PIPENEM_CODEC_SIMD=generic`` takes the generic permutation on an AVX2 host (tests compare the
 two); the choice is part of what numba compiles, so such a process should use its own
 ``NUMBA_CACHE_DIR``.
@@ -190,6 +194,56 @@ def clear8(typingctx, src, i, m, dst):
         return context.get_dummy_value()
 
     return types.void(src, i, m, dst), codegen
+
+
+def _store_streaming(builder, value: ir.Value, ptr: ir.Value) -> None:
+    """A non-temporal store (``!nontemporal``: ``vmovntps`` on x86): the line is written to
+    memory without being read into the cache first, half the traffic of a plain store to a
+    line not in cache. Needs a 32-byte aligned address."""
+    st = builder.store(value, ptr, align=32)
+    st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(_I32, 1)]))
+
+
+@intrinsic
+def expand8_streaming(typingctx, vals, j, m, table, out, i):
+    """:func:`expand8` with a non-temporal store (out + i 32-byte aligned; :func:`fence` after)."""
+
+    def codegen(context, builder, sig, args):
+        out = _block(context, builder, sig.args[4], args[4], args[5])
+        _store_streaming(builder, _expanded(context, builder, sig, args), out)
+        return context.get_dummy_value()
+
+    return types.void(vals, j, m, table, out, i), codegen
+
+
+@intrinsic
+def stream_row(typingctx, src, dst):
+    """dst[:] = src[:] (1-D, 4-byte elements, a multiple of 8 of them) with non-temporal stores
+    (dst 32-byte aligned; :func:`fence` after): a row built in cache, written out."""
+
+    def codegen(context, builder, sig, args):
+        s = context.make_array(sig.args[0])(context, builder, args[0])
+        d = context.make_array(sig.args[1])(context, builder, args[1])
+        n = builder.extract_value(s.shape, 0)
+        src, dst = builder.bitcast(s.data, _V8.as_pointer()), builder.bitcast(d.data, _V8.as_pointer())
+        with cgutils.for_range(builder, builder.udiv(n, ir.Constant(n.type, 8))) as loop:
+            v = builder.load(builder.gep(src, [loop.index]), align=4)
+            _store_streaming(builder, v, builder.gep(dst, [loop.index]))
+        return context.get_dummy_value()
+
+    return types.void(src, dst), codegen
+
+
+@intrinsic
+def fence(typingctx):
+    """A full memory fence: non-temporal stores are weakly ordered, so a kernel that made them
+    ends with one before anything else (a sending thread) reads what they wrote."""
+
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 @intrinsic

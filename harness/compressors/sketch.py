@@ -61,7 +61,7 @@ class Sketch(Compressor):
         chunks = (torch.cat([flat, flat.new_zeros(pad)]) if pad else flat).view(-1, self.chunk)
         if chunks.device.type == "cpu" and self.chunk % 32 == 0 and s <= 32:  # compiled (kernels.py)
             sparse = ctx.empty(chunks.shape, torch.float32, chunks.device)
-            kernels.chunk_top()(chunks.numpy(), s, sparse.numpy())
+            kernels.lanes().chunk_top(chunks.numpy(), s, sparse.numpy())
         else:
             idx = chunks.abs().topk(s, dim=1).indices
             sparse = torch.zeros_like(chunks).scatter_(1, idx, chunks.gather(1, idx))

@@ -26,7 +26,7 @@ def _numpy_ok(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.float16)
 
 
-# encode_with_state's rules, numbered as topk_kernels.top_rows_carrying takes them
+# encode_with_state's rules, numbered as lane_kernels.top_rows_carrying takes them
 _RULES = {"error-first": 0, "error": 1, "estimate": 2}
 
 
@@ -134,7 +134,7 @@ class TopK(Compressor):
         """:meth:`top_mask` and the kept values, row by row (large CPU tensors), as the payload
         holds them: each row's mask packed to bytes (little-endian bits, ⌈n/8⌉ a row) and its k
         values in position order, written into ``spare`` (rows·k values + 8 spare slots). Float32
-        rows go to the compiled selection (topk_kernels.py); the rows it declines (a NaN, a
+        rows go to the compiled selection (lane_kernels.py); the rows it declines (a NaN, a
         missed bracket) and other dtypes take numpy's: a row's magnitudes, selection, mask and
         kept values while the row is in cache. The same bytes either way.
 
@@ -150,9 +150,9 @@ class TopK(Compressor):
             hist = ctx.empty((kernels.HIST,), torch.int64, flat.device).numpy()
             sample, cand = scratch[n + 8 :], scratch[: n + 8]
             if state is None:
-                kernels.topk().top_rows(f, k, bits, spare.numpy(), done, sample, cand, hist)
+                kernels.lanes().top_rows(f, k, bits, spare.numpy(), done, sample, cand, hist)
             else:
-                kernels.topk().top_rows_carrying(f, *state, k, bits, spare.numpy(), done, sample, cand, hist, v)
+                kernels.lanes().top_rows_carrying(f, *state, k, bits, spare.numpy(), done, sample, cand, hist, v)
         if done.all():
             return bits_t
         mag_t, sel_t = ctx.empty((n,), flat.dtype, flat.device), ctx.empty((n,), flat.dtype, flat.device)
@@ -178,7 +178,7 @@ class TopK(Compressor):
             np.compress(m, src, out=vals[r])
             bits[r] = np.packbits(m, bitorder="little")
             if rule == _RULES["estimate"]:  # s += the row's decoded values
-                kernels.topk().place_rows(bits[r : r + 1], spare.numpy()[r * k :], state[0][r : r + 1], add=True)
+                kernels.lanes().place_rows(bits[r : r + 1], spare.numpy()[r * k :], state[0][r : r + 1], add=True)
             elif rule is not None:  # the carried error: v where not kept, +0 where kept
                 np.copyto(state[0][r], src)
                 state[0][r][m] = 0.0
@@ -214,7 +214,7 @@ class TopK(Compressor):
         bits = self._bitmask(payload)
         if bits is None or v.dtype != torch.float32 or not (v.is_contiguous() and out.is_contiguous()):
             return False
-        kernels.topk().unkept_rows(bits, v.numpy().reshape(bits.shape[0], -1), out.numpy().reshape(bits.shape[0], -1))
+        kernels.lanes().unkept_rows(bits, v.numpy().reshape(bits.shape[0], -1), out.numpy().reshape(bits.shape[0], -1))
         return True
 
     def decode_add(self, payload: Payload, out: torch.Tensor, ctx: Context, copy: torch.Tensor | None = None) -> bool:
@@ -225,7 +225,7 @@ class TopK(Compressor):
         values = part_as(payload.parts[0], torch.float32)
         rows = bits.shape[0]
         also = None if copy is None else copy.numpy().reshape(rows, -1)
-        kernels.topk().place_rows(bits, values.numpy(), out.numpy().reshape(rows, -1), add=True, copy=also)
+        kernels.lanes().place_rows(bits, values.numpy(), out.numpy().reshape(rows, -1), add=True, copy=also)
         return True
 
     def kept_mask(self, payload: Payload, ctx: Context) -> torch.Tensor:
@@ -235,9 +235,9 @@ class TopK(Compressor):
     def decode(self, payload: Payload, ctx: Context) -> torch.Tensor:
         bits = self._bitmask(payload)
         values = part_as(payload.parts[0], torch.float32) if bits is not None else None
-        if bits is not None and not values.requires_grad:  # from the bitmask, unpacked nowhere (topk_kernels.py)
+        if bits is not None and not values.requires_grad:  # from the bitmask, unpacked nowhere (lane_kernels.py)
             out = ctx.empty((bits.shape[0], bits.shape[1] * 8), torch.float32, payload.device)
-            kernels.topk().place_rows(bits, values.numpy(), out.numpy())
+            kernels.lanes().place_rows(bits, values.numpy(), out.numpy())
             return out.view(read_shape(payload.header)[1])
         dtype, shape, rows, n, k, mask = self._mask(payload, ctx)
         values = part_as(payload.parts[0], dtype)
@@ -325,9 +325,9 @@ class RandK(Compressor):
         flat = x.detach().reshape(-1, x.shape[-2] * x.shape[-1]) if x.dim() >= 3 else x.detach().reshape(1, -1)
         rows, n = flat.shape
         k = kept(self._rate, n)
-        if _compiled(flat) and n % 8 == 0:  # compiled, 8 entries at a time (topk_kernels.py)
+        if _compiled(flat) and n % 8 == 0:  # compiled, 8 entries at a time (lane_kernels.py)
             spare = ctx.empty((rows * k + 8,), flat.dtype, flat.device)  # the compaction's 8 spare slots
-            kernels.topk().compress_rows(flat.numpy(), self._bitmask(ctx, n, k), spare.numpy())
+            kernels.lanes().compress_rows(flat.numpy(), self._bitmask(ctx, n, k), spare.numpy())
             return Payload([spare[: rows * k]], shape_header(x) + (k,))
         vals = ctx.empty((rows, k), flat.dtype, flat.device)
         torch.index_select(flat, 1, self._positions(ctx, n, k, flat.device), out=vals)
@@ -361,7 +361,7 @@ class RandK(Compressor):
         if _compiled(vals) and n % 8 == 0 and not self.scale and not grad:  # compiled, 8 outputs at a time
             out = ctx.empty((rows, n), dtype, payload.device)
             bits = np.broadcast_to(self._bitmask(ctx, n, k), (rows, n // 8))  # every row: the same mask
-            kernels.topk().place_rows(bits, vals.numpy().reshape(-1), out.numpy())
+            kernels.lanes().place_rows(bits, vals.numpy().reshape(-1), out.numpy())
             return out.view(shape)
         pos = self._positions(ctx, n, k, payload.device)
         if _numpy_ok(vals) and by_instance(vals) and not (vals.requires_grad and torch.is_grad_enabled()):
