@@ -170,9 +170,10 @@ def permutation_prefix() -> Callable:
 @cache
 def scatter_columns() -> Callable:
     """``(vals (b, n, k), idx (b, k) i64, out (b, n, d))``: out = 0 except out[i, :, idx[i]] =
-    vals[i]: the decode of column masking (and of randk, as one instance whose rows keep the same
-    positions). Row by row, so each row is zeroed and filled while it is in cache (4.4 ms where
-    torch's per-instance zero + scatter took 7.3 on the benchmark's tensor)."""
+    vals[i]: column masking's decode where its output is not 32-byte aligned (elsewhere
+    ``lane_kernels.scatter_columns`` streams each row out). Row by row, so each row is zeroed and
+    filled while it is in cache (6-7 ms where torch's per-instance zero + scatter took 7.3 on
+    the benchmark's tensor)."""
 
     @njit()(nogil=True, boundscheck=False, cache=True)
     def kernel(vals, idx, out):
