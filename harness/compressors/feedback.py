@@ -63,12 +63,12 @@ class ErrorFeedback(_Wrapper):
     def encode(self, x: torch.Tensor, ctx: Context) -> Payload:
         e = ctx.state.get("e")
         carried = e is not None and e.shape == x.shape
+        fresh = None if carried else torch.empty(x.shape, dtype=x.dtype, device=x.device)  # this side's state
         if x.is_contiguous() and self.inner.decodes_kept_exactly():  # the inner's fused path (topk's rows)
-            out = e if carried else torch.empty(x.shape, dtype=x.dtype, device=x.device)
             rule = "error" if carried else "error-first"
-            p = self.inner.encode_with_state(x.detach(), out, rule, _sub(ctx, "inner"))
+            p = self.inner.encode_with_state(x.detach(), e if carried else fresh, rule, _sub(ctx, "inner"))
             if p is not None:
-                ctx.state["e"] = out
+                ctx.state["e"] = e if carried else fresh
                 return p
         if carried:
             v = torch.add(x.detach(), e, out=ctx.empty(x.shape, x.dtype, x.device))
@@ -76,7 +76,7 @@ class ErrorFeedback(_Wrapper):
             v, e = x.detach(), None
         p = self.inner.encode(v, _sub(ctx, "inner"))
         if e is None:
-            e = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # the carried error: this side's state
+            e = fresh  # the carried error: this side's state
         if self.inner.decodes_kept_exactly() and self.inner.write_unkept(p, v, e, _sub(ctx, "inner")):
             pass  # straight from the payload (topk's bitmask: one compiled pass)
         elif self.inner.decodes_kept_exactly() and (mask := self.kept_mask(p, ctx)) is not None:
