@@ -8,15 +8,17 @@ Imported on first use through ``kernels.py`` (it imports numba). The functions a
 level, not closures, so that numba's disk cache finds them again in the next process.
 
 Selection is exact and sort-free (:func:`top_rows`); the encode's compaction and the decode's
-expansion move 8 entries at a time (:mod:`simd`). On the benchmark's tensor (32 rows of
-524,288) encode ~14 ms and decode ~6 ms where the scalar loops they replace took 48 and 18 ms
-(a memory floor of ~7 ms: ``benchmarks/compressors.py``).
+expansion move 8 entries at a time (:mod:`simd`), and large decoded outputs are written with
+non-temporal stores. On the benchmark's tensor (32 rows of 524,288) topk's encode takes ~13 ms
+and its decode ~4 ms where the scalar loops they replace took 48 and 18 ms (a memory floor of
+~8 ms: ``benchmarks/compressors.py``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from harness.compressors.base import LOOP_BYTES
 from harness.compressors.jit import njit
 from harness.compressors.simd import (
     COMPRESS,
@@ -261,11 +263,12 @@ def place_rows(bits, vals, out, add=False, copy=None):
     left to read, one lane at a time. ``add``: out += that instead, in place and without making
     the decoded tensor (EF21's estimate update; the same bits as ``out.add_(decoded)``, whose
     unkept entries are +0). ``copy`` (rows, n): the sum written there too, block by block
-    (EF21's receiver hands out a copy of its estimate). The plain decode's output is written
-    with non-temporal stores where aligned (4.7 -> ~3.5 ms on the benchmark's tensor)."""
-    if not add:  # a fresh output: streamed out where its rows are 32-byte aligned
-        aligned = out.ctypes.data % 32 == 0 and (out.shape[1] * 4) % 32 == 0
-        (_place_streaming if aligned else _place)(bits, vals, out, _NO_ROWS)
+    (EF21's receiver hands out a copy of its estimate). The plain decode's output, where it is
+    large (``base.LOOP_BYTES``: it would not stay in cache) and aligned, is written with
+    non-temporal stores (4.7 -> ~3.7 ms on the benchmark's tensor)."""
+    if not add:  # a large fresh output (past the cache anyway): streamed out where rows are aligned
+        streams = out.nbytes >= LOOP_BYTES and out.ctypes.data % 32 == 0 and (out.shape[1] * 4) % 32 == 0
+        (_place_streaming if streams else _place)(bits, vals, out, _NO_ROWS)
     elif copy is None:
         _place_add(bits, vals, out, _NO_ROWS)
     else:
