@@ -38,7 +38,7 @@ def _as_bytes(t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])
-@pytest.mark.parametrize("shape", [(4, 96, 64), (2, 7, 12), (3, 5, 8), (33, 16), (1, 1, 4)])
+@pytest.mark.parametrize("shape", [(4, 96, 64), (2, 7, 12), (3, 5, 8), (33, 16), (1, 1, 4), (3, 5, 7), (2, 4, 10)])
 def test_quantize_kernels_give_the_torch_paths_bytes_and_values(shape: tuple[int, ...], bits: int) -> None:
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(bits))
     flat = x.view(-1)

@@ -102,7 +102,7 @@ def quantize_decode(bits: int) -> Callable:
     def kernel(packed, lo, step, out):
         b, n, d = out.shape
         w = d // per
-        codes = np.empty(d, np.uint8)
+        codes = np.empty((d + 3) // 4 * 4, np.uint8)  # whole words (8 bits: any d; codes unused)
         wide = codes.view(np.uint32) if per == 4 else codes.view(np.uint16)
         for i in range(b):
             low, size = lo[i], step[i]

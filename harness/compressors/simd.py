@@ -1,4 +1,4 @@
-"""Blocks of eight 32-bit lanes for the codec kernels (``kernels.py``), as numba intrinsics.
+"""Blocks of eight 32-bit lanes for the codec kernels (``lane_kernels.py``), as numba intrinsics.
 
 numba vectorises plain loops, but not the two steps a sparse codec spends its time in:
 turning eight comparisons into one byte of a bitmask, and moving the kept lanes of a block
@@ -9,14 +9,15 @@ memory floor). Here each is a handful of vector instructions per 8 entries:
 - :func:`mask_ge8` / :func:`mask_in8`: compare 8 magnitudes (the fp32 bits without the sign,
   ordered as the magnitudes are) with a threshold, the vector of booleans bitcast to one byte
   (``vmovmskps`` on x86): generic LLVM IR, any target.
-- :func:`compress8` / :func:`expand8` (:func:`expand_add8`): a permutation of the 8 lanes chosen by that byte from
-  a 256-entry table (:data:`COMPRESS`, :data:`EXPAND`). With AVX2 it is one ``vpermd``;
-  elsewhere the same permutation as 8 lane extracts (generic IR, slower, the same result).
+- :func:`compress8` / :func:`expand8` (:func:`expand_add8`): a permutation of the 8 lanes
+  chosen by that byte from a 256-entry table (:data:`COMPRESS`, :data:`EXPAND`). With AVX2 it
+  is one ``vpermd``; elsewhere the same permutation as 8 lane extracts (generic IR, slower,
+  the same result).
   ``compress8`` stores all 8 lanes (the kept ones first): the destination needs 7 spare slots.
 
-Decodes write their output with non-temporal stores where it is 32-byte aligned
+Large decoded outputs are written with non-temporal stores where 32-byte aligned
 (:func:`expand8_streaming`, :func:`stream_row`: no read of the destination's lines into the
-cache first; then :func:`fence`).
+cache first, half the memory traffic of a plain store; then :func:`fence`).
 
 ``PIPENEM_CODEC_SIMD=generic`` takes the generic permutation on an AVX2 host (tests compare the
 two); the choice is part of what numba compiles, so such a process should use its own
