@@ -599,3 +599,14 @@ def test_the_codec_benchmark_prints_one_json_object_per_compressor() -> None:
         )
     assert by_name["topk(0.9)"]["target"] == 5.0 and by_name["quantize(bits=2)"]["target"] == 3.0
     assert by_name["ef(topk(0.9))"]["target"] == pytest.approx(by_name["topk(0.9)"]["ratio"] + 1, abs=0.011)
+
+
+def test_column_of_a_strided_large_tensor_gives_the_contiguous_ones_bytes() -> None:
+    """A gradient autograd hands over transposed takes numpy's einsum and torch's gather (the
+    compiled kernels read strided input slowly): the same payload and decode as its copy."""
+    g = torch.randn(2, 512, 1024, generator=torch.Generator().manual_seed(2)).transpose(1, 2)  # 4 MiB
+    assert not g.is_contiguous()
+    c = build({"name": "column", "rate": 0.9})
+    a, b = c.encode(g, Context()), c.encode(g.contiguous(), Context())
+    assert torch.equal(a.to_bytes(), b.to_bytes())
+    assert torch.equal(c.decode(a, Context()), g.contiguous() * c.kept_mask(b, Context()))

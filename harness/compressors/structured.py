@@ -6,6 +6,7 @@ norm and sends their values and indices; ``row`` does the same over the n tokens
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 import harness.compressors.kernels as kernels  # not `from harness.compressors import`: a cycle
@@ -45,11 +46,21 @@ def _columns_in_cache(g: torch.Tensor, k: int, vals: torch.Tensor) -> torch.Tens
     norms = torch.empty(b, d, device=g.device)
     idx = torch.empty(b, k, dtype=torch.long, device=g.device)
     gn, nn, xn, vn = g.numpy(), norms.numpy(), idx.numpy(), vals.numpy()
+    # compiled where contiguous; a strided g (a gradient autograd hands over transposed) keeps
+    # numpy's einsum and torch's gather, which read it in its own order (the kernels ran 2x
+    # slower on it, a copy first cost more than that): the same sums either way
+    compiled = g.is_contiguous()
     column_norms, gather = kernels.column_norms(), kernels.gather_columns()
     for i in range(b):
-        column_norms(gn[i], nn[i])
+        if compiled:
+            column_norms(gn[i], nn[i])
+        else:
+            np.einsum("nd,nd->d", gn[i], gn[i], out=nn[i])
         idx[i] = norms[i].topk(k, sorted=False).indices.sort().values
-        gather(gn[i : i + 1], xn[i : i + 1], vn[i : i + 1])
+        if compiled:
+            gather(gn[i : i + 1], xn[i : i + 1], vn[i : i + 1])
+        else:
+            torch.index_select(g[i], 1, idx[i], out=vals[i])
     return idx
 
 
