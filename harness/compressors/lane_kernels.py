@@ -21,6 +21,7 @@ import numpy as np
 from harness.compressors.base import LOOP_BYTES
 from harness.compressors.jit import njit
 from harness.compressors.simd import (
+    ABS,
     COMPRESS,
     EXPAND,
     clear8,
@@ -36,7 +37,7 @@ from harness.compressors.simd import (
 )
 
 _jit = njit()
-_ABS = np.uint32(0x7FFFFFFF)  # an fp32's bits without the sign: ordered as the magnitudes are
+_ABS = np.uint32(ABS)  # an fp32's bits without the sign: ordered as the magnitudes are
 _NAN = np.uint32(0x7F800001)  # and from here up: NaN
 _ALL = np.uint32(0xFFFFFFFF)
 _ONE = np.uint64(1)
